@@ -1,0 +1,4 @@
+//! Laravel Sanctum token authentication (COMPAT §2).
+
+pub mod bearer;
+pub mod sanctum;

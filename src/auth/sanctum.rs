@@ -1,0 +1,255 @@
+//! Laravel Sanctum personal access tokens, read straight from the shop's
+//! `personal_access_tokens` table (COMPAT §2, K4, K15, D9).
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
+
+use chrono::NaiveDateTime;
+use chrono_tz::Tz;
+use sha2::{Digest, Sha256};
+use sqlx::MySqlPool;
+use subtle::ConstantTimeEq;
+
+use crate::auth::bearer::{parse_authorization, BearerToken};
+use crate::cache::TtlCache;
+use crate::laravel::dates::{format_wall, local_to_utc, normalize, parse_wall};
+
+/// The authenticated user `U` and the current token.
+#[derive(Clone, Debug)]
+pub struct AuthUser {
+    pub token_id: u64,
+    pub user_id: u64,
+    pub user_type: String,
+    pub name: String,
+    pub email: Option<String>,
+    pub banned: bool,
+}
+
+/// What the token lookup found, kept so the time checks can be re-run on a
+/// cached entry (§11.1).
+#[derive(Clone, Debug)]
+struct Resolved {
+    user: AuthUser,
+    created_at: Option<String>,
+    expires_at: Option<String>,
+}
+
+pub struct Sanctum {
+    pool: MySqlPool,
+    tz: Tz,
+    tokenable_type: String,
+    expiration_minutes: Option<i64>,
+    touch_interval: Duration,
+    /// Bearer value → resolved token and user (`SHOPCHAT_AUTH_CACHE_MS`).
+    cache: TtlCache<Vec<u8>, Resolved>,
+    /// When this process last wrote `last_used_at` for a token (D9).
+    touched: Mutex<HashMap<u64, Instant>>,
+    /// Older installs have no `expires_at` column (added in product 9.6).
+    has_expires_at: AtomicBool,
+}
+
+fn sha256_hex(secret: &[u8]) -> String {
+    hex::encode(Sha256::digest(secret))
+}
+
+type TokenRow = (u64, String, String, u64, Option<String>, Option<String>);
+
+impl Sanctum {
+    pub fn new(
+        pool: MySqlPool,
+        tz: Tz,
+        tokenable_type: String,
+        expiration_minutes: Option<i64>,
+        touch_interval: Duration,
+        cache_ttl: Duration,
+    ) -> Self {
+        Sanctum {
+            pool,
+            tz,
+            tokenable_type,
+            expiration_minutes,
+            touch_interval,
+            cache: TtlCache::new(cache_ttl, 100_000),
+            touched: Mutex::new(HashMap::new()),
+            has_expires_at: AtomicBool::new(true),
+        }
+    }
+
+    /// Resolves the `Authorization` header to a user, without side effects.
+    /// `Ok(None)` is an authentication failure; `Err` a database error.
+    pub async fn resolve(&self, authorization: Option<&[u8]>, now: NaiveDateTime) -> Result<Option<AuthUser>, sqlx::Error> {
+        let Some(token) = parse_authorization(authorization.unwrap_or(b"")) else {
+            return Ok(None);
+        };
+        let cache_key = match &token {
+            BearerToken::IdSecret { id, secret } => [id.to_string().as_bytes(), b"|", secret].concat(),
+            BearerToken::Plain(t) => t.clone(),
+        };
+        let resolved = match self.cache.get(&cache_key) {
+            Some(r) => r,
+            None => match self.lookup(&token).await? {
+                Some(r) => {
+                    self.cache.insert(cache_key, r.clone());
+                    r
+                }
+                None => return Ok(None),
+            },
+        };
+        Ok(self.still_valid(&resolved, now).then(|| resolved.user.clone()))
+    }
+
+    async fn lookup(&self, token: &BearerToken) -> Result<Option<Resolved>, sqlx::Error> {
+        let row = match token {
+            BearerToken::IdSecret { id, secret } => {
+                let Some(row) = self.token_row("id = ?", Bind::Id(*id)).await? else { return Ok(None) };
+                let expected = sha256_hex(secret);
+                // Constant-time comparison of the stored hash (§2).
+                if !bool::from(row.1.as_bytes().ct_eq(expected.as_bytes())) {
+                    return Ok(None);
+                }
+                row
+            }
+            BearerToken::Plain(t) => match self.token_row("token = ?", Bind::Hash(sha256_hex(t))).await? {
+                Some(row) => row,
+                None => return Ok(None),
+            },
+        };
+        let (token_id, _, tokenable_type, tokenable_id, created_at, expires_at) = row;
+        // An unknown model class is a 500 in PHP; shopchat answers 401.
+        if tokenable_type != self.tokenable_type {
+            return Ok(None);
+        }
+        let user: Option<(String, String, Option<String>, i64)> =
+            sqlx::query_as("SELECT user_type, name, email, CAST(banned AS SIGNED) FROM users WHERE id = ?")
+                .bind(tokenable_id)
+                .fetch_optional(&self.pool)
+                .await?;
+        let Some((user_type, name, email, banned)) = user else { return Ok(None) };
+        Ok(Some(Resolved {
+            user: AuthUser { token_id, user_id: tokenable_id, user_type, name, email, banned: banned == 1 },
+            created_at,
+            expires_at,
+        }))
+    }
+
+    async fn token_row(&self, condition: &str, bind: Bind) -> Result<Option<TokenRow>, sqlx::Error> {
+        loop {
+            let with_expiry = self.has_expires_at.load(Ordering::Relaxed);
+            let expires = if with_expiry { "CAST(expires_at AS CHAR)" } else { "NULL" };
+            let sql = format!(
+                "SELECT id, token, tokenable_type, tokenable_id, CAST(created_at AS CHAR), {expires} \
+                 FROM personal_access_tokens WHERE {condition} LIMIT 1"
+            );
+            let query = sqlx::query_as::<_, TokenRow>(&sql);
+            let query = match &bind {
+                Bind::Id(id) => query.bind(*id),
+                Bind::Hash(h) => query.bind(h.clone()),
+            };
+            match query.fetch_optional(&self.pool).await {
+                // ER_BAD_FIELD_ERROR: a pre-9.6 table without `expires_at`.
+                Err(sqlx::Error::Database(e)) if with_expiry && e.code().as_deref() == Some("1054") => {
+                    tracing::warn!("personal_access_tokens has no expires_at column; token expiry dates are not checked");
+                    self.has_expires_at.store(false, Ordering::Relaxed);
+                }
+                other => return other,
+            }
+        }
+    }
+
+    /// The time checks of §2, on naive values read in APP_TIMEZONE (§6.4).
+    fn still_valid(&self, r: &Resolved, now: NaiveDateTime) -> bool {
+        let now_utc = local_to_utc(now, self.tz);
+        let as_utc = |s: &str| parse_wall(s).map(|w| local_to_utc(normalize(&w), self.tz));
+        if let Some(minutes) = self.expiration_minutes {
+            match r.created_at.as_deref().and_then(as_utc) {
+                Some(created) if created > now_utc - chrono::Duration::minutes(minutes) => {}
+                _ => return false,
+            }
+        }
+        if let Some(expires) = r.expires_at.as_deref().and_then(as_utc) {
+            if expires < now_utc {
+                return false;
+            }
+        }
+        true
+    }
+
+    /// Writes `last_used_at` at most once per interval (D9); with interval 0
+    /// whenever it differs from `now` (PHP's behaviour).
+    pub async fn touch(&self, token_id: u64, now: NaiveDateTime) -> Result<(), sqlx::Error> {
+        if !self.touch_interval.is_zero() {
+            let touched = self.touched.lock().unwrap_or_else(|e| e.into_inner());
+            if touched.get(&token_id).is_some_and(|at| at.elapsed() < self.touch_interval) {
+                return Ok(());
+            }
+        }
+        let now_s = format_wall(now);
+        if self.touch_interval.is_zero() {
+            sqlx::query(
+                "UPDATE personal_access_tokens SET last_used_at = ?, updated_at = ? \
+                 WHERE id = ? AND (last_used_at IS NULL OR last_used_at <> ?)",
+            )
+            .bind(&now_s)
+            .bind(&now_s)
+            .bind(token_id)
+            .bind(&now_s)
+            .execute(&self.pool)
+            .await?;
+        } else {
+            let threshold = format_wall(now - chrono::Duration::from_std(self.touch_interval).unwrap_or_default());
+            sqlx::query(
+                "UPDATE personal_access_tokens SET last_used_at = ?, updated_at = ? \
+                 WHERE id = ? AND (last_used_at IS NULL OR last_used_at < ?)",
+            )
+            .bind(&now_s)
+            .bind(&now_s)
+            .bind(token_id)
+            .bind(&threshold)
+            .execute(&self.pool)
+            .await?;
+            let mut touched = self.touched.lock().unwrap_or_else(|e| e.into_inner());
+            if touched.len() > 100_000 {
+                touched.retain(|_, at| at.elapsed() < self.touch_interval);
+            }
+            touched.insert(token_id, Instant::now());
+        }
+        Ok(())
+    }
+
+    /// K6: a banned user's current token is deleted (bound parameters only).
+    pub async fn delete_token(&self, user: &AuthUser) -> Result<(), sqlx::Error> {
+        sqlx::query("DELETE FROM personal_access_tokens WHERE id = ? AND tokenable_id = ? AND tokenable_type = ?")
+            .bind(user.token_id)
+            .bind(user.user_id)
+            .bind(&self.tokenable_type)
+            .execute(&self.pool)
+            .await?;
+        self.forget_token(user.token_id);
+        Ok(())
+    }
+
+    /// Drops cached lookups of a token (after it was deleted).
+    pub fn forget_token(&self, token_id: u64) {
+        self.cache.retain(|_, r| r.user.token_id != token_id);
+    }
+}
+
+enum Bind {
+    Id(u64),
+    Hash(String),
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn hash_is_lowercase_hex() {
+        assert_eq!(
+            sha256_hex(b"e82dec50eb35333b411bdc59de6c1b222cbf49b6"),
+            "b77aa08d8f83a6a3329ece3cfa18abb5a5c1a56fbbde235ab3ac50e8d12057c7"
+        );
+    }
+}

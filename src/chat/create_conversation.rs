@@ -1,0 +1,210 @@
+//! `POST /api/v2/chat/create-conversation` (COMPAT §5.5; D2, D3, D4, D6, D7).
+//!
+//! Order: validate, find the product's owner, take a per-(sender, receiver)
+//! named lock so concurrent taps from several shopchat processes serialise,
+//! then one transaction that reuses or creates the conversation, inserts the
+//! first message and — for a new conversation — stages the seller's e-mail
+//! before the commit. Nothing is written on any error.
+
+use std::time::Duration;
+
+use actix_web::http::StatusCode;
+use actix_web::HttpResponse;
+use serde_json::json;
+use sqlx::mysql::MySql;
+use sqlx::pool::PoolConnection;
+use sqlx::MySqlPool;
+
+use crate::chat::repo::{self, Parties, UserBrief};
+use crate::chat::validation::{storage_guard, Validator, MESSAGE_LIMIT, TITLE_LIMIT};
+use crate::chat::{items, Ctx};
+use crate::error::ApiError;
+use crate::http::response;
+use crate::mail::render::{link, render, Labels, Notification};
+use crate::mail::Staged;
+
+pub async fn handle(ctx: &Ctx<'_>) -> Result<HttpResponse, ApiError> {
+    let state = ctx.state;
+    let pool = &state.pool;
+    // 1. Validation (D2), field order product_id, message, title.
+    let mut v = Validator::default();
+    let product = v.integer(&ctx.input, "product_id");
+    let message = v.string(&ctx.input, "message", true, MESSAGE_LIMIT);
+    let title = v.string(&ctx.input, "title", false, TITLE_LIMIT);
+    v.finish()?;
+    let (Some(product), Some(message)) = (product, message) else {
+        return Err(ApiError::Internal("validated fields missing".into()));
+    };
+
+    // 2. The product and its owner O; a missing owner is the same 404 (D4).
+    let not_found = || ApiError::ProductNotFound(product.as_received.clone());
+    let owner_id: i64 = sqlx::query_scalar("SELECT user_id FROM products WHERE id = ?")
+        .bind(product.value)
+        .fetch_optional(pool)
+        .await?
+        .ok_or_else(not_found)?;
+    let owner = repo::users(pool, &[owner_id]).await?.remove(&owner_id).ok_or_else(not_found)?;
+
+    // 3. Serialise per (U, O) across processes (D6).
+    let lock_name = format!("shopchat:cc:{}:{}", ctx.user.user_id, owner_id);
+    let lock = NamedLock::acquire(pool, &lock_name, state.settings.lock_timeout_seconds).await?;
+    let outcome = create_or_reuse(ctx, owner_id, &owner, title.as_deref(), &message).await;
+    lock.release().await;
+    let conversation_id = outcome?;
+
+    // 6. The answer: the receiver's shop face and the translated message.
+    let shop = if owner.user_type == "admin" {
+        None
+    } else {
+        repo::first_shops(pool, &[owner_id]).await?.remove(&owner_id)
+    };
+    let face = items::shop_face(ctx, &owner, shop.as_ref()).await?;
+    let done = ctx.t("Conversation created").await?;
+    Ok(response::json(
+        StatusCode::OK,
+        &json!({
+            "result": true,
+            "conversation_id": conversation_id,
+            "shop_name": face.name,
+            "shop_logo": face.logo,
+            "title": title,
+            "message": done,
+        }),
+    ))
+}
+
+/// Step 4–5: one transaction; returns the conversation id.
+async fn create_or_reuse(ctx: &Ctx<'_>, owner_id: i64, owner: &UserBrief, title: Option<&str>, message: &str) -> Result<i64, ApiError> {
+    let state = ctx.state;
+    let user_id = ctx.user.user_id;
+    let mut tx = state.pool.begin().await?;
+    // D6: the newest conversation of this pair whose stored title equals the
+    // input exactly (binary, in code: the column collation ignores case).
+    let candidates: Vec<(i64, Option<String>)> =
+        sqlx::query_as("SELECT id, title FROM conversations WHERE sender_id = ? AND receiver_id = ? ORDER BY id DESC")
+            .bind(user_id)
+            .bind(owner_id)
+            .fetch_all(&mut *tx)
+            .await?;
+    if let Some((id, _)) = candidates.into_iter().find(|(_, t)| t.as_deref() == title) {
+        repo::insert_message(&mut tx, id, user_id, message, &ctx.now_s)
+            .await
+            .map_err(|e| storage_guard(e, "message", MESSAGE_LIMIT))?;
+        let parties = Parties { sender_id: user_id as i64, receiver_id: owner_id };
+        repo::apply_viewed_flags(&mut tx, id, parties, user_id, &ctx.now_s).await?;
+        tx.commit().await?;
+        return Ok(id);
+    }
+
+    // The viewed flags keep their column defaults (1/0).
+    let id = sqlx::query("INSERT INTO conversations (sender_id, receiver_id, title, updated_at, created_at) VALUES (?, ?, ?, ?, ?)")
+        .bind(user_id)
+        .bind(owner_id)
+        .bind(title)
+        .bind(&ctx.now_s)
+        .bind(&ctx.now_s)
+        .execute(&mut *tx)
+        .await
+        .map_err(|e| storage_guard(e, "title", TITLE_LIMIT))?
+        .last_insert_id() as i64;
+    repo::insert_message(&mut tx, id, user_id, message, &ctx.now_s)
+        .await
+        .map_err(|e| storage_guard(e, "message", MESSAGE_LIMIT))?;
+
+    // §8.6 step 1: the e-mail is on disk before the commit, or nothing commits.
+    let staged = match notification(ctx, owner, id, message).await? {
+        Some(n) => Some(state.mailbox.stage(n).await.map_err(|e| ApiError::Unavailable(format!("outbox staging failed: {e}")))?),
+        None => None,
+    };
+    if let Err(e) = tx.commit().await {
+        if let Some(staged) = staged {
+            if let Err(io) = staged.discard().await {
+                tracing::error!(error = %io, "could not discard a staged e-mail after a failed commit");
+            }
+        }
+        return Err(e.into());
+    }
+    if let Some(staged) = staged {
+        promote(staged).await;
+    }
+    Ok(id)
+}
+
+/// Step 2 of §8.6. A failure here loses nothing: start-up recovery promotes
+/// every staged mail whose conversation exists.
+async fn promote(staged: Staged) {
+    if let Err(e) = staged.promote().await {
+        tracing::error!(error = %e, "staged e-mail not promoted; it will be recovered at the next start");
+    }
+}
+
+/// The seller's e-mail (§8.1–§8.3), or `None` when the receiver has no address.
+async fn notification(ctx: &Ctx<'_>, owner: &UserBrief, conversation_id: i64, message: &str) -> Result<Option<Notification>, ApiError> {
+    let Some(to) = owner.email.as_deref().filter(|e| !e.is_empty()) else {
+        return Ok(None);
+    };
+    let labels = Labels {
+        message: ctx.t("Message").await?,
+        sender: ctx.t("Sender").await?,
+        see_details: ctx.t("See Details").await?,
+        hi_you_recieved: ctx.t("Hi! You recieved a message from ").await?,
+    };
+    let token = ctx.state.encrypter.encrypt_int(conversation_id as u64);
+    let href = link(ctx.root(), owner.user_type == "admin", &token);
+    let mail = &ctx.state.settings.mail;
+    Ok(Some(render(
+        &labels,
+        &ctx.user.name,
+        message,
+        &href,
+        to,
+        &mail.from_address,
+        &mail.from_name,
+        conversation_id as u64,
+    )))
+}
+
+/// A MySQL named lock held on a dedicated connection (§5.5 step 3).
+struct NamedLock {
+    conn: Option<PoolConnection<MySql>>,
+    name: String,
+}
+
+impl NamedLock {
+    async fn acquire(pool: &MySqlPool, name: &str, timeout_seconds: u32) -> Result<NamedLock, ApiError> {
+        let mut conn = pool.acquire().await?;
+        let got: Option<i64> = sqlx::query_scalar("SELECT GET_LOCK(?, ?)")
+            .bind(name)
+            .bind(timeout_seconds)
+            .fetch_one(&mut *conn)
+            .await?;
+        if got != Some(1) {
+            // 0 = timed out, NULL = error: "database unavailable" (§1.3).
+            return Err(ApiError::Unavailable(format!("GET_LOCK({name}) not acquired")));
+        }
+        Ok(NamedLock { conn: Some(conn), name: name.to_string() })
+    }
+
+    async fn release(mut self) {
+        let Some(mut conn) = self.conn.take() else { return };
+        let released = tokio::time::timeout(
+            Duration::from_secs(5),
+            sqlx::query("SELECT RELEASE_LOCK(?)").bind(&self.name).execute(&mut *conn),
+        )
+        .await;
+        if !matches!(released, Ok(Ok(_))) {
+            tracing::warn!(lock = %self.name, "RELEASE_LOCK failed; closing the connection instead");
+            drop(conn.detach());
+        }
+    }
+}
+
+impl Drop for NamedLock {
+    /// A request cancelled while holding the lock: close the connection (the
+    /// server then frees the lock) rather than return a locked one to the pool.
+    fn drop(&mut self) {
+        if let Some(conn) = self.conn.take() {
+            drop(conn.detach());
+        }
+    }
+}

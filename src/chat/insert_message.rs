@@ -1,0 +1,43 @@
+//! `POST /api/v2/chat/insert-message` (COMPAT §5.3; D1, D2, D3, D5).
+
+use actix_web::http::StatusCode;
+use actix_web::HttpResponse;
+
+use crate::chat::validation::{storage_guard, Validator, MESSAGE_LIMIT};
+use crate::chat::{items, repo, Ctx};
+use crate::error::ApiError;
+use crate::http::response;
+use crate::laravel::paginate::envelope;
+
+pub async fn handle(ctx: &Ctx<'_>) -> Result<HttpResponse, ApiError> {
+    let state = ctx.state;
+    // 1. Validation (D2); `user_id` sent by the app is ignored (D5).
+    let mut v = Validator::default();
+    let cid = v.integer(&ctx.input, "conversation_id");
+    let message = v.string(&ctx.input, "message", true, MESSAGE_LIMIT);
+    v.finish()?;
+    let (Some(cid), Some(message)) = (cid, message) else {
+        return Err(ApiError::Internal("validated fields missing".into()));
+    };
+    // 2. D1: only participants may post; nothing is written otherwise.
+    let not_found = || ApiError::ConversationNotFound(cid.as_received.clone());
+    let parties = state.participants.get(&state.pool, cid.value).await?.ok_or_else(not_found)?;
+    if !parties.includes(ctx.user.user_id) {
+        return Err(not_found());
+    }
+    // 3. One transaction: the message and the D5 flags (D3).
+    let mut tx = state.pool.begin().await?;
+    let id = repo::insert_message(&mut tx, cid.value, ctx.user.user_id, &message, &ctx.now_s)
+        .await
+        .map_err(|e| storage_guard(e, "message", MESSAGE_LIMIT))?;
+    repo::apply_viewed_flags(&mut tx, cid.value, parties, ctx.user.user_id, &ctx.now_s).await?;
+    let row = repo::message_by_id(&mut *tx, id).await?;
+    tx.commit().await?;
+    // 4. A one-item page over the new row; page ≥ 2 shows none (K11).
+    let page = ctx.input.page();
+    let data = match row {
+        Some(row) if page == 1 => vec![items::message_item(&row)],
+        _ => Vec::new(),
+    };
+    Ok(response::json(StatusCode::OK, &envelope(&ctx.info.path_url, page, 1, 1, data)))
+}

@@ -1,0 +1,54 @@
+//! The five chat routes (COMPAT §5). One module per route; the SQL lives in
+//! [`repo`], item formats in [`items`], input validation in [`validation`].
+
+pub mod conversations;
+pub mod create_conversation;
+pub mod insert_message;
+pub mod items;
+pub mod messages;
+pub mod repo;
+pub mod validation;
+
+use actix_web::HttpResponse;
+
+use crate::auth::sanctum::AuthUser;
+use crate::error::ApiError;
+use crate::http::input::Input;
+use crate::http::pipeline::RequestInfo;
+use crate::http::routing::Route;
+use crate::state::AppState;
+
+/// What a chat handler gets once the pipeline (steps 0–7) has passed.
+pub struct Ctx<'a> {
+    pub state: &'a AppState,
+    /// `U`, the authenticated user.
+    pub user: AuthUser,
+    pub info: &'a RequestInfo,
+    /// The request locale (§1.2 step 6).
+    pub locale: String,
+    /// `now` as written to TIMESTAMP columns (`YYYY-MM-DD HH:MM:SS` in APP_TIMEZONE).
+    pub now_s: String,
+    pub input: Input,
+}
+
+impl Ctx<'_> {
+    pub fn root(&self) -> &str {
+        &self.info.root
+    }
+
+    /// `T(text)` in the request locale.
+    pub async fn t(&self, text: &str) -> Result<String, sqlx::Error> {
+        self.state.translator.translate(text, &self.locale, &self.now_s, true).await
+    }
+}
+
+pub async fn dispatch(ctx: &Ctx<'_>, route: &Route) -> Result<HttpResponse, ApiError> {
+    match route {
+        Route::Conversations => conversations::handle(ctx).await,
+        Route::Messages { id } => messages::handle(ctx, id, None).await,
+        Route::NewMessages { conversation_id, last_message_id } => messages::handle(ctx, conversation_id, Some(last_message_id)).await,
+        Route::InsertMessage => insert_message::handle(ctx).await,
+        Route::CreateConversation => create_conversation::handle(ctx).await,
+        other => Err(ApiError::Internal(format!("route {other:?} reached the chat dispatcher"))),
+    }
+}

@@ -1,0 +1,244 @@
+//! The SQL of the chat routes (COMPAT §5). Every statement binds its values;
+//! timestamps are read as text and formatted in code (§6.4).
+
+use std::collections::HashMap;
+use std::sync::Mutex;
+
+use sqlx::{MySql, MySqlPool};
+
+use crate::error::ApiError;
+
+/// A conversation's participants. `sender_id`/`receiver_id` never change, so
+/// they may be cached without limit (§11.1).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Parties {
+    pub sender_id: i64,
+    pub receiver_id: i64,
+}
+
+impl Parties {
+    pub fn includes(&self, user_id: u64) -> bool {
+        self.sender_id as u64 == user_id || self.receiver_id as u64 == user_id
+    }
+}
+
+#[derive(Default)]
+pub struct Participants {
+    known: Mutex<HashMap<i64, Parties>>,
+}
+
+impl Participants {
+    pub async fn get(&self, pool: &MySqlPool, id: i64) -> Result<Option<Parties>, sqlx::Error> {
+        if let Some(p) = self.known.lock().unwrap_or_else(|e| e.into_inner()).get(&id) {
+            return Ok(Some(*p));
+        }
+        let row: Option<(i64, i64)> = sqlx::query_as("SELECT sender_id, receiver_id FROM conversations WHERE id = ?")
+            .bind(id)
+            .fetch_optional(pool)
+            .await?;
+        let parties = row.map(|(sender_id, receiver_id)| Parties { sender_id, receiver_id });
+        if let Some(p) = parties {
+            let mut known = self.known.lock().unwrap_or_else(|e| e.into_inner());
+            if known.len() >= 200_000 {
+                known.clear();
+            }
+            known.insert(id, p);
+        }
+        Ok(parties)
+    }
+}
+
+/// D1 on a path segment: digits only, fits u64, exists, and `user` takes part;
+/// otherwise 404 with the segment as received.
+pub async fn require_participant(
+    participants: &Participants,
+    pool: &MySqlPool,
+    segment: &str,
+    user_id: u64,
+) -> Result<(i64, Parties), ApiError> {
+    let not_found = || ApiError::ConversationNotFound(segment.to_string());
+    if segment.is_empty() || !segment.bytes().all(|b| b.is_ascii_digit()) {
+        return Err(not_found());
+    }
+    let id: u64 = segment.parse().map_err(|_| not_found())?;
+    let id = i64::try_from(id).map_err(|_| not_found())?;
+    match participants.get(pool, id).await? {
+        Some(p) if p.includes(user_id) => Ok((id, p)),
+        _ => Err(not_found()),
+    }
+}
+
+#[derive(sqlx::FromRow, Debug, Clone)]
+pub struct ConversationRow {
+    pub id: i64,
+    pub receiver_id: i64,
+    pub title: Option<String>,
+    pub sender_viewed: i64,
+    pub receiver_viewed: i64,
+    pub updated_at: Option<String>,
+}
+
+pub async fn count_conversations(pool: &MySqlPool, sender_id: u64) -> Result<i64, sqlx::Error> {
+    sqlx::query_scalar("SELECT COUNT(*) FROM conversations WHERE sender_id = ?")
+        .bind(sender_id)
+        .fetch_one(pool)
+        .await
+}
+
+pub async fn list_conversations(pool: &MySqlPool, sender_id: u64, offset: i64) -> Result<Vec<ConversationRow>, sqlx::Error> {
+    sqlx::query_as(
+        "SELECT id, receiver_id, title, CAST(sender_viewed AS SIGNED) AS sender_viewed, \
+         CAST(receiver_viewed AS SIGNED) AS receiver_viewed, CAST(updated_at AS CHAR) AS updated_at \
+         FROM conversations WHERE sender_id = ? ORDER BY id DESC LIMIT 10 OFFSET ?",
+    )
+    .bind(sender_id)
+    .bind(offset)
+    .fetch_all(pool)
+    .await
+}
+
+/// A receiver as the list shows it: `user_type`, `name`.
+#[derive(Clone, Debug)]
+pub struct UserBrief {
+    pub user_type: String,
+    pub name: String,
+    pub email: Option<String>,
+}
+
+/// Batched user lookup (no N+1 on a page).
+pub async fn users(pool: &MySqlPool, ids: &[i64]) -> Result<HashMap<i64, UserBrief>, sqlx::Error> {
+    if ids.is_empty() {
+        return Ok(HashMap::new());
+    }
+    let sql = format!(
+        "SELECT CAST(id AS SIGNED), user_type, name, email FROM users WHERE id IN ({})",
+        placeholders(ids.len())
+    );
+    let mut q = sqlx::query_as::<MySql, (i64, String, String, Option<String>)>(&sql);
+    for id in ids {
+        q = q.bind(*id);
+    }
+    Ok(q.fetch_all(pool)
+        .await?
+        .into_iter()
+        .map(|(id, user_type, name, email)| (id, UserBrief { user_type, name, email }))
+        .collect())
+}
+
+#[derive(Clone, Debug)]
+pub struct ShopBrief {
+    pub id: i64,
+    pub name: Option<String>,
+    pub logo: Option<String>,
+}
+
+/// Each user's first shop (lowest `shops.id`), batched.
+pub async fn first_shops(pool: &MySqlPool, user_ids: &[i64]) -> Result<HashMap<i64, ShopBrief>, sqlx::Error> {
+    if user_ids.is_empty() {
+        return Ok(HashMap::new());
+    }
+    let sql = format!(
+        "SELECT id, user_id, name, logo FROM shops WHERE user_id IN ({}) ORDER BY id",
+        placeholders(user_ids.len())
+    );
+    let mut q = sqlx::query_as::<MySql, (i64, i64, Option<String>, Option<String>)>(&sql);
+    for id in user_ids {
+        q = q.bind(*id);
+    }
+    let mut shops = HashMap::new();
+    for (id, user_id, name, logo) in q.fetch_all(pool).await? {
+        shops.entry(user_id).or_insert(ShopBrief { id, name, logo });
+    }
+    Ok(shops)
+}
+
+#[derive(sqlx::FromRow, Debug, Clone)]
+pub struct MessageRow {
+    pub id: i64,
+    pub user_id: i64,
+    pub message: Option<String>,
+    pub created_at: Option<String>,
+    /// The author's `user_type`; `None` when the author was deleted (D4).
+    pub user_type: Option<String>,
+}
+
+const MESSAGE_COLUMNS: &str = "m.id, m.user_id, m.message, CAST(m.created_at AS CHAR) AS created_at, u.user_type \
+     FROM messages m LEFT JOIN users u ON u.id = m.user_id";
+
+/// `after` is the `last_message_id` segment, bound as a string so MySQL
+/// coerces it exactly like PHP's query (`abc` → 0, `1e3` → 1000; §5.4).
+pub async fn count_messages(pool: &MySqlPool, conversation_id: i64, after: Option<&str>) -> Result<i64, sqlx::Error> {
+    let q = match after {
+        None => sqlx::query_scalar("SELECT COUNT(*) FROM messages WHERE conversation_id = ?").bind(conversation_id),
+        Some(a) => sqlx::query_scalar("SELECT COUNT(*) FROM messages WHERE conversation_id = ? AND id > ?")
+            .bind(conversation_id)
+            .bind(a),
+    };
+    q.fetch_one(pool).await
+}
+
+pub async fn list_messages(pool: &MySqlPool, conversation_id: i64, after: Option<&str>, offset: i64) -> Result<Vec<MessageRow>, sqlx::Error> {
+    let cursor = if after.is_some() { " AND m.id > ?" } else { "" };
+    let sql = format!("SELECT {MESSAGE_COLUMNS} WHERE m.conversation_id = ?{cursor} ORDER BY m.id DESC LIMIT 10 OFFSET ?");
+    let mut q = sqlx::query_as(&sql).bind(conversation_id);
+    if let Some(a) = after {
+        q = q.bind(a);
+    }
+    q.bind(offset).fetch_all(pool).await
+}
+
+pub async fn message_by_id<'e, E: sqlx::Executor<'e, Database = MySql>>(executor: E, id: i64) -> Result<Option<MessageRow>, sqlx::Error> {
+    sqlx::query_as(&format!("SELECT {MESSAGE_COLUMNS} WHERE m.id = ?"))
+        .bind(id)
+        .fetch_optional(executor)
+        .await
+}
+
+fn placeholders(n: usize) -> String {
+    vec!["?"; n].join(",")
+}
+
+/// Inserts a message inside the caller's transaction and returns its id.
+pub async fn insert_message(
+    tx: &mut sqlx::Transaction<'_, MySql>,
+    conversation_id: i64,
+    user_id: u64,
+    message: &str,
+    now: &str,
+) -> Result<i64, sqlx::Error> {
+    let done = sqlx::query("INSERT INTO messages (conversation_id, user_id, message, updated_at, created_at) VALUES (?, ?, ?, ?, ?)")
+        .bind(conversation_id)
+        .bind(user_id)
+        .bind(message)
+        .bind(now)
+        .bind(now)
+        .execute(&mut **tx)
+        .await?;
+    Ok(done.last_insert_id() as i64)
+}
+
+/// D5: the author's own side is "viewed", the other side "unread":
+/// the sender posts ⇒ (1, 0), the receiver posts ⇒ (0, 1). `updated_at`
+/// moves only when a flag changes (Eloquent's "dirty" semantics).
+pub async fn apply_viewed_flags(
+    tx: &mut sqlx::Transaction<'_, MySql>,
+    conversation_id: i64,
+    parties: Parties,
+    author: u64,
+    now: &str,
+) -> Result<(), sqlx::Error> {
+    let (s, r) = if parties.sender_id as u64 == author { (1, 0) } else { (0, 1) };
+    sqlx::query(
+        "UPDATE conversations SET sender_viewed = ?, receiver_viewed = ?, updated_at = ? \
+         WHERE id = ? AND (sender_viewed <> ? OR receiver_viewed <> ?)",
+    )
+    .bind(s)
+    .bind(r)
+    .bind(now)
+    .bind(conversation_id)
+    .bind(s)
+    .bind(r)
+    .execute(&mut **tx)
+    .await?;
+    Ok(())
+}

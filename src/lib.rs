@@ -1,0 +1,16 @@
+//! shopchat: a drop-in Rust replacement for the Active eCommerce CMS mobile
+//! chat API (`/api/v2/chat/*`). The contract is `COMPAT.md`; section numbers
+//! in comments (§…) and rule ids (K…, D…) refer to it.
+
+pub mod auth;
+pub mod cache;
+pub mod chat;
+pub mod config;
+pub mod error;
+pub mod http;
+pub mod laravel;
+pub mod mail;
+pub mod openapi;
+pub mod startup;
+pub mod state;
+pub mod telemetry;

@@ -1,0 +1,468 @@
+//! The delivery worker: drains `<outbox>/pending/` over SMTP (COMPAT §8.6 step 4).
+//!
+//! Several workers, in one process or in several sharing the outbox, may run at once: every
+//! hand-over goes through the outbox's atomic renames.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use tokio::sync::watch;
+
+use crate::mail::outbox::{unix_now, Claimed, FailOutcome, Outbox};
+use crate::mail::smtp::{deliver, Mailer};
+
+/// §8.6 step 4: a claim older than this belongs to a dead worker.
+pub const STALE_CLAIM_AFTER: Duration = Duration::from_secs(10 * 60);
+
+/// Hard limit on one delivery, well inside [`STALE_CLAIM_AFTER`], so a live worker's claim is
+/// never mistaken for a dead one's (lettre's timeout is per operation, not per mail).
+const DELIVERY_DEADLINE: Duration = Duration::from_secs(5 * 60);
+
+/// How often stale claims are looked for; they are 10 minutes old at the earliest.
+const STALE_SCAN_EVERY: Duration = Duration::from_secs(30);
+
+/// Runs until `shutdown` becomes `true` (or its sender is dropped). A mail being sent at that
+/// moment is finished and its outcome recorded first; waits between scans end at once.
+pub async fn run_worker(
+    outbox: Arc<Outbox>,
+    mailer: Arc<Mailer>,
+    max_attempts: u32,
+    poll: Duration,
+    mut shutdown: watch::Receiver<bool>,
+) {
+    let mut last_stale_scan: Option<Instant> = None;
+    loop {
+        if *shutdown.borrow() {
+            break;
+        }
+
+        if last_stale_scan.is_none_or(|t| t.elapsed() >= STALE_SCAN_EVERY) {
+            last_stale_scan = Some(Instant::now());
+            let ob = Arc::clone(&outbox);
+            match blocking(move || ob.return_stale_claims(STALE_CLAIM_AFTER)).await {
+                Ok(0) => {}
+                Ok(n) => tracing::warn!(returned = n, "stale outbox claims returned to pending"),
+                Err(e) => tracing::error!(error = %e, "outbox: returning stale claims failed"),
+            }
+        }
+
+        // Directory scans and fsyncs block; keep them off the async threads.
+        let ob = Arc::clone(&outbox);
+        match blocking(move || ob.claim_next(unix_now())).await {
+            Ok(Some(claimed)) => {
+                send_one(claimed, &mailer, max_attempts).await;
+                // Go straight on to the next due entry: a backlog drains at full speed.
+            }
+            Ok(None) => {
+                if wait_or_shutdown(&mut shutdown, poll).await {
+                    break;
+                }
+            }
+            Err(e) => {
+                tracing::error!(error = %e, "outbox: claiming an entry failed");
+                if wait_or_shutdown(&mut shutdown, poll).await {
+                    break;
+                }
+            }
+        }
+    }
+    tracing::debug!("mail worker stopped");
+}
+
+async fn send_one(claimed: Claimed, mailer: &Mailer, max_attempts: u32) {
+    let result = match tokio::time::timeout(
+        DELIVERY_DEADLINE,
+        deliver(mailer, claimed.notification()),
+    )
+    .await
+    {
+        Ok(r) => r,
+        Err(_) => Err(crate::mail::smtp::DeliveryError {
+            message: format!("delivery took longer than {DELIVERY_DEADLINE:?}"),
+            permanent: false,
+        }),
+    };
+    let file = claimed.file_name().to_owned();
+    let conversation_id = claimed.notification().conversation_id;
+    match result {
+        Ok(()) => {
+            tracing::info!(%file, conversation_id, "mail delivered");
+            if let Err(e) = blocking(move || claimed.delivered()).await {
+                // The mail went out but the claim stays; after 10 min it is sent again
+                // (a duplicate, never a loss: §8.6 is at-least-once).
+                tracing::error!(%file, error = %e, "outbox: removing a delivered entry failed");
+            }
+        }
+        Err(err) => {
+            let message = err.message.clone();
+            let permanent = err.permanent;
+            let outcome =
+                blocking(move || claimed.failed(&message, permanent, max_attempts, unix_now()))
+                    .await;
+            match outcome {
+                Ok(FailOutcome::Retry { next_attempt_at }) => tracing::warn!(
+                    %file, conversation_id, error = %err.message, next_attempt_at,
+                    "mail delivery failed; will retry"
+                ),
+                Ok(FailOutcome::Dead) => tracing::error!(
+                    %file, conversation_id, error = %err.message, permanent,
+                    "mail delivery failed; moved to dead/"
+                ),
+                // The claim file is still in sending/ and returns as stale in 10 min.
+                Err(e) => tracing::error!(
+                    %file, error = %e, "outbox: recording a failed delivery failed"
+                ),
+            }
+        }
+    }
+}
+
+/// Sleeps `poll`; returns true if shutdown was requested meanwhile (or can no longer be
+/// signalled because the sender is gone, which is how an owning task going away looks).
+async fn wait_or_shutdown(shutdown: &mut watch::Receiver<bool>, poll: Duration) -> bool {
+    tokio::select! {
+        _ = tokio::time::sleep(poll) => *shutdown.borrow(),
+        changed = shutdown.changed() => changed.is_err() || *shutdown.borrow(),
+    }
+}
+
+async fn blocking<T: Send + 'static>(
+    f: impl FnOnce() -> std::io::Result<T> + Send + 'static,
+) -> std::io::Result<T> {
+    tokio::task::spawn_blocking(f)
+        .await
+        .unwrap_or_else(|join| Err(std::io::Error::other(join)))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::mail::outbox::{EntryState, EntrySummary};
+    use crate::mail::render::{link, render, Labels, Notification};
+    use crate::mail::smtp::{Encryption, SmtpSettings};
+    use std::path::{Path, PathBuf};
+    use std::process::{Child, Command, Stdio};
+    use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
+
+    const HTML: &str = "<h1>Message</h1>\n\
+        <p>Hi! You recieved a message from Customer Two.</p>\n\
+        <p><b>Sender:</b>Customer Two</p>\n\
+        <p><b>Message:</b>Which switches?</p>\n\
+        <a class=\"btn btn-primary btn-md\" href=\"http://127.0.0.1:8081/conversations/eyJpdiI6TOKENInRhZyI6IiJ9\">See Details</a>\n";
+
+    fn notification(conversation_id: u64) -> Notification {
+        let labels = Labels {
+            message: "Message".into(),
+            sender: "Sender".into(),
+            see_details: "See Details".into(),
+            hi_you_recieved: "Hi! You recieved a message from".into(),
+        };
+        let n = render(
+            &labels,
+            "Customer Two",
+            "Which switches?",
+            &link("http://127.0.0.1:8081", false, "eyJpdiI6TOKENInRhZyI6IiJ9"),
+            "seller@example.com",
+            "hello@example.com",
+            "Example",
+            conversation_id,
+        );
+        assert_eq!(n.html, HTML);
+        n
+    }
+
+    fn smtp(port: u16) -> Arc<Mailer> {
+        Arc::new(Mailer::Smtp(SmtpSettings {
+            host: "127.0.0.1".into(),
+            port,
+            encryption: Encryption::None,
+            username: None,
+            password: None,
+            timeout: Duration::from_secs(5),
+        }))
+    }
+
+    fn free_port() -> u16 {
+        std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port()
+    }
+
+    /// `shared/golden/parity.py`: `SHOPCHAT_PARITY_PY`, else the first `shared/` found walking
+    /// up from the crate (CI lays shared/ beside the clone), else `/work/shared`.
+    fn parity_py() -> PathBuf {
+        if let Some(p) = std::env::var_os("SHOPCHAT_PARITY_PY") {
+            return p.into();
+        }
+        let rel = Path::new("shared/golden/parity.py");
+        Path::new(env!("CARGO_MANIFEST_DIR"))
+            .ancestors()
+            .map(|dir| dir.join(rel))
+            .find(|p| p.is_file())
+            .unwrap_or_else(|| Path::new("/work").join(rel))
+    }
+
+    /// The loopback SMTP sink, killed when dropped (also when a test panics).
+    struct Sink(Child);
+
+    impl Sink {
+        async fn start(port: u16, dir: &Path) -> Sink {
+            let script = parity_py();
+            assert!(
+                script.is_file(),
+                "SMTP sink script not found at {}",
+                script.display()
+            );
+            let child = Command::new("python3")
+                .arg(&script)
+                .args(["sink", "--port", &port.to_string(), "--dir"])
+                .arg(dir)
+                .stdout(Stdio::null())
+                .stderr(Stdio::null())
+                .spawn()
+                .expect("python3 must be installed");
+            let sink = Sink(child);
+            let deadline = Instant::now() + Duration::from_secs(15);
+            while tokio::net::TcpStream::connect(("127.0.0.1", port))
+                .await
+                .is_err()
+            {
+                assert!(Instant::now() < deadline, "the SMTP sink did not start");
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+            sink
+        }
+
+        fn stop(&mut self) {
+            let _ = self.0.kill();
+            let _ = self.0.wait();
+        }
+    }
+
+    impl Drop for Sink {
+        fn drop(&mut self) {
+            self.stop();
+        }
+    }
+
+    async fn eventually<T>(what: &str, mut f: impl FnMut() -> Option<T>) -> T {
+        let deadline = Instant::now() + Duration::from_secs(20);
+        loop {
+            if let Some(v) = f() {
+                return v;
+            }
+            assert!(Instant::now() < deadline, "timed out waiting for {what}");
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+
+    fn start_worker(
+        outbox: &Arc<Outbox>,
+        mailer: Arc<Mailer>,
+        max_attempts: u32,
+    ) -> (watch::Sender<bool>, tokio::task::JoinHandle<()>) {
+        let (tx, rx) = watch::channel(false);
+        let handle = tokio::spawn(run_worker(
+            Arc::clone(outbox),
+            mailer,
+            max_attempts,
+            Duration::from_millis(50),
+            rx,
+        ));
+        (tx, handle)
+    }
+
+    async fn stop_worker(tx: watch::Sender<bool>, handle: tokio::task::JoinHandle<()>) {
+        tx.send(true).unwrap();
+        tokio::time::timeout(Duration::from_secs(10), handle)
+            .await
+            .expect("worker did not stop promptly")
+            .unwrap();
+    }
+
+    fn only_entry(outbox: &Outbox) -> Option<EntrySummary> {
+        let list = outbox.list().unwrap();
+        (list.len() == 1).then(|| list[0].clone())
+    }
+
+    fn mails(dir: &Path) -> Vec<PathBuf> {
+        let mut v: Vec<_> = std::fs::read_dir(dir)
+            .unwrap()
+            .map(|e| e.unwrap().path())
+            .filter(|p| p.extension().is_some_and(|e| e == "eml"))
+            .collect();
+        v.sort();
+        v
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn delivers_through_real_smtp_then_retries_when_the_server_is_gone() {
+        let tmp = tempfile::tempdir().unwrap();
+        let sink_dir = tmp.path().join("sink");
+        let outbox = Arc::new(Outbox::open(tmp.path().join("outbox")).unwrap());
+        let port = free_port();
+        let mut sink = Sink::start(port, &sink_dir).await;
+
+        outbox.stage(&notification(6)).unwrap().promote().unwrap();
+        let (tx, handle) = start_worker(&outbox, smtp(port), 20);
+        let stored = eventually("the sink to store the mail", || {
+            let m = mails(&sink_dir);
+            (!m.is_empty()).then_some(m)
+        })
+        .await;
+        eventually("the outbox to empty", || {
+            outbox.list().unwrap().is_empty().then_some(())
+        })
+        .await;
+        stop_worker(tx, handle).await;
+
+        assert_eq!(stored.len(), 1);
+        let raw = String::from_utf8(std::fs::read(&stored[0]).unwrap()).unwrap();
+        let (headers, body) = raw.split_once("\r\n\r\n").expect("header/body separator");
+        assert!(
+            headers.contains("X-Sink-Rcpt-To: <seller@example.com>"),
+            "{headers}"
+        );
+        assert!(
+            headers.contains("X-Sink-Mail-From: <hello@example.com>"),
+            "{headers}"
+        );
+        assert!(
+            headers.contains("\r\nSubject: Sender:- Customer Two\r\n"),
+            "{headers}"
+        );
+        assert!(
+            headers.contains("\r\nFrom: Example <hello@example.com>\r\n"),
+            "{headers}"
+        );
+        assert!(
+            headers.contains("\r\nTo: seller@example.com\r\n"),
+            "{headers}"
+        );
+        assert!(
+            headers.contains("\r\nContent-Type: text/html; charset=utf-8\r\n"),
+            "{headers}"
+        );
+        // lettre picks quoted-printable for lines over 76 characters; the decoded body is the
+        // byte-exact §8.2 HTML (line ends travel as CRLF, as SMTP requires).
+        assert!(
+            headers.contains("\r\nContent-Transfer-Encoding: quoted-printable\r\n"),
+            "{headers}"
+        );
+        // The sink keeps the CRLF that precedes the terminating dot.
+        let body = body.strip_suffix("\r\n").unwrap();
+        assert_eq!(decode_quoted_printable(body).replace("\r\n", "\n"), HTML);
+
+        // The server goes away: the next mail fails transiently and waits in pending/.
+        sink.stop();
+        outbox.stage(&notification(7)).unwrap().promote().unwrap();
+        let before = unix_now();
+        let (tx, handle) = start_worker(&outbox, smtp(port), 20);
+        let entry = eventually("a failed attempt to be recorded", || {
+            only_entry(&outbox).filter(|e| e.attempts == 1)
+        })
+        .await;
+        stop_worker(tx, handle).await;
+        assert_eq!(entry.state, EntryState::Pending);
+        assert!(entry.next_attempt_at >= before + 60, "{entry:?}");
+        assert!(entry.last_error.is_some(), "{entry:?}");
+        assert_eq!(mails(&sink_dir).len(), 1);
+        // Not due yet: nobody may claim it now...
+        assert!(outbox.claim_next(unix_now()).unwrap().is_none());
+        // ...but it is claimable once its time has come.
+        let claimed = outbox.claim_next(entry.next_attempt_at).unwrap().unwrap();
+        assert_eq!(claimed.attempts(), 1);
+        assert_eq!(claimed.notification().conversation_id, 7);
+    }
+
+    /// RFC 2045 §6.7 decoding, enough for the test: soft breaks and `=XX` escapes.
+    fn decode_quoted_printable(s: &str) -> String {
+        let s = s.replace("=\r\n", "");
+        let bytes = s.as_bytes();
+        let mut out = Vec::with_capacity(bytes.len());
+        let mut i = 0;
+        while i < bytes.len() {
+            if bytes[i] == b'=' {
+                let hex = std::str::from_utf8(&bytes[i + 1..i + 3]).unwrap();
+                out.push(u8::from_str_radix(hex, 16).unwrap());
+                i += 3;
+            } else {
+                out.push(bytes[i]);
+                i += 1;
+            }
+        }
+        String::from_utf8(out).unwrap()
+    }
+
+    /// An SMTP server that refuses every sender with 554.
+    async fn refusing_server() -> u16 {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let port = listener.local_addr().unwrap().port();
+        tokio::spawn(async move {
+            while let Ok((stream, _)) = listener.accept().await {
+                tokio::spawn(async move {
+                    let (read, mut write) = stream.into_split();
+                    let mut lines = BufReader::new(read).lines();
+                    write.write_all(b"220 refuser ESMTP\r\n").await?;
+                    while let Some(line) = lines.next_line().await? {
+                        let verb = line.split(' ').next().unwrap_or("").to_ascii_uppercase();
+                        let reply: &[u8] = match verb.as_str() {
+                            "EHLO" | "HELO" => b"250 refuser\r\n",
+                            "MAIL" => b"554 5.7.1 Sender rejected\r\n",
+                            "QUIT" => b"221 bye\r\n",
+                            _ => b"250 OK\r\n",
+                        };
+                        write.write_all(reply).await?;
+                        if verb == "QUIT" {
+                            break;
+                        }
+                    }
+                    std::io::Result::Ok(())
+                });
+            }
+        });
+        port
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_5xx_reply_dead_letters_at_once() {
+        let tmp = tempfile::tempdir().unwrap();
+        let outbox = Arc::new(Outbox::open(tmp.path()).unwrap());
+        let port = refusing_server().await;
+        outbox.stage(&notification(9)).unwrap().promote().unwrap();
+        let (tx, handle) = start_worker(&outbox, smtp(port), 20);
+        let entry = eventually("the entry to be dead-lettered", || {
+            only_entry(&outbox).filter(|e| e.state == EntryState::Dead)
+        })
+        .await;
+        stop_worker(tx, handle).await;
+        assert_eq!(entry.attempts, 1);
+        let error = entry.last_error.unwrap();
+        assert!(error.contains("554"), "{error}");
+    }
+
+    #[tokio::test]
+    async fn log_mailer_drains_and_shutdown_is_prompt_while_idle() {
+        let tmp = tempfile::tempdir().unwrap();
+        let outbox = Arc::new(Outbox::open(tmp.path()).unwrap());
+        for id in 0..3 {
+            outbox.stage(&notification(id)).unwrap().promote().unwrap();
+        }
+        let (tx, rx) = watch::channel(false);
+        let handle = tokio::spawn(run_worker(
+            Arc::clone(&outbox),
+            Arc::new(Mailer::Log),
+            20,
+            // A long poll: shutdown must not wait for it.
+            Duration::from_secs(3600),
+            rx,
+        ));
+        eventually("the outbox to drain", || {
+            outbox.list().unwrap().is_empty().then_some(())
+        })
+        .await;
+        stop_worker(tx, handle).await;
+    }
+}

@@ -1,0 +1,106 @@
+//! Everything a request needs, shared by all workers of one process.
+
+use std::path::PathBuf;
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
+
+use sqlx::MySqlPool;
+
+use crate::auth::sanctum::Sanctum;
+use crate::chat::repo::Participants;
+use crate::config::Settings;
+use crate::http::ratelimit::RateLimiter;
+use crate::laravel::assets::Assets;
+use crate::laravel::encrypter::Encrypter;
+use crate::mail::Mailbox;
+use crate::laravel::translate::Translator;
+
+pub struct AppState {
+    pub settings: Settings,
+    pub pool: MySqlPool,
+    pub sanctum: Sanctum,
+    pub translator: Translator,
+    pub assets: Assets,
+    pub limiter: RateLimiter,
+    pub maintenance: Maintenance,
+    pub participants: Participants,
+    pub mailbox: Mailbox,
+    pub encrypter: Encrypter,
+}
+
+impl AppState {
+    pub fn new(settings: Settings, pool: MySqlPool, mailbox: Mailbox) -> AppState {
+        let s = &settings;
+        AppState {
+            sanctum: Sanctum::new(
+                pool.clone(),
+                s.timezone,
+                s.tokenable_type.clone(),
+                s.sanctum_expiration_minutes,
+                Duration::from_secs(s.token_touch_seconds),
+                s.auth_cache,
+            ),
+            translator: Translator::new(pool.clone(), s.default_language.clone(), s.translation_ttl),
+            assets: Assets::new(pool.clone(), s.filesystem.clone(), s.settings_ttl),
+            limiter: RateLimiter::new(s.rate_limit),
+            maintenance: Maintenance::new(s.maintenance_forced, s.laravel_root.clone()),
+            participants: Participants::default(),
+            mailbox,
+            encrypter: Encrypter::new(s.app_key, s.app_previous_keys.clone()),
+            pool,
+            settings,
+        }
+    }
+}
+
+/// Maintenance mode (§1.2 step 4, K7): `SHOPCHAT_MAINTENANCE=on`, or the
+/// Laravel app's `storage/framework/down` file, checked at most once a second.
+pub struct Maintenance {
+    forced: bool,
+    down_file: Option<PathBuf>,
+    last: Mutex<Option<(Instant, bool)>>,
+}
+
+impl Maintenance {
+    pub fn new(forced: bool, laravel_root: Option<PathBuf>) -> Self {
+        Maintenance {
+            forced,
+            down_file: laravel_root.map(|root| root.join("storage/framework/down")),
+            last: Mutex::new(None),
+        }
+    }
+
+    pub fn is_on(&self) -> bool {
+        if self.forced {
+            return true;
+        }
+        let Some(file) = &self.down_file else { return false };
+        let mut last = self.last.lock().unwrap_or_else(|e| e.into_inner());
+        match *last {
+            Some((at, on)) if at.elapsed() < Duration::from_secs(1) => on,
+            _ => {
+                let on = file.exists();
+                *last = Some((Instant::now(), on));
+                on
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn maintenance_follows_the_down_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let m = Maintenance::new(false, Some(dir.path().to_path_buf()));
+        assert!(!m.is_on());
+        std::fs::create_dir_all(dir.path().join("storage/framework")).unwrap();
+        std::fs::write(dir.path().join("storage/framework/down"), "{}").unwrap();
+        std::thread::sleep(Duration::from_millis(1100));
+        assert!(m.is_on());
+        assert!(Maintenance::new(true, None).is_on());
+        assert!(!Maintenance::new(false, None).is_on());
+    }
+}
