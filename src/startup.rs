@@ -33,8 +33,11 @@ pub fn connect_options(db: &DatabaseSettings) -> anyhow::Result<MySqlConnectOpti
                 .host(&db.host)
                 .port(db.port)
                 .username(&db.username)
-                .password(&db.password)
                 .database(&db.database);
+            // An empty DB_PASSWORD means "no password", not an empty scramble.
+            if !db.password.is_empty() {
+                o = o.password(&db.password);
+            }
             if let Some(socket) = &db.socket {
                 o = o.socket(socket);
             }
