@@ -15,7 +15,11 @@ pub struct TtlCache<K, V> {
 impl<K: Eq + Hash + Clone, V: Clone> TtlCache<K, V> {
     /// `ttl` of zero disables the cache (every `get` misses).
     pub fn new(ttl: Duration, capacity: usize) -> Self {
-        TtlCache { ttl, capacity, entries: Mutex::new(HashMap::new()) }
+        TtlCache {
+            ttl,
+            capacity,
+            entries: Mutex::new(HashMap::new()),
+        }
     }
 
     pub fn get(&self, key: &K) -> Option<V> {
@@ -45,12 +49,18 @@ impl<K: Eq + Hash + Clone, V: Clone> TtlCache<K, V> {
     }
 
     pub fn remove(&self, key: &K) {
-        self.entries.lock().unwrap_or_else(|e| e.into_inner()).remove(key);
+        self.entries
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .remove(key);
     }
 
     /// Drops every entry for which `keep` is false.
     pub fn retain(&self, mut keep: impl FnMut(&K, &V) -> bool) {
-        self.entries.lock().unwrap_or_else(|e| e.into_inner()).retain(|k, (_, v)| keep(k, v));
+        self.entries
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .retain(|k, (_, v)| keep(k, v));
     }
 }
 

@@ -35,8 +35,21 @@ pub enum ApiError {
     Internal(String),
 }
 
-/// MySQL error codes that mean "the database is not usable right now" (§1.3).
-const UNAVAILABLE_CODES: &[&str] = &["1205", "2002", "2003", "2006", "2013", "1040", "1053", "1317"];
+/// MySQL error numbers that mean "the database is not usable right now"
+/// (§1.3): lock wait timeout, too many connections, shutdown in progress,
+/// query interrupted, connection errors reported by the server.
+const UNAVAILABLE_NUMBERS: &[u16] = &[1205, 1040, 1053, 1317, 2002, 2003, 2006, 2013];
+
+/// The MySQL error number (`1366`, …) of a database error. sqlx's
+/// `DatabaseError::code()` gives the SQLSTATE instead, which is too coarse.
+pub fn mysql_error_number(e: &sqlx::Error) -> Option<u16> {
+    match e {
+        sqlx::Error::Database(db) => db
+            .try_downcast_ref::<sqlx::mysql::MySqlDatabaseError>()
+            .map(|m| m.number()),
+        _ => None,
+    }
+}
 
 impl From<sqlx::Error> for ApiError {
     fn from(e: sqlx::Error) -> Self {
@@ -50,8 +63,14 @@ impl From<sqlx::Error> for ApiError {
 
 pub fn is_unavailable(e: &sqlx::Error) -> bool {
     match e {
-        sqlx::Error::PoolTimedOut | sqlx::Error::PoolClosed | sqlx::Error::Io(_) | sqlx::Error::Tls(_) | sqlx::Error::WorkerCrashed => true,
-        sqlx::Error::Database(db) => db.code().is_some_and(|c| UNAVAILABLE_CODES.contains(&c.as_ref())),
+        sqlx::Error::PoolTimedOut
+        | sqlx::Error::PoolClosed
+        | sqlx::Error::Io(_)
+        | sqlx::Error::Tls(_)
+        | sqlx::Error::WorkerCrashed => true,
+        sqlx::Error::Database(_) => {
+            mysql_error_number(e).is_some_and(|n| UNAVAILABLE_NUMBERS.contains(&n))
+        }
         sqlx::Error::Protocol(_) => true,
         _ => false,
     }
@@ -61,7 +80,9 @@ impl ApiError {
     pub fn status(&self) -> StatusCode {
         match self {
             ApiError::Unauthenticated => StatusCode::UNAUTHORIZED,
-            ApiError::ConversationNotFound(_) | ApiError::ProductNotFound(_) => StatusCode::NOT_FOUND,
+            ApiError::ConversationNotFound(_) | ApiError::ProductNotFound(_) => {
+                StatusCode::NOT_FOUND
+            }
             ApiError::Validation(_) => StatusCode::UNPROCESSABLE_ENTITY,
             ApiError::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
             ApiError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
@@ -84,13 +105,21 @@ impl ApiError {
             ApiError::Validation(errors) => validation_response(errors),
             ApiError::Unavailable(reason) => {
                 tracing::warn!(%reason, "database unavailable");
-                let mut res = response::pretty_message(StatusCode::SERVICE_UNAVAILABLE, "Service Unavailable");
-                res.headers_mut().insert(RETRY_AFTER, HeaderValue::from_static("5"));
+                let mut res = response::pretty_message(
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    "Service Unavailable",
+                );
+                res.headers_mut()
+                    .insert(RETRY_AFTER, HeaderValue::from_static("5"));
                 res
             }
             ApiError::Internal(reason) => {
                 tracing::error!(%reason, "internal error");
-                response::mirrored_error(StatusCode::INTERNAL_SERVER_ERROR, "Server Error", json_client)
+                response::mirrored_error(
+                    StatusCode::INTERNAL_SERVER_ERROR,
+                    "Server Error",
+                    json_client,
+                )
             }
         }
     }
@@ -98,7 +127,10 @@ impl ApiError {
 
 /// The 422 body of §5.0: pretty, `message` then `errors` in field order.
 fn validation_response(errors: &[(&'static str, String)]) -> HttpResponse {
-    let first = errors.first().map(|(_, m)| m.as_str()).unwrap_or("The given data was invalid.");
+    let first = errors
+        .first()
+        .map(|(_, m)| m.as_str())
+        .unwrap_or("The given data was invalid.");
     let message = match errors.len() {
         0 | 1 => first.to_string(),
         2 => format!("{first} (and 1 more error)"),
@@ -106,12 +138,19 @@ fn validation_response(errors: &[(&'static str, String)]) -> HttpResponse {
     };
     let mut fields = Map::new();
     for (field, msg) in errors {
-        fields.insert((*field).to_string(), Value::Array(vec![Value::String(msg.clone())]));
+        fields.insert(
+            (*field).to_string(),
+            Value::Array(vec![Value::String(msg.clone())]),
+        );
     }
     let mut body = Map::new();
     body.insert("message".into(), Value::String(message));
     body.insert("errors".into(), Value::Object(fields));
-    response::with_body(StatusCode::UNPROCESSABLE_ENTITY, response::JSON, to_php_json_pretty(&Value::Object(body)))
+    response::with_body(
+        StatusCode::UNPROCESSABLE_ENTITY,
+        response::JSON,
+        to_php_json_pretty(&Value::Object(body)),
+    )
 }
 
 impl ResponseError for ApiError {

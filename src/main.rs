@@ -78,7 +78,10 @@ fn outbox(settings: Settings, action: OutboxAction) -> ExitCode {
     let outbox = match shopchat::mail::outbox::Outbox::open(&settings.mail.outbox_dir) {
         Ok(o) => o,
         Err(e) => {
-            eprintln!("shopchat: cannot open outbox {}: {e}", settings.mail.outbox_dir.display());
+            eprintln!(
+                "shopchat: cannot open outbox {}: {e}",
+                settings.mail.outbox_dir.display()
+            );
             return ExitCode::FAILURE;
         }
     };
@@ -99,8 +102,12 @@ fn outbox(settings: Settings, action: OutboxAction) -> ExitCode {
                 );
             }
         }),
-        OutboxAction::Retry => outbox.retry_dead().map(|n| println!("{n} dead mail(s) moved back to pending")),
-        OutboxAction::Purge { dead: true } => outbox.purge_dead().map(|n| println!("{n} dead mail(s) deleted")),
+        OutboxAction::Retry => outbox
+            .retry_dead()
+            .map(|n| println!("{n} dead mail(s) moved back to pending")),
+        OutboxAction::Purge { dead: true } => outbox
+            .purge_dead()
+            .map(|n| println!("{n} dead mail(s) deleted")),
         OutboxAction::Purge { dead: false } => {
             eprintln!("shopchat: outbox purge needs --dead (only dead mail is ever deleted)");
             return ExitCode::from(2);

@@ -69,7 +69,10 @@ pub fn pool(db: &DatabaseSettings) -> anyhow::Result<MySqlPool> {
             Box::pin(async move {
                 conn.execute(SQL_MODE).await?;
                 if let Some(tz) = time_zone {
-                    sqlx::query("SET time_zone = ?").bind(tz).execute(&mut *conn).await?;
+                    sqlx::query("SET time_zone = ?")
+                        .bind(tz)
+                        .execute(&mut *conn)
+                        .await?;
                 }
                 Ok(())
             })
@@ -103,36 +106,61 @@ pub struct Application {
 
 impl Application {
     pub async fn build(settings: Settings) -> anyhow::Result<Application> {
-        let listener = TcpListener::bind(settings.listen).with_context(|| format!("SHOPCHAT_LISTEN: cannot listen on {}", settings.listen))?;
+        let listener = TcpListener::bind(settings.listen)
+            .with_context(|| format!("SHOPCHAT_LISTEN: cannot listen on {}", settings.listen))?;
         Self::build_with_listener(settings, listener).await
     }
 
-    pub async fn build_with_listener(settings: Settings, listener: TcpListener) -> anyhow::Result<Application> {
+    pub async fn build_with_listener(
+        settings: Settings,
+        listener: TcpListener,
+    ) -> anyhow::Result<Application> {
         let port = listener.local_addr()?.port();
         let pool = pool(&settings.database)?;
         let outbox_dir = settings.mail.outbox_dir.clone();
-        let outbox = Arc::new(
-            Outbox::open(&outbox_dir).with_context(|| format!("SHOPCHAT_OUTBOX_DIR: cannot use {}", outbox_dir.display()))?,
-        );
+        let outbox = Arc::new(Outbox::open(&outbox_dir).with_context(|| {
+            format!("SHOPCHAT_OUTBOX_DIR: cannot use {}", outbox_dir.display())
+        })?);
         let mailer = Arc::new(mailer(&settings));
         let max_attempts = settings.mail.max_attempts;
-        let state = web::Data::new(AppState::new(settings, pool.clone(), Mailbox::new(outbox.clone())));
+        let state = web::Data::new(AppState::new(
+            settings,
+            pool.clone(),
+            Mailbox::new(outbox.clone()),
+        ));
 
         let (shutdown, shutdown_rx) = watch::channel(false);
         let worker = tokio::spawn(async move {
             recover_staging(&outbox, &pool).await;
-            worker::run_worker(outbox, mailer, max_attempts, Duration::from_secs(1), shutdown_rx).await;
+            worker::run_worker(
+                outbox,
+                mailer,
+                max_attempts,
+                Duration::from_secs(1),
+                shutdown_rx,
+            )
+            .await;
         });
 
         let s = &state.settings;
         let server_state = state.clone();
-        let server = HttpServer::new(move || App::new().app_data(server_state.clone()).default_service(web::to(pipeline::entry)))
-            .client_request_timeout(s.client_timeout)
-            .client_disconnect_timeout(Duration::from_secs(1))
-            .shutdown_timeout(30)
-            .listen(listener)?
-            .run();
-        Ok(Application { port, server, state, shutdown, worker })
+        let server = HttpServer::new(move || {
+            App::new()
+                .app_data(server_state.clone())
+                .default_service(web::to(pipeline::entry))
+        })
+        .client_request_timeout(s.client_timeout)
+        .client_disconnect_timeout(Duration::from_secs(1))
+        .shutdown_timeout(30)
+        .listen(listener)?
+        .run();
+        Ok(Application {
+            port,
+            server,
+            state,
+            shutdown,
+            worker,
+        })
     }
 
     pub fn port(&self) -> u16 {
@@ -179,7 +207,19 @@ async fn recover_staging(outbox: &Arc<Outbox>, pool: &MySqlPool) {
             }
         };
         let ob = outbox.clone();
-        let result = tokio::task::spawn_blocking(move || if exists { ob.promote_path(&path) } else { ob.delete_path(&path) }).await;
-        tracing::info!(conversation_id = n.conversation_id, promoted = exists, ?result, "outbox: staged mail recovered");
+        let result = tokio::task::spawn_blocking(move || {
+            if exists {
+                ob.promote_path(&path)
+            } else {
+                ob.delete_path(&path)
+            }
+        })
+        .await;
+        tracing::info!(
+            conversation_id = n.conversation_id,
+            promoted = exists,
+            ?result,
+            "outbox: staged mail recovered"
+        );
     }
 }

@@ -12,8 +12,8 @@ use crate::config::Settings;
 use crate::http::ratelimit::RateLimiter;
 use crate::laravel::assets::Assets;
 use crate::laravel::encrypter::Encrypter;
-use crate::mail::Mailbox;
 use crate::laravel::translate::Translator;
+use crate::mail::Mailbox;
 
 pub struct AppState {
     pub settings: Settings,
@@ -40,7 +40,11 @@ impl AppState {
                 Duration::from_secs(s.token_touch_seconds),
                 s.auth_cache,
             ),
-            translator: Translator::new(pool.clone(), s.default_language.clone(), s.translation_ttl),
+            translator: Translator::new(
+                pool.clone(),
+                s.default_language.clone(),
+                s.translation_ttl,
+            ),
             assets: Assets::new(pool.clone(), s.filesystem.clone(), s.settings_ttl),
             limiter: RateLimiter::new(s.rate_limit),
             maintenance: Maintenance::new(s.maintenance_forced, s.laravel_root.clone()),
@@ -74,7 +78,9 @@ impl Maintenance {
         if self.forced {
             return true;
         }
-        let Some(file) = &self.down_file else { return false };
+        let Some(file) = &self.down_file else {
+            return false;
+        };
         let mut last = self.last.lock().unwrap_or_else(|e| e.into_inner());
         match *last {
             Some((at, on)) if at.elapsed() < Duration::from_secs(1) => on,

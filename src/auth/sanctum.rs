@@ -14,6 +14,7 @@ use subtle::ConstantTimeEq;
 
 use crate::auth::bearer::{parse_authorization, BearerToken};
 use crate::cache::TtlCache;
+use crate::error::mysql_error_number;
 use crate::laravel::dates::{format_wall, local_to_utc, normalize, parse_wall};
 
 /// The authenticated user `U` and the current token.
@@ -79,12 +80,18 @@ impl Sanctum {
 
     /// Resolves the `Authorization` header to a user, without side effects.
     /// `Ok(None)` is an authentication failure; `Err` a database error.
-    pub async fn resolve(&self, authorization: Option<&[u8]>, now: NaiveDateTime) -> Result<Option<AuthUser>, sqlx::Error> {
+    pub async fn resolve(
+        &self,
+        authorization: Option<&[u8]>,
+        now: NaiveDateTime,
+    ) -> Result<Option<AuthUser>, sqlx::Error> {
         let Some(token) = parse_authorization(authorization.unwrap_or(b"")) else {
             return Ok(None);
         };
         let cache_key = match &token {
-            BearerToken::IdSecret { id, secret } => [id.to_string().as_bytes(), b"|", secret].concat(),
+            BearerToken::IdSecret { id, secret } => {
+                [id.to_string().as_bytes(), b"|", secret].concat()
+            }
             BearerToken::Plain(t) => t.clone(),
         };
         let resolved = match self.cache.get(&cache_key) {
@@ -97,13 +104,17 @@ impl Sanctum {
                 None => return Ok(None),
             },
         };
-        Ok(self.still_valid(&resolved, now).then(|| resolved.user.clone()))
+        Ok(self
+            .still_valid(&resolved, now)
+            .then(|| resolved.user.clone()))
     }
 
     async fn lookup(&self, token: &BearerToken) -> Result<Option<Resolved>, sqlx::Error> {
         let row = match token {
             BearerToken::IdSecret { id, secret } => {
-                let Some(row) = self.token_row("id = ?", Bind::Id(*id)).await? else { return Ok(None) };
+                let Some(row) = self.token_row("id = ?", Bind::Id(*id)).await? else {
+                    return Ok(None);
+                };
                 let expected = sha256_hex(secret);
                 // Constant-time comparison of the stored hash (§2).
                 if !bool::from(row.1.as_bytes().ct_eq(expected.as_bytes())) {
@@ -111,7 +122,10 @@ impl Sanctum {
                 }
                 row
             }
-            BearerToken::Plain(t) => match self.token_row("token = ?", Bind::Hash(sha256_hex(t))).await? {
+            BearerToken::Plain(t) => match self
+                .token_row("token = ?", Bind::Hash(sha256_hex(t)))
+                .await?
+            {
                 Some(row) => row,
                 None => return Ok(None),
             },
@@ -121,23 +135,41 @@ impl Sanctum {
         if tokenable_type != self.tokenable_type {
             return Ok(None);
         }
-        let user: Option<(String, String, Option<String>, i64)> =
-            sqlx::query_as("SELECT user_type, name, email, CAST(banned AS SIGNED) FROM users WHERE id = ?")
-                .bind(tokenable_id)
-                .fetch_optional(&self.pool)
-                .await?;
-        let Some((user_type, name, email, banned)) = user else { return Ok(None) };
+        let user: Option<(String, String, Option<String>, i64)> = sqlx::query_as(
+            "SELECT user_type, name, email, CAST(banned AS SIGNED) FROM users WHERE id = ?",
+        )
+        .bind(tokenable_id)
+        .fetch_optional(&self.pool)
+        .await?;
+        let Some((user_type, name, email, banned)) = user else {
+            return Ok(None);
+        };
         Ok(Some(Resolved {
-            user: AuthUser { token_id, user_id: tokenable_id, user_type, name, email, banned: banned == 1 },
+            user: AuthUser {
+                token_id,
+                user_id: tokenable_id,
+                user_type,
+                name,
+                email,
+                banned: banned == 1,
+            },
             created_at,
             expires_at,
         }))
     }
 
-    async fn token_row(&self, condition: &str, bind: Bind) -> Result<Option<TokenRow>, sqlx::Error> {
+    async fn token_row(
+        &self,
+        condition: &str,
+        bind: Bind,
+    ) -> Result<Option<TokenRow>, sqlx::Error> {
         loop {
             let with_expiry = self.has_expires_at.load(Ordering::Relaxed);
-            let expires = if with_expiry { "CAST(expires_at AS CHAR)" } else { "NULL" };
+            let expires = if with_expiry {
+                "CAST(expires_at AS CHAR)"
+            } else {
+                "NULL"
+            };
             let sql = format!(
                 "SELECT id, token, tokenable_type, tokenable_id, CAST(created_at AS CHAR), {expires} \
                  FROM personal_access_tokens WHERE {condition} LIMIT 1"
@@ -149,7 +181,7 @@ impl Sanctum {
             };
             match query.fetch_optional(&self.pool).await {
                 // ER_BAD_FIELD_ERROR: a pre-9.6 table without `expires_at`.
-                Err(sqlx::Error::Database(e)) if with_expiry && e.code().as_deref() == Some("1054") => {
+                Err(e) if with_expiry && mysql_error_number(&e) == Some(1054) => {
                     tracing::warn!("personal_access_tokens has no expires_at column; token expiry dates are not checked");
                     self.has_expires_at.store(false, Ordering::Relaxed);
                 }
@@ -181,7 +213,10 @@ impl Sanctum {
     pub async fn touch(&self, token_id: u64, now: NaiveDateTime) -> Result<(), sqlx::Error> {
         if !self.touch_interval.is_zero() {
             let touched = self.touched.lock().unwrap_or_else(|e| e.into_inner());
-            if touched.get(&token_id).is_some_and(|at| at.elapsed() < self.touch_interval) {
+            if touched
+                .get(&token_id)
+                .is_some_and(|at| at.elapsed() < self.touch_interval)
+            {
                 return Ok(());
             }
         }
@@ -198,7 +233,9 @@ impl Sanctum {
             .execute(&self.pool)
             .await?;
         } else {
-            let threshold = format_wall(now - chrono::Duration::from_std(self.touch_interval).unwrap_or_default());
+            let threshold = format_wall(
+                now - chrono::Duration::from_std(self.touch_interval).unwrap_or_default(),
+            );
             sqlx::query(
                 "UPDATE personal_access_tokens SET last_used_at = ?, updated_at = ? \
                  WHERE id = ? AND (last_used_at IS NULL OR last_used_at < ?)",

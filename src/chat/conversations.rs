@@ -21,5 +21,8 @@ pub async fn handle(ctx: &Ctx<'_>) -> Result<HttpResponse, ApiError> {
         _ => Vec::new(),
     };
     let data = items::conversation_items(ctx, &rows).await?;
-    Ok(response::json(StatusCode::OK, &envelope(&ctx.info.path_url, page, PER_PAGE, total, data)))
+    Ok(response::json(
+        StatusCode::OK,
+        &envelope(&ctx.info.path_url, page, PER_PAGE, total, data),
+    ))
 }

@@ -43,7 +43,10 @@ pub async fn handle(ctx: &Ctx<'_>) -> Result<HttpResponse, ApiError> {
         .fetch_optional(pool)
         .await?
         .ok_or_else(not_found)?;
-    let owner = repo::users(pool, &[owner_id]).await?.remove(&owner_id).ok_or_else(not_found)?;
+    let owner = repo::users(pool, &[owner_id])
+        .await?
+        .remove(&owner_id)
+        .ok_or_else(not_found)?;
 
     // 3. Serialise per (U, O) across processes (D6).
     let lock_name = format!("shopchat:cc:{}:{}", ctx.user.user_id, owner_id);
@@ -56,7 +59,9 @@ pub async fn handle(ctx: &Ctx<'_>) -> Result<HttpResponse, ApiError> {
     let shop = if owner.user_type == "admin" {
         None
     } else {
-        repo::first_shops(pool, &[owner_id]).await?.remove(&owner_id)
+        repo::first_shops(pool, &[owner_id])
+            .await?
+            .remove(&owner_id)
     };
     let face = items::shop_face(ctx, &owner, shop.as_ref()).await?;
     let done = ctx.t("Conversation created").await?;
@@ -74,7 +79,13 @@ pub async fn handle(ctx: &Ctx<'_>) -> Result<HttpResponse, ApiError> {
 }
 
 /// Step 4–5: one transaction; returns the conversation id.
-async fn create_or_reuse(ctx: &Ctx<'_>, owner_id: i64, owner: &UserBrief, title: Option<&str>, message: &str) -> Result<i64, ApiError> {
+async fn create_or_reuse(
+    ctx: &Ctx<'_>,
+    owner_id: i64,
+    owner: &UserBrief,
+    title: Option<&str>,
+    message: &str,
+) -> Result<i64, ApiError> {
     let state = ctx.state;
     let user_id = ctx.user.user_id;
     let mut tx = state.pool.begin().await?;
@@ -90,7 +101,10 @@ async fn create_or_reuse(ctx: &Ctx<'_>, owner_id: i64, owner: &UserBrief, title:
         repo::insert_message(&mut tx, id, user_id, message, &ctx.now_s)
             .await
             .map_err(|e| storage_guard(e, "message", MESSAGE_LIMIT))?;
-        let parties = Parties { sender_id: user_id as i64, receiver_id: owner_id };
+        let parties = Parties {
+            sender_id: user_id as i64,
+            receiver_id: owner_id,
+        };
         repo::apply_viewed_flags(&mut tx, id, parties, user_id, &ctx.now_s).await?;
         tx.commit().await?;
         return Ok(id);
@@ -113,7 +127,13 @@ async fn create_or_reuse(ctx: &Ctx<'_>, owner_id: i64, owner: &UserBrief, title:
 
     // §8.6 step 1: the e-mail is on disk before the commit, or nothing commits.
     let staged = match notification(ctx, owner, id, message).await? {
-        Some(n) => Some(state.mailbox.stage(n).await.map_err(|e| ApiError::Unavailable(format!("outbox staging failed: {e}")))?),
+        Some(n) => Some(
+            state
+                .mailbox
+                .stage(n)
+                .await
+                .map_err(|e| ApiError::Unavailable(format!("outbox staging failed: {e}")))?,
+        ),
         None => None,
     };
     if let Err(e) = tx.commit().await {
@@ -139,7 +159,12 @@ async fn promote(staged: Staged) {
 }
 
 /// The seller's e-mail (§8.1–§8.3), or `None` when the receiver has no address.
-async fn notification(ctx: &Ctx<'_>, owner: &UserBrief, conversation_id: i64, message: &str) -> Result<Option<Notification>, ApiError> {
+async fn notification(
+    ctx: &Ctx<'_>,
+    owner: &UserBrief,
+    conversation_id: i64,
+    message: &str,
+) -> Result<Option<Notification>, ApiError> {
     let Some(to) = owner.email.as_deref().filter(|e| !e.is_empty()) else {
         return Ok(None);
     };
@@ -171,7 +196,11 @@ struct NamedLock {
 }
 
 impl NamedLock {
-    async fn acquire(pool: &MySqlPool, name: &str, timeout_seconds: u32) -> Result<NamedLock, ApiError> {
+    async fn acquire(
+        pool: &MySqlPool,
+        name: &str,
+        timeout_seconds: u32,
+    ) -> Result<NamedLock, ApiError> {
         let mut conn = pool.acquire().await?;
         let got: Option<i64> = sqlx::query_scalar("SELECT GET_LOCK(?, ?)")
             .bind(name)
@@ -180,16 +209,25 @@ impl NamedLock {
             .await?;
         if got != Some(1) {
             // 0 = timed out, NULL = error: "database unavailable" (§1.3).
-            return Err(ApiError::Unavailable(format!("GET_LOCK({name}) not acquired")));
+            return Err(ApiError::Unavailable(format!(
+                "GET_LOCK({name}) not acquired"
+            )));
         }
-        Ok(NamedLock { conn: Some(conn), name: name.to_string() })
+        Ok(NamedLock {
+            conn: Some(conn),
+            name: name.to_string(),
+        })
     }
 
     async fn release(mut self) {
-        let Some(mut conn) = self.conn.take() else { return };
+        let Some(mut conn) = self.conn.take() else {
+            return;
+        };
         let released = tokio::time::timeout(
             Duration::from_secs(5),
-            sqlx::query("SELECT RELEASE_LOCK(?)").bind(&self.name).execute(&mut *conn),
+            sqlx::query("SELECT RELEASE_LOCK(?)")
+                .bind(&self.name)
+                .execute(&mut *conn),
         )
         .await;
         if !matches!(released, Ok(Ok(_))) {

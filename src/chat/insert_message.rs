@@ -21,7 +21,11 @@ pub async fn handle(ctx: &Ctx<'_>) -> Result<HttpResponse, ApiError> {
     };
     // 2. D1: only participants may post; nothing is written otherwise.
     let not_found = || ApiError::ConversationNotFound(cid.as_received.clone());
-    let parties = state.participants.get(&state.pool, cid.value).await?.ok_or_else(not_found)?;
+    let parties = state
+        .participants
+        .get(&state.pool, cid.value)
+        .await?
+        .ok_or_else(not_found)?;
     if !parties.includes(ctx.user.user_id) {
         return Err(not_found());
     }
@@ -39,5 +43,8 @@ pub async fn handle(ctx: &Ctx<'_>) -> Result<HttpResponse, ApiError> {
         Some(row) if page == 1 => vec![items::message_item(&row)],
         _ => Vec::new(),
     };
-    Ok(response::json(StatusCode::OK, &envelope(&ctx.info.path_url, page, 1, 1, data)))
+    Ok(response::json(
+        StatusCode::OK,
+        &envelope(&ctx.info.path_url, page, 1, 1, data),
+    ))
 }

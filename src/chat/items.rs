@@ -18,10 +18,18 @@ pub struct ShopFace {
 
 /// The face a receiver shows: the in-house shop for an admin, the first shop
 /// of a seller, else the receiver's own name (D4: never a 500).
-pub async fn shop_face(ctx: &Ctx<'_>, receiver: &UserBrief, shop: Option<&ShopBrief>) -> Result<ShopFace, sqlx::Error> {
+pub async fn shop_face(
+    ctx: &Ctx<'_>,
+    receiver: &UserBrief,
+    shop: Option<&ShopBrief>,
+) -> Result<ShopFace, sqlx::Error> {
     let root = ctx.root();
     if receiver.user_type == "admin" {
-        return Ok(ShopFace { id: 0, name: json!("In House Product"), logo: ctx.state.assets.header_logo(root).await? });
+        return Ok(ShopFace {
+            id: 0,
+            name: json!("In House Product"),
+            logo: ctx.state.assets.header_logo(root).await?,
+        });
     }
     Ok(match shop {
         Some(shop) => ShopFace {
@@ -29,27 +37,45 @@ pub async fn shop_face(ctx: &Ctx<'_>, receiver: &UserBrief, shop: Option<&ShopBr
             name: json!(shop.name),
             logo: ctx.state.assets.asset(root, shop.logo.as_deref()).await?,
         },
-        None => ShopFace { id: 0, name: json!(receiver.name), logo: placeholder(root) },
+        None => ShopFace {
+            id: 0,
+            name: json!(receiver.name),
+            logo: placeholder(root),
+        },
     })
 }
 
 /// The items of a conversation page, with receivers and shops looked up in
 /// one batch each.
-pub async fn conversation_items(ctx: &Ctx<'_>, rows: &[ConversationRow]) -> Result<Vec<Value>, sqlx::Error> {
+pub async fn conversation_items(
+    ctx: &Ctx<'_>,
+    rows: &[ConversationRow],
+) -> Result<Vec<Value>, sqlx::Error> {
     let pool = &ctx.state.pool;
     let mut receiver_ids: Vec<i64> = rows.iter().map(|r| r.receiver_id).collect();
     receiver_ids.sort_unstable();
     receiver_ids.dedup();
     let users = repo::users(pool, &receiver_ids).await?;
-    let sellers: Vec<i64> = users.iter().filter(|(_, u)| u.user_type != "admin").map(|(id, _)| *id).collect();
+    let sellers: Vec<i64> = users
+        .iter()
+        .filter(|(_, u)| u.user_type != "admin")
+        .map(|(id, _)| *id)
+        .collect();
     let shops: HashMap<i64, ShopBrief> = repo::first_shops(pool, &sellers).await?;
     let mut items = Vec::with_capacity(rows.len());
     for row in rows {
         let (receiver_type, face) = match users.get(&row.receiver_id) {
-            Some(user) => (json!(user.user_type), shop_face(ctx, user, shops.get(&row.receiver_id)).await?),
+            Some(user) => (
+                json!(user.user_type),
+                shop_face(ctx, user, shops.get(&row.receiver_id)).await?,
+            ),
             None => (
                 json!("deleted"),
-                ShopFace { id: 0, name: json!("Deleted user"), logo: placeholder(ctx.root()) },
+                ShopFace {
+                    id: 0,
+                    name: json!("Deleted user"),
+                    logo: placeholder(ctx.root()),
+                },
             ),
         };
         items.push(json!({
@@ -106,7 +132,13 @@ mod tests {
 
     #[test]
     fn deleted_author() {
-        let row = MessageRow { id: 1, user_id: 99, message: None, created_at: None, user_type: None };
+        let row = MessageRow {
+            id: 1,
+            user_id: 99,
+            message: None,
+            created_at: None,
+            user_type: None,
+        };
         let item = message_item(&row);
         assert_eq!(item["send_type"], "deleted");
         assert_eq!(item["message"], Value::Null);

@@ -13,10 +13,20 @@ use crate::laravel::paginate::{envelope, offset};
 const PER_PAGE: i64 = 10;
 
 /// `after` = the raw `last_message_id` segment for get-new-messages.
-pub async fn handle(ctx: &Ctx<'_>, conversation: &str, after: Option<&str>) -> Result<HttpResponse, ApiError> {
+pub async fn handle(
+    ctx: &Ctx<'_>,
+    conversation: &str,
+    after: Option<&str>,
+) -> Result<HttpResponse, ApiError> {
     let state = ctx.state;
     // D1: participants only; unknown and malformed ids are 404 too.
-    let (id, _) = repo::require_participant(&state.participants, &state.pool, conversation, ctx.user.user_id).await?;
+    let (id, _) = repo::require_participant(
+        &state.participants,
+        &state.pool,
+        conversation,
+        ctx.user.user_id,
+    )
+    .await?;
     let page = ctx.input.page();
     let total = repo::count_messages(&state.pool, id, after).await?;
     let rows = match offset(page, PER_PAGE) {
@@ -24,5 +34,8 @@ pub async fn handle(ctx: &Ctx<'_>, conversation: &str, after: Option<&str>) -> R
         _ => Vec::new(),
     };
     let data = rows.iter().map(items::message_item).collect();
-    Ok(response::json(StatusCode::OK, &envelope(&ctx.info.path_url, page, PER_PAGE, total, data)))
+    Ok(response::json(
+        StatusCode::OK,
+        &envelope(&ctx.info.path_url, page, PER_PAGE, total, data),
+    ))
 }

@@ -38,7 +38,10 @@ impl Ctx<'_> {
 
     /// `T(text)` in the request locale.
     pub async fn t(&self, text: &str) -> Result<String, sqlx::Error> {
-        self.state.translator.translate(text, &self.locale, &self.now_s, true).await
+        self.state
+            .translator
+            .translate(text, &self.locale, &self.now_s, true)
+            .await
     }
 }
 
@@ -46,9 +49,14 @@ pub async fn dispatch(ctx: &Ctx<'_>, route: &Route) -> Result<HttpResponse, ApiE
     match route {
         Route::Conversations => conversations::handle(ctx).await,
         Route::Messages { id } => messages::handle(ctx, id, None).await,
-        Route::NewMessages { conversation_id, last_message_id } => messages::handle(ctx, conversation_id, Some(last_message_id)).await,
+        Route::NewMessages {
+            conversation_id,
+            last_message_id,
+        } => messages::handle(ctx, conversation_id, Some(last_message_id)).await,
         Route::InsertMessage => insert_message::handle(ctx).await,
         Route::CreateConversation => create_conversation::handle(ctx).await,
-        other => Err(ApiError::Internal(format!("route {other:?} reached the chat dispatcher"))),
+        other => Err(ApiError::Internal(format!(
+            "route {other:?} reached the chat dispatcher"
+        ))),
     }
 }

@@ -29,14 +29,23 @@ pub struct Participants {
 
 impl Participants {
     pub async fn get(&self, pool: &MySqlPool, id: i64) -> Result<Option<Parties>, sqlx::Error> {
-        if let Some(p) = self.known.lock().unwrap_or_else(|e| e.into_inner()).get(&id) {
+        if let Some(p) = self
+            .known
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .get(&id)
+        {
             return Ok(Some(*p));
         }
-        let row: Option<(i64, i64)> = sqlx::query_as("SELECT sender_id, receiver_id FROM conversations WHERE id = ?")
-            .bind(id)
-            .fetch_optional(pool)
-            .await?;
-        let parties = row.map(|(sender_id, receiver_id)| Parties { sender_id, receiver_id });
+        let row: Option<(i64, i64)> =
+            sqlx::query_as("SELECT sender_id, receiver_id FROM conversations WHERE id = ?")
+                .bind(id)
+                .fetch_optional(pool)
+                .await?;
+        let parties = row.map(|(sender_id, receiver_id)| Parties {
+            sender_id,
+            receiver_id,
+        });
         if let Some(p) = parties {
             let mut known = self.known.lock().unwrap_or_else(|e| e.into_inner());
             if known.len() >= 200_000 {
@@ -85,7 +94,11 @@ pub async fn count_conversations(pool: &MySqlPool, sender_id: u64) -> Result<i64
         .await
 }
 
-pub async fn list_conversations(pool: &MySqlPool, sender_id: u64, offset: i64) -> Result<Vec<ConversationRow>, sqlx::Error> {
+pub async fn list_conversations(
+    pool: &MySqlPool,
+    sender_id: u64,
+    offset: i64,
+) -> Result<Vec<ConversationRow>, sqlx::Error> {
     sqlx::query_as(
         "SELECT id, receiver_id, title, CAST(sender_viewed AS SIGNED) AS sender_viewed, \
          CAST(receiver_viewed AS SIGNED) AS receiver_viewed, CAST(updated_at AS CHAR) AS updated_at \
@@ -121,7 +134,16 @@ pub async fn users(pool: &MySqlPool, ids: &[i64]) -> Result<HashMap<i64, UserBri
     Ok(q.fetch_all(pool)
         .await?
         .into_iter()
-        .map(|(id, user_type, name, email)| (id, UserBrief { user_type, name, email }))
+        .map(|(id, user_type, name, email)| {
+            (
+                id,
+                UserBrief {
+                    user_type,
+                    name,
+                    email,
+                },
+            )
+        })
         .collect())
 }
 
@@ -133,7 +155,10 @@ pub struct ShopBrief {
 }
 
 /// Each user's first shop (lowest `shops.id`), batched.
-pub async fn first_shops(pool: &MySqlPool, user_ids: &[i64]) -> Result<HashMap<i64, ShopBrief>, sqlx::Error> {
+pub async fn first_shops(
+    pool: &MySqlPool,
+    user_ids: &[i64],
+) -> Result<HashMap<i64, ShopBrief>, sqlx::Error> {
     if user_ids.is_empty() {
         return Ok(HashMap::new());
     }
@@ -162,22 +187,35 @@ pub struct MessageRow {
     pub user_type: Option<String>,
 }
 
-const MESSAGE_COLUMNS: &str = "m.id, m.user_id, m.message, CAST(m.created_at AS CHAR) AS created_at, u.user_type \
+const MESSAGE_COLUMNS: &str =
+    "m.id, m.user_id, m.message, CAST(m.created_at AS CHAR) AS created_at, u.user_type \
      FROM messages m LEFT JOIN users u ON u.id = m.user_id";
 
 /// `after` is the `last_message_id` segment, bound as a string so MySQL
 /// coerces it exactly like PHP's query (`abc` → 0, `1e3` → 1000; §5.4).
-pub async fn count_messages(pool: &MySqlPool, conversation_id: i64, after: Option<&str>) -> Result<i64, sqlx::Error> {
+pub async fn count_messages(
+    pool: &MySqlPool,
+    conversation_id: i64,
+    after: Option<&str>,
+) -> Result<i64, sqlx::Error> {
     let q = match after {
-        None => sqlx::query_scalar("SELECT COUNT(*) FROM messages WHERE conversation_id = ?").bind(conversation_id),
-        Some(a) => sqlx::query_scalar("SELECT COUNT(*) FROM messages WHERE conversation_id = ? AND id > ?")
-            .bind(conversation_id)
-            .bind(a),
+        None => sqlx::query_scalar("SELECT COUNT(*) FROM messages WHERE conversation_id = ?")
+            .bind(conversation_id),
+        Some(a) => {
+            sqlx::query_scalar("SELECT COUNT(*) FROM messages WHERE conversation_id = ? AND id > ?")
+                .bind(conversation_id)
+                .bind(a)
+        }
     };
     q.fetch_one(pool).await
 }
 
-pub async fn list_messages(pool: &MySqlPool, conversation_id: i64, after: Option<&str>, offset: i64) -> Result<Vec<MessageRow>, sqlx::Error> {
+pub async fn list_messages(
+    pool: &MySqlPool,
+    conversation_id: i64,
+    after: Option<&str>,
+    offset: i64,
+) -> Result<Vec<MessageRow>, sqlx::Error> {
     let cursor = if after.is_some() { " AND m.id > ?" } else { "" };
     let sql = format!("SELECT {MESSAGE_COLUMNS} WHERE m.conversation_id = ?{cursor} ORDER BY m.id DESC LIMIT 10 OFFSET ?");
     let mut q = sqlx::query_as(&sql).bind(conversation_id);
@@ -187,7 +225,10 @@ pub async fn list_messages(pool: &MySqlPool, conversation_id: i64, after: Option
     q.bind(offset).fetch_all(pool).await
 }
 
-pub async fn message_by_id<'e, E: sqlx::Executor<'e, Database = MySql>>(executor: E, id: i64) -> Result<Option<MessageRow>, sqlx::Error> {
+pub async fn message_by_id<'e, E: sqlx::Executor<'e, Database = MySql>>(
+    executor: E,
+    id: i64,
+) -> Result<Option<MessageRow>, sqlx::Error> {
     sqlx::query_as(&format!("SELECT {MESSAGE_COLUMNS} WHERE m.id = ?"))
         .bind(id)
         .fetch_optional(executor)
@@ -227,7 +268,11 @@ pub async fn apply_viewed_flags(
     author: u64,
     now: &str,
 ) -> Result<(), sqlx::Error> {
-    let (s, r) = if parties.sender_id as u64 == author { (1, 0) } else { (0, 1) };
+    let (s, r) = if parties.sender_id as u64 == author {
+        (1, 0)
+    } else {
+        (0, 1)
+    };
     sqlx::query(
         "UPDATE conversations SET sender_viewed = ?, receiver_viewed = ?, updated_at = ? \
          WHERE id = ? AND (sender_viewed <> ? OR receiver_viewed <> ?)",

@@ -5,7 +5,7 @@
 
 use serde_json::Value;
 
-use crate::error::ApiError;
+use crate::error::{mysql_error_number, ApiError};
 use crate::http::input::Input;
 use crate::laravel::text::is_integer_string;
 
@@ -31,36 +31,54 @@ impl Validator {
     /// `required|integer`: a JSON integer within i64 or an integer string.
     pub fn integer(&mut self, input: &Input, field: &'static str) -> Option<IntField> {
         if input.is_absent(field) {
-            self.errors.push((field, format!("The {} field is required.", label(field))));
+            self.errors
+                .push((field, format!("The {} field is required.", label(field))));
             return None;
         }
         let parsed = match input.get(field) {
             Some(Value::Number(n)) => {
                 // Only integers written as integers: `5` yes, `5.0` and `5e0` no.
                 let text = n.to_string();
-                n.as_i64().filter(|_| !text.contains(['.', 'e', 'E'])).map(|v| IntField { value: v, as_received: text })
+                n.as_i64()
+                    .filter(|_| !text.contains(['.', 'e', 'E']))
+                    .map(|v| IntField {
+                        value: v,
+                        as_received: text,
+                    })
             }
             Some(Value::String(s)) if input.is_valid_utf8(field) => {
-                is_integer_string(s).map(|v| IntField { value: v, as_received: s.clone() })
+                is_integer_string(s).map(|v| IntField {
+                    value: v,
+                    as_received: s.clone(),
+                })
             }
             _ => None,
         };
         if parsed.is_none() {
-            self.errors.push((field, format!("The {} must be an integer.", label(field))));
+            self.errors
+                .push((field, format!("The {} must be an integer.", label(field))));
         }
         parsed
     }
 
     /// `string` with a size rule; `required` or optional (absent → `None`).
-    pub fn string(&mut self, input: &Input, field: &'static str, required: bool, limit: Limit) -> Option<String> {
+    pub fn string(
+        &mut self,
+        input: &Input,
+        field: &'static str,
+        required: bool,
+        limit: Limit,
+    ) -> Option<String> {
         if input.is_absent(field) {
             if required {
-                self.errors.push((field, format!("The {} field is required.", label(field))));
+                self.errors
+                    .push((field, format!("The {} field is required.", label(field))));
             }
             return None;
         }
         let Some(Value::String(s)) = input.get(field).filter(|_| input.is_valid_utf8(field)) else {
-            self.errors.push((field, format!("The {} must be a string.", label(field))));
+            self.errors
+                .push((field, format!("The {} must be a string.", label(field))));
             return None;
         };
         let too_long = match limit {
@@ -96,7 +114,10 @@ impl Limit {
     pub fn message(self, field: &str) -> String {
         match self {
             Limit::Bytes(n) => format!("The {} may not be greater than {n} bytes.", label(field)),
-            Limit::Chars(n) => format!("The {} may not be greater than {n} characters.", label(field)),
+            Limit::Chars(n) => format!(
+                "The {} may not be greater than {n} characters.",
+                label(field)
+            ),
         }
     }
 }
@@ -107,16 +128,19 @@ pub const TITLE_LIMIT: Limit = Limit::Chars(1000);
 /// The storage guard (§5.0): strict `sql_mode` turns a value the column
 /// cannot hold into an error, answered as a 422 on that field.
 pub fn storage_guard(e: sqlx::Error, field: &'static str, limit: Limit) -> ApiError {
-    if let sqlx::Error::Database(db) = &e {
-        match db.code().as_deref() {
-            Some("1406") => return ApiError::Validation(vec![(field, limit.message(field))]),
-            Some("1366") => {
-                return ApiError::Validation(vec![(field, format!("The {} contains characters that cannot be stored.", label(field)))])
-            }
-            _ => {}
-        }
+    match mysql_error_number(&e) {
+        // ER_DATA_TOO_LONG
+        Some(1406) => ApiError::Validation(vec![(field, limit.message(field))]),
+        // ER_TRUNCATED_WRONG_VALUE_FOR_FIELD (e.g. an emoji into utf8mb3)
+        Some(1366) => ApiError::Validation(vec![(
+            field,
+            format!(
+                "The {} contains characters that cannot be stored.",
+                label(field)
+            ),
+        )]),
+        _ => ApiError::from(e),
     }
-    ApiError::from(e)
 }
 
 #[cfg(test)]
@@ -127,7 +151,11 @@ mod tests {
         let input = tokio::runtime::Builder::new_current_thread()
             .build()
             .unwrap()
-            .block_on(Input::from_post(Some("application/json"), body.as_bytes(), ""));
+            .block_on(Input::from_post(
+                Some("application/json"),
+                body.as_bytes(),
+                "",
+            ));
         let mut v = Validator::default();
         f(&mut v, &input);
         match v.finish() {
@@ -145,7 +173,13 @@ mod tests {
             got
         };
         assert_eq!(ok(r#"{"conversation_id": 5}"#).unwrap().as_received, "5");
-        assert_eq!(ok(r#"{"conversation_id": " +5 "}"#).unwrap(), IntField { value: 5, as_received: "+5".into() });
+        assert_eq!(
+            ok(r#"{"conversation_id": " +5 "}"#).unwrap(),
+            IntField {
+                value: 5,
+                as_received: "+5".into()
+            }
+        );
         assert!(ok(r#"{"conversation_id": 5.0}"#).is_none());
         assert!(ok(r#"{"conversation_id": true}"#).is_none());
         assert!(ok(r#"{"conversation_id": "05"}"#).is_none());
@@ -153,11 +187,23 @@ mod tests {
         let errors = run(r#"{"conversation_id": "x"}"#, |v, i| {
             v.integer(i, "conversation_id");
         });
-        assert_eq!(errors, vec![("conversation_id", "The conversation id must be an integer.".to_string())]);
+        assert_eq!(
+            errors,
+            vec![(
+                "conversation_id",
+                "The conversation id must be an integer.".to_string()
+            )]
+        );
         let errors = run(r#"{"conversation_id": []}"#, |v, i| {
             v.integer(i, "conversation_id");
         });
-        assert_eq!(errors, vec![("conversation_id", "The conversation id field is required.".to_string())]);
+        assert_eq!(
+            errors,
+            vec![(
+                "conversation_id",
+                "The conversation id field is required.".to_string()
+            )]
+        );
     }
 
     #[test]
@@ -177,7 +223,10 @@ mod tests {
         let errors = run(&long_title, |v, i| {
             v.string(i, "title", false, TITLE_LIMIT);
         });
-        assert_eq!(errors[0].1, "The title may not be greater than 1000 characters.");
+        assert_eq!(
+            errors[0].1,
+            "The title may not be greater than 1000 characters."
+        );
         let ok_title = format!(r#"{{"title": "{}"}}"#, "é".repeat(1000));
         assert!(run(&ok_title, |v, i| {
             v.string(i, "title", false, TITLE_LIMIT);
@@ -187,6 +236,9 @@ mod tests {
         let errors = run(&long_message, |v, i| {
             v.string(i, "message", true, MESSAGE_LIMIT);
         });
-        assert_eq!(errors[0].1, "The message may not be greater than 65535 bytes.");
+        assert_eq!(
+            errors[0].1,
+            "The message may not be greater than 65535 bytes."
+        );
     }
 }

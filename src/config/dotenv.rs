@@ -14,7 +14,10 @@ use std::collections::HashMap;
 /// `lookup` resolves `${VAR}` references that the file itself has not defined
 /// (phpdotenv consults the process environment first: an existing environment
 /// variable wins over the file, and so it also wins inside expansions).
-pub fn parse(text: &str, lookup: &dyn Fn(&str) -> Option<String>) -> Result<Vec<(String, String)>, String> {
+pub fn parse(
+    text: &str,
+    lookup: &dyn Fn(&str) -> Option<String>,
+) -> Result<Vec<(String, String)>, String> {
     let mut out: Vec<(String, String)> = Vec::new();
     let mut defined: HashMap<String, String> = HashMap::new();
     let mut lines = text.lines().enumerate();
@@ -28,8 +31,16 @@ pub fn parse(text: &str, lookup: &dyn Fn(&str) -> Option<String>) -> Result<Vec<
             return Err(format!("line {}: expected NAME=value", lineno + 1));
         };
         let name = name.trim().to_string();
-        if name.is_empty() || !name.chars().all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '.') {
-            return Err(format!("line {}: invalid variable name {:?}", lineno + 1, name));
+        if name.is_empty()
+            || !name
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '.')
+        {
+            return Err(format!(
+                "line {}: invalid variable name {:?}",
+                lineno + 1,
+                name
+            ));
         }
         let rest = rest.trim_start();
         let resolve = |var: &str| -> String {
@@ -152,7 +163,10 @@ mod tests {
     use super::*;
 
     fn p(text: &str) -> Vec<(String, String)> {
-        parse(text, &|name| (name == "FROM_ENV").then(|| "env-value".to_string())).unwrap()
+        parse(text, &|name| {
+            (name == "FROM_ENV").then(|| "env-value".to_string())
+        })
+        .unwrap()
     }
 
     #[test]

@@ -32,7 +32,10 @@ pub struct ConfigError {
 }
 
 fn bad(name: &str, problem: impl Into<String>) -> ConfigError {
-    ConfigError { name: name.to_string(), problem: problem.into() }
+    ConfigError {
+        name: name.to_string(),
+        problem: problem.into(),
+    }
 }
 
 #[derive(Clone, Debug)]
@@ -56,8 +59,14 @@ pub struct DatabaseSettings {
 pub enum FileSystem {
     Local,
     /// `aws`/`s3`: `AWS_URL`, else the bucket URL built from bucket and region.
-    S3 { url: String, bucket: String, region: String },
-    Backblaze { url: String },
+    S3 {
+        url: String,
+        bucket: String,
+        region: String,
+    },
+    Backblaze {
+        url: String,
+    },
 }
 
 #[derive(Clone, Debug, PartialEq)]
@@ -122,7 +131,9 @@ struct Values(HashMap<String, String>);
 impl Values {
     /// The value, `None` when absent or Laravel-`null`.
     fn get(&self, name: &str) -> Option<String> {
-        self.0.get(&name.to_ascii_lowercase()).and_then(|raw| dotenv::laravel_value(raw))
+        self.0
+            .get(&name.to_ascii_lowercase())
+            .and_then(|raw| dotenv::laravel_value(raw))
     }
 
     fn present(&self, name: &str) -> bool {
@@ -142,7 +153,9 @@ impl Values {
         T::Err: std::fmt::Display,
     {
         let raw = self.get(name).ok_or_else(|| bad(name, "is required"))?;
-        raw.trim().parse::<T>().map_err(|e| bad(name, format!("{raw:?} is not valid: {e}")))
+        raw.trim()
+            .parse::<T>()
+            .map_err(|e| bad(name, format!("{raw:?} is not valid: {e}")))
     }
 
     fn opt_parse<T: std::str::FromStr>(&self, name: &str) -> Result<Option<T>, ConfigError>
@@ -173,20 +186,41 @@ impl Settings {
     }
 
     /// Same as [`Settings::load`] with an explicit "process environment" (tests).
-    pub fn load_from(env_file: Option<PathBuf>, process: HashMap<String, String>) -> Result<Settings, ConfigError> {
-        let env_file = env_file.or_else(|| process.get("SHOPCHAT_ENV_FILE").filter(|v| !v.is_empty()).map(PathBuf::from));
+    pub fn load_from(
+        env_file: Option<PathBuf>,
+        process: HashMap<String, String>,
+    ) -> Result<Settings, ConfigError> {
+        let env_file = env_file.or_else(|| {
+            process
+                .get("SHOPCHAT_ENV_FILE")
+                .filter(|v| !v.is_empty())
+                .map(PathBuf::from)
+        });
         let mut file_values: HashMap<String, String> = HashMap::new();
         if let Some(path) = &env_file {
-            let text = std::fs::read_to_string(path)
-                .map_err(|e| bad("SHOPCHAT_ENV_FILE", format!("cannot read {}: {e}", path.display())))?;
+            let text = std::fs::read_to_string(path).map_err(|e| {
+                bad(
+                    "SHOPCHAT_ENV_FILE",
+                    format!("cannot read {}: {e}", path.display()),
+                )
+            })?;
             let lookup = |name: &str| process.get(name).cloned();
-            let pairs = dotenv::parse(&text, &lookup).map_err(|e| bad("SHOPCHAT_ENV_FILE", format!("{}: {e}", path.display())))?;
+            let pairs = dotenv::parse(&text, &lookup)
+                .map_err(|e| bad("SHOPCHAT_ENV_FILE", format!("{}: {e}", path.display())))?;
             file_values.extend(pairs);
         }
         let merged = config::Config::builder()
             .add_source(config::File::from_str(DEFAULTS, config::FileFormat::Toml))
-            .add_source(config::Environment::default().source(Some(file_values)).try_parsing(false))
-            .add_source(config::Environment::default().source(Some(process)).try_parsing(false))
+            .add_source(
+                config::Environment::default()
+                    .source(Some(file_values))
+                    .try_parsing(false),
+            )
+            .add_source(
+                config::Environment::default()
+                    .source(Some(process))
+                    .try_parsing(false),
+            )
             .build()
             .map_err(|e| bad("configuration", e.to_string()))?;
         let table = merged
@@ -202,7 +236,12 @@ impl Settings {
     fn from_values(v: &Values) -> Result<Settings, ConfigError> {
         match v.string("DB_CONNECTION").as_str() {
             "mysql" | "mariadb" => {}
-            other => return Err(bad("DB_CONNECTION", format!("{other:?} is not supported (mysql or mariadb)"))),
+            other => {
+                return Err(bad(
+                    "DB_CONNECTION",
+                    format!("{other:?} is not supported (mysql or mariadb)"),
+                ))
+            }
         }
         let database = DatabaseSettings {
             url: v.non_empty("DATABASE_URL"),
@@ -222,18 +261,33 @@ impl Settings {
             }
         }
 
-        let app_key_raw = v.non_empty("APP_KEY").ok_or_else(|| bad("APP_KEY", "is required (base64:… of 32 bytes)"))?;
+        let app_key_raw = v
+            .non_empty("APP_KEY")
+            .ok_or_else(|| bad("APP_KEY", "is required (base64:… of 32 bytes)"))?;
         let app_key = parse_app_key(&app_key_raw).map_err(|e| bad("APP_KEY", e.to_string()))?;
         let mut app_previous_keys = Vec::new();
-        for key in v.string("APP_PREVIOUS_KEYS").split(',').map(str::trim).filter(|k| !k.is_empty()) {
-            app_previous_keys.push(parse_app_key(key).map_err(|e| bad("APP_PREVIOUS_KEYS", e.to_string()))?);
+        for key in v
+            .string("APP_PREVIOUS_KEYS")
+            .split(',')
+            .map(str::trim)
+            .filter(|k| !k.is_empty())
+        {
+            app_previous_keys
+                .push(parse_app_key(key).map_err(|e| bad("APP_PREVIOUS_KEYS", e.to_string()))?);
         }
         let timezone_name = v.non_empty("APP_TIMEZONE").unwrap_or_else(|| "UTC".into());
-        let timezone: Tz = timezone_name
-            .parse()
-            .map_err(|_| bad("APP_TIMEZONE", format!("{timezone_name:?} is not a known time zone")))?;
+        let timezone: Tz = timezone_name.parse().map_err(|_| {
+            bad(
+                "APP_TIMEZONE",
+                format!("{timezone_name:?} is not a known time zone"),
+            )
+        })?;
 
-        let filesystem = match v.non_empty("FILESYSTEM_DRIVER").unwrap_or_else(|| "local".into()).as_str() {
+        let filesystem = match v
+            .non_empty("FILESYSTEM_DRIVER")
+            .unwrap_or_else(|| "local".into())
+            .as_str()
+        {
             "local" | "public" => FileSystem::Local,
             // 9.8.x names the S3 disk `aws`; `s3` is accepted too (§7.4).
             "aws" | "s3" => FileSystem::S3 {
@@ -241,21 +295,40 @@ impl Settings {
                 bucket: v.string("AWS_BUCKET"),
                 region: v.string("AWS_DEFAULT_REGION"),
             },
-            "backblaze" => FileSystem::Backblaze { url: v.string("BACKBLAZE_URL") },
-            other => return Err(bad("FILESYSTEM_DRIVER", format!("{other:?} is not supported (local, aws, s3, backblaze)"))),
+            "backblaze" => FileSystem::Backblaze {
+                url: v.string("BACKBLAZE_URL"),
+            },
+            other => {
+                return Err(bad(
+                    "FILESYSTEM_DRIVER",
+                    format!("{other:?} is not supported (local, aws, s3, backblaze)"),
+                ))
+            }
         };
 
         // PHP reads MAIL_DRIVER; newer Laravel MAIL_MAILER. Either works (§10).
         let (mailer_name, mailer_var) = match v.non_empty("MAIL_MAILER") {
             Some(m) => (m, "MAIL_MAILER"),
-            None => (v.non_empty("MAIL_DRIVER").unwrap_or_else(|| "smtp".into()), "MAIL_DRIVER"),
+            None => (
+                v.non_empty("MAIL_DRIVER").unwrap_or_else(|| "smtp".into()),
+                "MAIL_DRIVER",
+            ),
         };
         let mailer = match mailer_name.as_str() {
             "smtp" => MailerKind::Smtp,
             "log" | "array" => MailerKind::Log,
-            other => return Err(bad(mailer_var, format!("{other:?} is not supported (smtp, log, array)"))),
+            other => {
+                return Err(bad(
+                    mailer_var,
+                    format!("{other:?} is not supported (smtp, log, array)"),
+                ))
+            }
         };
-        let encryption = if v.present("MAIL_ENCRYPTION") { Some(v.string("MAIL_ENCRYPTION")) } else { None };
+        let encryption = if v.present("MAIL_ENCRYPTION") {
+            Some(v.string("MAIL_ENCRYPTION"))
+        } else {
+            None
+        };
         let mail = MailSettings {
             mailer,
             host: v.string("MAIL_HOST"),
@@ -267,15 +340,28 @@ impl Settings {
             from_name: v.string("MAIL_FROM_NAME"),
             timeout: Duration::from_secs(v.opt_parse("SHOPCHAT_MAIL_TIMEOUT")?.unwrap_or(30)),
             max_attempts: positive(v, "SHOPCHAT_MAIL_MAX_ATTEMPTS")?,
-            outbox_dir: PathBuf::from(v.non_empty("SHOPCHAT_OUTBOX_DIR").unwrap_or_else(|| "./outbox".into())),
+            outbox_dir: PathBuf::from(
+                v.non_empty("SHOPCHAT_OUTBOX_DIR")
+                    .unwrap_or_else(|| "./outbox".into()),
+            ),
         };
 
         let mut trusted_proxies = Vec::new();
-        for item in v.string("SHOPCHAT_TRUSTED_PROXIES").split(',').map(str::trim).filter(|s| !s.is_empty()) {
+        for item in v
+            .string("SHOPCHAT_TRUSTED_PROXIES")
+            .split(',')
+            .map(str::trim)
+            .filter(|s| !s.is_empty())
+        {
             let net = item
                 .parse::<IpNet>()
                 .or_else(|_| item.parse::<std::net::IpAddr>().map(IpNet::from))
-                .map_err(|_| bad("SHOPCHAT_TRUSTED_PROXIES", format!("{item:?} is not an IP address or CIDR")))?;
+                .map_err(|_| {
+                    bad(
+                        "SHOPCHAT_TRUSTED_PROXIES",
+                        format!("{item:?} is not an IP address or CIDR"),
+                    )
+                })?;
             trusted_proxies.push(net);
         }
 
@@ -286,7 +372,9 @@ impl Settings {
         }
 
         let sanctum_expiration_minutes = v.opt_parse::<i64>("SHOPCHAT_SANCTUM_EXPIRATION")?;
-        let tokenable_type = v.non_empty("SHOPCHAT_TOKENABLE_TYPE").unwrap_or_else(|| "App\\Models\\User".into());
+        let tokenable_type = v
+            .non_empty("SHOPCHAT_TOKENABLE_TYPE")
+            .unwrap_or_else(|| "App\\Models\\User".into());
 
         Ok(Settings {
             listen: v.parse("SHOPCHAT_LISTEN")?,
@@ -294,7 +382,9 @@ impl Settings {
             database,
             app_key,
             app_previous_keys,
-            app_url: v.non_empty("APP_URL").unwrap_or_else(|| "http://localhost".into()),
+            app_url: v
+                .non_empty("APP_URL")
+                .unwrap_or_else(|| "http://localhost".into()),
             timezone,
             system_key: v.get("SYSTEM_KEY"),
             default_language: v.string("DEFAULT_LANGUAGE"),
@@ -318,7 +408,12 @@ impl Settings {
             log_json: match v.string("SHOPCHAT_LOG_FORMAT").as_str() {
                 "json" => true,
                 "text" | "" => false,
-                other => return Err(bad("SHOPCHAT_LOG_FORMAT", format!("{other:?} is not text or json"))),
+                other => {
+                    return Err(bad(
+                        "SHOPCHAT_LOG_FORMAT",
+                        format!("{other:?} is not text or json"),
+                    ))
+                }
             },
         })
     }
@@ -352,7 +447,10 @@ mod tests {
     const KEY: &str = "base64:FxO+5zEy133M5/q/XUBpdtp/0srOK9tezZfkWCnyPFc=";
 
     fn env(pairs: &[(&str, &str)]) -> HashMap<String, String> {
-        pairs.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect()
+        pairs
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect()
     }
 
     #[test]
@@ -383,7 +481,11 @@ mod tests {
         assert_eq!(s.database.port, 3308, "process environment wins over .env");
         assert_eq!(s.timezone, chrono_tz::Asia::Dhaka);
         assert_eq!(s.system_key.as_deref(), Some("abc"));
-        assert_eq!(s.mail.encryption.as_deref(), Some(""), "null is present but empty");
+        assert_eq!(
+            s.mail.encryption.as_deref(),
+            Some(""),
+            "null is present but empty"
+        );
     }
 
     #[test]
@@ -393,15 +495,29 @@ mod tests {
         let err = Settings::load_from(None, env(&[("APP_KEY", "base64:AAAA")])).unwrap_err();
         assert_eq!(err.name, "APP_KEY");
         assert!(err.to_string().contains("32"), "{err}");
-        let err = Settings::load_from(None, env(&[("APP_KEY", KEY), ("SHOPCHAT_LISTEN", "nope")])).unwrap_err();
+        let err = Settings::load_from(None, env(&[("APP_KEY", KEY), ("SHOPCHAT_LISTEN", "nope")]))
+            .unwrap_err();
         assert_eq!(err.name, "SHOPCHAT_LISTEN");
-        let err = Settings::load_from(None, env(&[("APP_KEY", KEY), ("APP_TIMEZONE", "Mars/Base")])).unwrap_err();
+        let err = Settings::load_from(
+            None,
+            env(&[("APP_KEY", KEY), ("APP_TIMEZONE", "Mars/Base")]),
+        )
+        .unwrap_err();
         assert_eq!(err.name, "APP_TIMEZONE");
-        let err = Settings::load_from(None, env(&[("APP_KEY", KEY), ("MAIL_MAILER", "ses")])).unwrap_err();
+        let err = Settings::load_from(None, env(&[("APP_KEY", KEY), ("MAIL_MAILER", "ses")]))
+            .unwrap_err();
         assert_eq!(err.name, "MAIL_MAILER");
-        let err = Settings::load_from(None, env(&[("APP_KEY", KEY), ("SHOPCHAT_TRUSTED_PROXIES", "10.0.0.0/8, x")])).unwrap_err();
+        let err = Settings::load_from(
+            None,
+            env(&[
+                ("APP_KEY", KEY),
+                ("SHOPCHAT_TRUSTED_PROXIES", "10.0.0.0/8, x"),
+            ]),
+        )
+        .unwrap_err();
         assert_eq!(err.name, "SHOPCHAT_TRUSTED_PROXIES");
-        let err = Settings::load_from(None, env(&[("APP_KEY", KEY), ("DB_CONNECTION", "pgsql")])).unwrap_err();
+        let err = Settings::load_from(None, env(&[("APP_KEY", KEY), ("DB_CONNECTION", "pgsql")]))
+            .unwrap_err();
         assert_eq!(err.name, "DB_CONNECTION");
     }
 

@@ -71,7 +71,9 @@ impl Input {
                 Some(pos) if key.ends_with(']') => (key[..pos].to_string(), true),
                 _ => (key, false),
             };
-            if name.is_empty() || (only_missing && self.map.contains_key(&name) && !seen_here.contains(&name)) {
+            if name.is_empty()
+                || (only_missing && self.map.contains_key(&name) && !seen_here.contains(&name))
+            {
                 continue;
             }
             seen_here.insert(name.clone());
@@ -84,7 +86,8 @@ impl Input {
             match self.map.get_mut(&name) {
                 Some(Value::Array(items)) => items.push(Value::String(value)),
                 _ => {
-                    self.map.insert(name.clone(), Value::Array(vec![Value::String(value)]));
+                    self.map
+                        .insert(name.clone(), Value::Array(vec![Value::String(value)]));
                 }
             }
         } else {
@@ -98,14 +101,18 @@ impl Input {
     }
 
     async fn add_multipart(&mut self, body: &[u8], boundary: String) {
-        let stream = futures_util::stream::once(std::future::ready(Ok::<_, std::io::Error>(bytes::Bytes::copy_from_slice(body))));
+        let stream = futures_util::stream::once(std::future::ready(Ok::<_, std::io::Error>(
+            bytes::Bytes::copy_from_slice(body),
+        )));
         let mut multipart = multer::Multipart::new(stream, boundary);
         // A malformed part ends the parsing; what was read so far is kept.
         while let Ok(Some(field)) = multipart.next_field().await {
             if field.file_name().is_some() {
                 continue; // files are not chat input
             }
-            let Some(key) = field.name().map(str::to_string) else { continue };
+            let Some(key) = field.name().map(str::to_string) else {
+                continue;
+            };
             let Ok(data) = field.bytes().await else { break };
             let (value, valid) = match String::from_utf8(data.to_vec()) {
                 Ok(s) => (s, true),
@@ -158,7 +165,9 @@ impl Input {
     /// A positive integer parameter parsed like `page` (the long-poll `wait`).
     pub fn positive_int(&self, key: &str) -> Option<i64> {
         let value = match self.map.get(key)? {
-            Value::String(s) if self.is_valid_utf8(key) => crate::laravel::text::is_integer_string(laravel_trim(s))?,
+            Value::String(s) if self.is_valid_utf8(key) => {
+                crate::laravel::text::is_integer_string(laravel_trim(s))?
+            }
             Value::Number(n) => n.as_i64()?,
             _ => return None,
         };
@@ -167,7 +176,10 @@ impl Input {
 }
 
 fn decode_form(raw: &[u8]) -> (String, bool) {
-    let plus_as_space: Vec<u8> = raw.iter().map(|b| if *b == b'+' { b' ' } else { *b }).collect();
+    let plus_as_space: Vec<u8> = raw
+        .iter()
+        .map(|b| if *b == b'+' { b' ' } else { *b })
+        .collect();
     let bytes: Vec<u8> = percent_decode(&plus_as_space).collect();
     match String::from_utf8(bytes) {
         Ok(s) => (s, true),
@@ -196,19 +208,34 @@ mod tests {
     use super::*;
 
     fn block<F: std::future::Future>(f: F) -> F::Output {
-        tokio::runtime::Builder::new_current_thread().build().unwrap().block_on(f)
+        tokio::runtime::Builder::new_current_thread()
+            .build()
+            .unwrap()
+            .block_on(f)
     }
 
     #[test]
     fn query_rules() {
         let input = Input::from_query("a=1&a=2&b=+x+&c=&l[]=1&l[]=2&page=%2B2&e");
-        assert_eq!(input.get("a"), Some(&Value::String("2".into())), "last wins");
-        assert_eq!(input.get("b"), Some(&Value::String("x".into())), "plus is space, trimmed");
+        assert_eq!(
+            input.get("a"),
+            Some(&Value::String("2".into())),
+            "last wins"
+        );
+        assert_eq!(
+            input.get("b"),
+            Some(&Value::String("x".into())),
+            "plus is space, trimmed"
+        );
         assert_eq!(input.get("c"), Some(&Value::Null), "empty becomes null");
         assert!(input.is_absent("c") && input.is_absent("e") && input.is_absent("zzz"));
         assert_eq!(input.get("l"), Some(&serde_json::json!(["1", "2"])));
         assert_eq!(input.page(), 2);
-        assert_eq!(Input::from_query("page=+2").page(), 2, "raw + is a space, trimmed");
+        assert_eq!(
+            Input::from_query("page=+2").page(),
+            2,
+            "raw + is a space, trimmed"
+        );
         assert_eq!(Input::from_query("page[]=2").page(), 1);
     }
 
@@ -228,10 +255,17 @@ mod tests {
         ));
         assert_eq!(input.get("conversation_id").unwrap().to_string(), "5");
         assert_eq!(input.get("message"), Some(&Value::String("hi".into())));
-        assert_eq!(input.get("page"), Some(&Value::Null), "a body key wins even when null");
+        assert_eq!(
+            input.get("page"),
+            Some(&Value::Null),
+            "a body key wins even when null"
+        );
         assert_eq!(input.page(), 1);
         assert_eq!(input.get("x"), Some(&Value::String("1".into())));
-        assert_eq!(input.get("nested"), Some(&serde_json::json!([null, {"k": "v"}])));
+        assert_eq!(
+            input.get("nested"),
+            Some(&serde_json::json!([null, {"k": "v"}]))
+        );
     }
 
     #[test]
@@ -241,7 +275,11 @@ mod tests {
             assert!(input.is_absent("a"));
         }
         let deep = format!("{}{}", "{\"a\":".repeat(200), "}".repeat(200));
-        let input = block(Input::from_post(Some("application/json"), deep.as_bytes(), ""));
+        let input = block(Input::from_post(
+            Some("application/json"),
+            deep.as_bytes(),
+            "",
+        ));
         assert!(input.is_absent("a"));
     }
 
@@ -252,11 +290,18 @@ mod tests {
             b"conversation_id=1&message=Please+ship%20today",
             "message=ignored&page=2",
         ));
-        assert_eq!(input.get("message"), Some(&Value::String("Please ship today".into())));
+        assert_eq!(
+            input.get("message"),
+            Some(&Value::String("Please ship today".into()))
+        );
         assert_eq!(input.page(), 2);
 
         let body = "--XyZ\r\nContent-Disposition: form-data; name=\"message\"\r\n\r\n hello \r\n--XyZ\r\nContent-Disposition: form-data; name=\"product_id\"\r\n\r\n3\r\n--XyZ--\r\n";
-        let input = block(Input::from_post(Some("multipart/form-data; boundary=XyZ"), body.as_bytes(), ""));
+        let input = block(Input::from_post(
+            Some("multipart/form-data; boundary=XyZ"),
+            body.as_bytes(),
+            "",
+        ));
         assert_eq!(input.get("message"), Some(&Value::String("hello".into())));
         assert_eq!(input.get("product_id"), Some(&Value::String("3".into())));
     }

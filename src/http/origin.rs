@@ -37,7 +37,9 @@ pub fn split_host_port(value: &str) -> (String, Option<&str>) {
 /// default; a Host without port never gets the listener's port (§4.3).
 pub fn origin(scheme: &str, host_value: &str, port_override: Option<&str>) -> String {
     let (host, port) = split_host_port(host_value);
-    let port = port_override.or(port).and_then(|p| p.trim().parse::<u16>().ok());
+    let port = port_override
+        .or(port)
+        .and_then(|p| p.trim().parse::<u16>().ok());
     let default = if scheme == "https" { 443 } else { 80 };
     match port {
         Some(p) if p != default => format!("{scheme}://{host}:{p}"),
@@ -60,7 +62,9 @@ pub fn client_ip(peer: IpAddr, forwarded_for: Option<&str>, trusted: &[IpNet]) -
     if !is_trusted(peer, trusted) {
         return peer;
     }
-    let Some(header) = forwarded_for else { return peer };
+    let Some(header) = forwarded_for else {
+        return peer;
+    };
     let mut last = peer;
     for item in header.rsplit(',') {
         match parse_forwarded_ip(item.trim()) {
@@ -86,7 +90,11 @@ fn parse_forwarded_ip(s: &str) -> Option<IpAddr> {
 /// `X-Request-Id`: the client's own if it is safe to echo (§1.6), else new.
 pub fn request_id(header: Option<&str>) -> String {
     match header {
-        Some(v) if (1..=128).contains(&v.len()) && v.bytes().all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b'-')) => {
+        Some(v)
+            if (1..=128).contains(&v.len())
+                && v.bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b'-')) =>
+        {
             v.to_string()
         }
         _ => {
@@ -115,13 +123,28 @@ mod tests {
 
     #[test]
     fn origins() {
-        assert_eq!(origin("http", "Shop.EXAMPLE.com:80", None), "http://shop.example.com");
-        assert_eq!(origin("http", "shop.example.com:8443", None), "http://shop.example.com:8443");
-        assert_eq!(origin("https", "shop.example.com:443", None), "https://shop.example.com");
+        assert_eq!(
+            origin("http", "Shop.EXAMPLE.com:80", None),
+            "http://shop.example.com"
+        );
+        assert_eq!(
+            origin("http", "shop.example.com:8443", None),
+            "http://shop.example.com:8443"
+        );
+        assert_eq!(
+            origin("https", "shop.example.com:443", None),
+            "https://shop.example.com"
+        );
         assert_eq!(origin("http", "shop.test", None), "http://shop.test");
-        assert_eq!(origin("http", "127.0.0.1:8081", None), "http://127.0.0.1:8081");
+        assert_eq!(
+            origin("http", "127.0.0.1:8081", None),
+            "http://127.0.0.1:8081"
+        );
         assert_eq!(origin("http", "[::1]:8080", None), "http://[::1]:8080");
-        assert_eq!(origin("https", "shop.test", Some("8443")), "https://shop.test:8443");
+        assert_eq!(
+            origin("https", "shop.test", Some("8443")),
+            "https://shop.test:8443"
+        );
         assert_eq!(origin("http", "shop.test:abc", None), "http://shop.test");
     }
 
@@ -131,9 +154,15 @@ mod tests {
         let peer: IpAddr = "10.0.0.5".parse().unwrap();
         let outsider: IpAddr = "203.0.113.9".parse().unwrap();
         assert_eq!(client_ip(outsider, Some("1.1.1.1"), &trusted), outsider);
-        assert_eq!(client_ip(peer, Some("1.1.1.1, 198.51.100.7, 10.0.0.2"), &trusted), "198.51.100.7".parse::<IpAddr>().unwrap());
+        assert_eq!(
+            client_ip(peer, Some("1.1.1.1, 198.51.100.7, 10.0.0.2"), &trusted),
+            "198.51.100.7".parse::<IpAddr>().unwrap()
+        );
         assert_eq!(client_ip(peer, None, &trusted), peer);
-        assert_eq!(client_ip(peer, Some("10.0.0.3"), &trusted), "10.0.0.3".parse::<IpAddr>().unwrap());
+        assert_eq!(
+            client_ip(peer, Some("10.0.0.3"), &trusted),
+            "10.0.0.3".parse::<IpAddr>().unwrap()
+        );
     }
 
     #[test]

@@ -45,13 +45,21 @@ pub struct RequestInfo {
     pub now: NaiveDateTime,
 }
 
-pub async fn entry(req: HttpRequest, payload: web::Payload, state: web::Data<AppState>) -> HttpResponse {
+pub async fn entry(
+    req: HttpRequest,
+    payload: web::Payload,
+    state: web::Data<AppState>,
+) -> HttpResponse {
     let request_id = origin::request_id(header_str(req.headers(), "x-request-id"));
     let started = std::time::Instant::now();
     let (route_name, mut res) = answer(&req, payload, &state).await;
-    res.headers_mut().insert(header::CACHE_CONTROL, HeaderValue::from_static("no-cache, private"));
+    res.headers_mut().insert(
+        header::CACHE_CONTROL,
+        HeaderValue::from_static("no-cache, private"),
+    );
     if let Ok(v) = HeaderValue::from_str(&request_id) {
-        res.headers_mut().insert(HeaderName::from_static("x-request-id"), v);
+        res.headers_mut()
+            .insert(HeaderName::from_static("x-request-id"), v);
     }
     tracing::info!(
         method = %req.method(),
@@ -64,28 +72,54 @@ pub async fn entry(req: HttpRequest, payload: web::Payload, state: web::Data<App
     res
 }
 
-async fn answer(req: &HttpRequest, payload: web::Payload, state: &AppState) -> (&'static str, HttpResponse) {
+async fn answer(
+    req: &HttpRequest,
+    payload: web::Payload,
+    state: &AppState,
+) -> (&'static str, HttpResponse) {
     let settings = &state.settings;
     // Step 0: a declared body above the limit is refused before it is read.
-    if let Some(len) = header_str(req.headers(), "content-length").and_then(|v| v.trim().parse::<u64>().ok()) {
+    if let Some(len) =
+        header_str(req.headers(), "content-length").and_then(|v| v.trim().parse::<u64>().ok())
+    {
         if len > settings.max_body_bytes as u64 {
             return ("too-large", too_large());
         }
     }
 
-    let peer = req.peer_addr().map(|a| a.ip()).unwrap_or(IpAddr::V4(Ipv4Addr::LOCALHOST));
+    let peer = req
+        .peer_addr()
+        .map(|a| a.ip())
+        .unwrap_or(IpAddr::V4(Ipv4Addr::LOCALHOST));
     let trusted = origin::is_trusted(peer, &settings.trusted_proxies);
-    let forwarded = |name: &str| if trusted { header_str(req.headers(), name).map(origin::first_value) } else { None };
+    let forwarded = |name: &str| {
+        if trusted {
+            header_str(req.headers(), name).map(origin::first_value)
+        } else {
+            None
+        }
+    };
 
     // Step 1: the Host check (§4.3).
-    let host = forwarded("x-forwarded-host").or_else(|| header_str(req.headers(), "host")).filter(|h| !h.is_empty());
+    let host = forwarded("x-forwarded-host")
+        .or_else(|| header_str(req.headers(), "host"))
+        .filter(|h| !h.is_empty());
     let origin_url = match host {
         Some(h) if !origin::valid_host(h) => {
             let json_client = json_client(req.headers());
-            return ("bad-host", response::mirrored_error(StatusCode::NOT_FOUND, "Bad hostname provided.", json_client));
+            return (
+                "bad-host",
+                response::mirrored_error(
+                    StatusCode::NOT_FOUND,
+                    "Bad hostname provided.",
+                    json_client,
+                ),
+            );
         }
         Some(h) => {
-            let scheme = forwarded("x-forwarded-proto").map(str::to_ascii_lowercase).unwrap_or_else(|| "http".into());
+            let scheme = forwarded("x-forwarded-proto")
+                .map(str::to_ascii_lowercase)
+                .unwrap_or_else(|| "http".into());
             let scheme = if scheme == "https" { "https" } else { "http" };
             origin::origin(scheme, h, forwarded("x-forwarded-port"))
         }
@@ -95,7 +129,9 @@ async fn answer(req: &HttpRequest, payload: web::Payload, state: &AppState) -> (
     let raw_path = req.uri().path();
     let base = settings.base_path.as_str();
     let (route, rel_path) = match raw_path.strip_prefix(base) {
-        Some(rest) if base.is_empty() || rest.is_empty() || rest.starts_with('/') => (match_path(rest), rest),
+        Some(rest) if base.is_empty() || rest.is_empty() || rest.starts_with('/') => {
+            (match_path(rest), rest)
+        }
         _ => (Route::Outside, raw_path),
     };
     let json_client = json_client(req.headers());
@@ -108,7 +144,11 @@ async fn answer(req: &HttpRequest, payload: web::Payload, state: &AppState) -> (
         path_url: format!("{root}{}", rel_path.trim_end_matches('/')),
         root,
         json_client,
-        client_ip: origin::client_ip(peer, header_str(req.headers(), "x-forwarded-for").filter(|_| trusted), &settings.trusted_proxies),
+        client_ip: origin::client_ip(
+            peer,
+            header_str(req.headers(), "x-forwarded-for").filter(|_| trusted),
+            &settings.trusted_proxies,
+        ),
         now: now_naive(settings.timezone),
         route,
     };
@@ -118,10 +158,23 @@ async fn answer(req: &HttpRequest, payload: web::Payload, state: &AppState) -> (
 
 /// The answers given right after the Host check, without throttle, token or
 /// System-Key (§1.1): OPTIONS, 405, paths outside `/api/`.
-fn short_circuit(method: &Method, route: &Route, rel_path: &str, json_client: bool, state: &AppState) -> Option<HttpResponse> {
+fn short_circuit(
+    method: &Method,
+    route: &Route,
+    rel_path: &str,
+    json_client: bool,
+    state: &AppState,
+) -> Option<HttpResponse> {
     let is_get = method == Method::GET || method == Method::HEAD;
     match route {
-        Route::Health | Route::Ready | Route::Metrics if !is_get => return Some(method_not_allowed(method, rel_path, Methods::GetHead, json_client)),
+        Route::Health | Route::Ready | Route::Metrics if !is_get => {
+            return Some(method_not_allowed(
+                method,
+                rel_path,
+                Methods::GetHead,
+                json_client,
+            ))
+        }
         Route::Health => return Some(response::json(StatusCode::OK, &json!({"status": "ok"}))),
         Route::Ready | Route::Metrics => return None,
         Route::Outside => {
@@ -138,11 +191,18 @@ fn short_circuit(method: &Method, route: &Route, rel_path: &str, json_client: bo
     let methods = route.methods();
     if method == Method::OPTIONS {
         let mut res = response::with_body(StatusCode::OK, response::HTML, String::new());
-        res.headers_mut().insert(header::ALLOW, HeaderValue::from_static(methods.allow_options()));
+        res.headers_mut().insert(
+            header::ALLOW,
+            HeaderValue::from_static(methods.allow_options()),
+        );
         return Some(res);
     }
     if *route == Route::OpenApi && is_get {
-        return Some(response::with_body(StatusCode::OK, response::JSON, crate::openapi::document(state)));
+        return Some(response::with_body(
+            StatusCode::OK,
+            response::JSON,
+            crate::openapi::document(state),
+        ));
     }
     let allowed = match methods {
         Methods::GetHead => is_get,
@@ -152,7 +212,12 @@ fn short_circuit(method: &Method, route: &Route, rel_path: &str, json_client: bo
     (!allowed).then(|| method_not_allowed(method, rel_path, methods, json_client))
 }
 
-fn method_not_allowed(method: &Method, rel_path: &str, methods: Methods, json_client: bool) -> HttpResponse {
+fn method_not_allowed(
+    method: &Method,
+    rel_path: &str,
+    methods: Methods,
+    json_client: bool,
+) -> HttpResponse {
     let message = format!(
         "The {} method is not supported for route {}. Supported methods: {}.",
         method.as_str(),
@@ -160,15 +225,25 @@ fn method_not_allowed(method: &Method, rel_path: &str, methods: Methods, json_cl
         methods.allow_405()
     );
     let mut res = response::mirrored_error(StatusCode::METHOD_NOT_ALLOWED, &message, json_client);
-    res.headers_mut().insert(header::ALLOW, HeaderValue::from_static(methods.allow_405()));
+    res.headers_mut()
+        .insert(header::ALLOW, HeaderValue::from_static(methods.allow_405()));
     res
 }
 
 /// Steps 2–8 for a routed request (chat route or fallback).
-async fn routed(req: &HttpRequest, payload: web::Payload, state: &AppState, info: RequestInfo) -> HttpResponse {
+async fn routed(
+    req: &HttpRequest,
+    payload: web::Payload,
+    state: &AppState,
+    info: RequestInfo,
+) -> HttpResponse {
     let settings = &state.settings;
     let is_post = req.method() == Method::POST;
-    let route = if !is_post && info.route.methods() == Methods::Post { Route::Fallback } else { info.route.clone() };
+    let route = if !is_post && info.route.methods() == Methods::Post {
+        Route::Fallback
+    } else {
+        info.route.clone()
+    };
 
     // Step 0 for bodies without Content-Length, and the body timeout.
     let body = if is_post && route.is_chat() {
@@ -181,7 +256,10 @@ async fn routed(req: &HttpRequest, payload: web::Payload, state: &AppState, info
     };
 
     // The throttle key needs the token's user, resolved without side effects (D8).
-    let authorization = req.headers().get(header::AUTHORIZATION).map(|v| v.as_bytes());
+    let authorization = req
+        .headers()
+        .get(header::AUTHORIZATION)
+        .map(|v| v.as_bytes());
     let auth = state.sanctum.resolve(authorization, info.now).await;
     let key = match &auth {
         Ok(Some(user)) => RateKey::User(user.user_id),
@@ -198,8 +276,14 @@ async fn routed(req: &HttpRequest, payload: web::Payload, state: &AppState, info
     };
     if let Decision::Allowed { limit, remaining } = decision {
         let h = res.headers_mut();
-        h.insert(HeaderName::from_static("x-ratelimit-limit"), HeaderValue::from(limit));
-        h.insert(HeaderName::from_static("x-ratelimit-remaining"), HeaderValue::from(remaining));
+        h.insert(
+            HeaderName::from_static("x-ratelimit-limit"),
+            HeaderValue::from(limit),
+        );
+        h.insert(
+            HeaderName::from_static("x-ratelimit-remaining"),
+            HeaderValue::from(remaining),
+        );
     }
     res
 }
@@ -224,15 +308,29 @@ async fn steps_3_to_8(
     };
     // Step 4 (K7): the text is in DEFAULT_LANGUAGE; App-Language is not applied yet.
     if state.maintenance.is_on() {
-        let message = state.translator.translate("We are Under Maintenance", settings.fallback_language(), &now_s, true).await?;
-        return Ok(response::json(StatusCode::OK, &json!({"result": false, "status": "maintenance", "message": message})));
+        let message = state
+            .translator
+            .translate(
+                "We are Under Maintenance",
+                settings.fallback_language(),
+                &now_s,
+                true,
+            )
+            .await?;
+        return Ok(response::json(
+            StatusCode::OK,
+            &json!({"result": false, "status": "maintenance", "message": message}),
+        ));
     }
     // Step 5 (K5): byte-equal, never "" or "0"; unset SYSTEM_KEY refuses everything.
     let system_key = req.headers().get("system-key").map(|v| v.as_bytes());
     let key_ok = matches!((system_key, settings.system_key.as_deref()),
         (Some(given), Some(expected)) if !given.is_empty() && given != b"0" && given == expected.as_bytes());
     if !key_ok {
-        return Ok(response::json(StatusCode::OK, &json!({"result": false, "message": "Request not found!"})));
+        return Ok(response::json(
+            StatusCode::OK,
+            &json!({"result": false, "message": "Request not found!"}),
+        ));
     }
     let Some(user) = user else {
         // Step 8 of the fallback.
@@ -249,8 +347,14 @@ async fn steps_3_to_8(
     // Step 7 (K6).
     if user.banned {
         state.sanctum.delete_token(&user).await?;
-        let message = state.translator.translate("user is banned", &locale, &now_s, true).await?;
-        return Ok(response::json(StatusCode::OK, &json!({"result": false, "status": "banned", "message": message})));
+        let message = state
+            .translator
+            .translate("user is banned", &locale, &now_s, true)
+            .await?;
+        return Ok(response::json(
+            StatusCode::OK,
+            &json!({"result": false, "status": "banned", "message": message}),
+        ));
     }
     let query = req.uri().query().unwrap_or("");
     let input = if req.method() == Method::POST {
@@ -258,12 +362,23 @@ async fn steps_3_to_8(
     } else {
         Input::from_query(query)
     };
-    let ctx = Ctx { state, user, info, locale, now_s, input };
+    let ctx = Ctx {
+        state,
+        user,
+        info,
+        locale,
+        now_s,
+        input,
+    };
     chat::dispatch(&ctx, &route).await
 }
 
 /// Reads a POST body within the size limit and the client timeout (step 0).
-async fn read_body(mut payload: web::Payload, limit: usize, timeout: std::time::Duration) -> Result<Vec<u8>, HttpResponse> {
+async fn read_body(
+    mut payload: web::Payload,
+    limit: usize,
+    timeout: std::time::Duration,
+) -> Result<Vec<u8>, HttpResponse> {
     let read = async {
         let mut body = Vec::new();
         while let Some(chunk) = payload.next().await {
@@ -282,26 +397,42 @@ async fn read_body(mut payload: web::Payload, limit: usize, timeout: std::time::
 }
 
 fn too_large() -> HttpResponse {
-    let mut res = response::pretty_message(StatusCode::PAYLOAD_TOO_LARGE, "The POST data is too large.");
-    res.headers_mut().insert(header::CONNECTION, HeaderValue::from_static("close"));
+    let mut res =
+        response::pretty_message(StatusCode::PAYLOAD_TOO_LARGE, "The POST data is too large.");
+    res.headers_mut()
+        .insert(header::CONNECTION, HeaderValue::from_static("close"));
     res
 }
 
 fn timeout_answer() -> HttpResponse {
     let mut res = response::pretty_message(StatusCode::REQUEST_TIMEOUT, "Request Timeout");
-    res.headers_mut().insert(header::CONNECTION, HeaderValue::from_static("close"));
+    res.headers_mut()
+        .insert(header::CONNECTION, HeaderValue::from_static("close"));
     res
 }
 
 /// The 429 answer of §1.4, headers in PHP's order.
 fn too_many_attempts(limit: u32, retry_after: u64, json_client: bool) -> HttpResponse {
-    let mut res = response::mirrored_error(StatusCode::TOO_MANY_REQUESTS, "Too Many Attempts.", json_client);
+    let mut res = response::mirrored_error(
+        StatusCode::TOO_MANY_REQUESTS,
+        "Too Many Attempts.",
+        json_client,
+    );
     let reset = chrono::Utc::now().timestamp() + retry_after as i64;
     let h = res.headers_mut();
-    h.insert(HeaderName::from_static("x-ratelimit-limit"), HeaderValue::from(limit));
-    h.insert(HeaderName::from_static("x-ratelimit-remaining"), HeaderValue::from(0));
+    h.insert(
+        HeaderName::from_static("x-ratelimit-limit"),
+        HeaderValue::from(limit),
+    );
+    h.insert(
+        HeaderName::from_static("x-ratelimit-remaining"),
+        HeaderValue::from(0),
+    );
     h.insert(header::RETRY_AFTER, HeaderValue::from(retry_after));
-    h.insert(HeaderName::from_static("x-ratelimit-reset"), HeaderValue::from(reset));
+    h.insert(
+        HeaderName::from_static("x-ratelimit-reset"),
+        HeaderValue::from(reset),
+    );
     res
 }
 

@@ -34,7 +34,10 @@ pub struct RateLimiter {
 
 impl RateLimiter {
     pub fn new(limit: u32) -> Self {
-        RateLimiter { limit, windows: Mutex::new(HashMap::new()) }
+        RateLimiter {
+            limit,
+            windows: Mutex::new(HashMap::new()),
+        }
     }
 
     pub fn hit(&self, key: RateKey) -> Decision {
@@ -58,10 +61,16 @@ impl RateLimiter {
             let left = WINDOW.saturating_sub(now.duration_since(entry.0));
             // Whole seconds, never 0 while the window is still open.
             let retry_after = left.as_secs() + u64::from(left.subsec_nanos() > 0);
-            return Decision::Limited { limit: self.limit, retry_after: retry_after.max(1) };
+            return Decision::Limited {
+                limit: self.limit,
+                retry_after: retry_after.max(1),
+            };
         }
         entry.1 += 1;
-        Decision::Allowed { limit: self.limit, remaining: self.limit - entry.1 }
+        Decision::Allowed {
+            limit: self.limit,
+            remaining: self.limit - entry.1,
+        }
     }
 }
 
@@ -75,12 +84,49 @@ mod tests {
         let t0 = Instant::now();
         let a = RateKey::User(5);
         let b = RateKey::Ip("127.0.0.1".parse().unwrap());
-        assert_eq!(rl.hit_at(a, t0), Decision::Allowed { limit: 2, remaining: 1 });
-        assert_eq!(rl.hit_at(a, t0), Decision::Allowed { limit: 2, remaining: 0 });
-        assert_eq!(rl.hit_at(a, t0 + Duration::from_millis(500)), Decision::Limited { limit: 2, retry_after: 60 });
-        assert_eq!(rl.hit_at(b, t0), Decision::Allowed { limit: 2, remaining: 1 }, "other key, own bucket");
-        assert_eq!(rl.hit_at(a, t0 + Duration::from_secs(59)), Decision::Limited { limit: 2, retry_after: 1 });
-        assert_eq!(rl.hit_at(a, t0 + Duration::from_secs(60)), Decision::Allowed { limit: 2, remaining: 1 });
+        assert_eq!(
+            rl.hit_at(a, t0),
+            Decision::Allowed {
+                limit: 2,
+                remaining: 1
+            }
+        );
+        assert_eq!(
+            rl.hit_at(a, t0),
+            Decision::Allowed {
+                limit: 2,
+                remaining: 0
+            }
+        );
+        assert_eq!(
+            rl.hit_at(a, t0 + Duration::from_millis(500)),
+            Decision::Limited {
+                limit: 2,
+                retry_after: 60
+            }
+        );
+        assert_eq!(
+            rl.hit_at(b, t0),
+            Decision::Allowed {
+                limit: 2,
+                remaining: 1
+            },
+            "other key, own bucket"
+        );
+        assert_eq!(
+            rl.hit_at(a, t0 + Duration::from_secs(59)),
+            Decision::Limited {
+                limit: 2,
+                retry_after: 1
+            }
+        );
+        assert_eq!(
+            rl.hit_at(a, t0 + Duration::from_secs(60)),
+            Decision::Allowed {
+                limit: 2,
+                remaining: 1
+            }
+        );
     }
 
     #[test]

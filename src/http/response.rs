@@ -14,7 +14,8 @@ pub const HTML: &str = "text/html; charset=UTF-8";
 /// A body with its content type (no charset for JSON, like Laravel).
 pub fn with_body(status: StatusCode, content_type: &'static str, body: String) -> HttpResponse {
     let mut res = HttpResponse::with_body(status, body).map_into_boxed_body();
-    res.headers_mut().insert(CONTENT_TYPE, HeaderValue::from_static(content_type));
+    res.headers_mut()
+        .insert(CONTENT_TYPE, HeaderValue::from_static(content_type));
     res
 }
 
@@ -25,7 +26,11 @@ pub fn json(status: StatusCode, value: &Value) -> HttpResponse {
 
 /// A pretty `{"message": …}` error body (§3.2).
 pub fn pretty_message(status: StatusCode, message: &str) -> HttpResponse {
-    with_body(status, JSON, to_php_json_pretty(&json!({ "message": message })))
+    with_body(
+        status,
+        JSON,
+        to_php_json_pretty(&json!({ "message": message })),
+    )
 }
 
 /// The minimal HTML error page non-JSON clients get for PHP-mirroring errors (§1.3).
@@ -55,7 +60,11 @@ pub fn mirrored_error(status: StatusCode, message: &str, json_client: bool) -> H
 /// Sanctum's failure answer (§1.2 step 3, K3): 401 JSON or a 302 to `<root>/login`.
 pub fn unauthenticated(json_client: bool, root: &str) -> HttpResponse {
     if json_client {
-        return with_body(StatusCode::UNAUTHORIZED, JSON, "{\"message\":\"Unauthenticated.\"}".into());
+        return with_body(
+            StatusCode::UNAUTHORIZED,
+            JSON,
+            "{\"message\":\"Unauthenticated.\"}".into(),
+        );
     }
     let location = format!("{root}/login");
     let e = html_escape(&location);
@@ -64,7 +73,8 @@ pub fn unauthenticated(json_client: bool, root: &str) -> HttpResponse {
     );
     let mut res = with_body(StatusCode::FOUND, "text/html; charset=utf-8", body);
     if let Ok(v) = HeaderValue::from_str(&location) {
-        res.headers_mut().insert(actix_web::http::header::LOCATION, v);
+        res.headers_mut()
+            .insert(actix_web::http::header::LOCATION, v);
     }
     res
 }
@@ -83,7 +93,10 @@ mod tests {
     fn redirect_page_matches_symfony() {
         let res = unauthenticated(false, "http://127.0.0.1:8081");
         assert_eq!(res.status(), StatusCode::FOUND);
-        assert_eq!(res.headers().get("location").unwrap(), "http://127.0.0.1:8081/login");
+        assert_eq!(
+            res.headers().get("location").unwrap(),
+            "http://127.0.0.1:8081/login"
+        );
         let body = body_of(res);
         assert!(body.starts_with("<!DOCTYPE html>\n<html>\n    <head>"));
         assert_eq!(body.matches("http://127.0.0.1:8081/login").count(), 4);
@@ -97,7 +110,10 @@ mod tests {
             "<!DOCTYPE html>\n<html lang=\"en\">\n<head><meta charset=\"utf-8\"><title>Not Found</title></head>\n<body>404 | Not Found</body>\n</html>\n"
         );
         assert_eq!(
-            body_of(pretty_message(StatusCode::TOO_MANY_REQUESTS, "Too Many Attempts.")),
+            body_of(pretty_message(
+                StatusCode::TOO_MANY_REQUESTS,
+                "Too Many Attempts."
+            )),
             "{\n    \"message\": \"Too Many Attempts.\"\n}"
         );
     }

@@ -11,9 +11,14 @@ use percent_encoding::percent_decode;
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Route {
     Conversations,
-    Messages { id: String },
+    Messages {
+        id: String,
+    },
     InsertMessage,
-    NewMessages { conversation_id: String, last_message_id: String },
+    NewMessages {
+        conversation_id: String,
+        last_message_id: String,
+    },
     CreateConversation,
     OpenApi,
     /// Any other path under `/api/`: the "Invalid Route" answer.
@@ -105,7 +110,9 @@ pub fn match_path(raw_path: &str) -> Route {
     let raw_segments: Vec<&str> = rest.split('/').collect();
     let mut segments = Vec::with_capacity(raw_segments.len());
     for raw in &raw_segments {
-        let decoded = percent_decode(raw.as_bytes()).decode_utf8_lossy().into_owned();
+        let decoded = percent_decode(raw.as_bytes())
+            .decode_utf8_lossy()
+            .into_owned();
         if decoded.is_empty() || decoded.contains('/') {
             return Route::Fallback;
         }
@@ -132,26 +139,54 @@ mod tests {
 
     #[test]
     fn chat_routes() {
-        assert_eq!(match_path("/api/v2/chat/conversations"), Route::Conversations);
-        assert_eq!(match_path("/api/v2/chat/conversations/"), Route::Conversations);
-        assert_eq!(match_path("/api/v2/chat/messages/1/"), Route::Messages { id: "1".into() });
-        assert_eq!(match_path("/api/v2/chat/messages/%31"), Route::Messages { id: "1".into() });
+        assert_eq!(
+            match_path("/api/v2/chat/conversations"),
+            Route::Conversations
+        );
+        assert_eq!(
+            match_path("/api/v2/chat/conversations/"),
+            Route::Conversations
+        );
+        assert_eq!(
+            match_path("/api/v2/chat/messages/1/"),
+            Route::Messages { id: "1".into() }
+        );
+        assert_eq!(
+            match_path("/api/v2/chat/messages/%31"),
+            Route::Messages { id: "1".into() }
+        );
         assert_eq!(
             match_path("/api/v2/chat/get-new-messages/1/30"),
-            Route::NewMessages { conversation_id: "1".into(), last_message_id: "30".into() }
+            Route::NewMessages {
+                conversation_id: "1".into(),
+                last_message_id: "30".into()
+            }
         );
-        assert_eq!(match_path("/api/v2/chat/insert-message"), Route::InsertMessage);
-        assert_eq!(match_path("/api/v2/chat/create-conversation"), Route::CreateConversation);
+        assert_eq!(
+            match_path("/api/v2/chat/insert-message"),
+            Route::InsertMessage
+        );
+        assert_eq!(
+            match_path("/api/v2/chat/create-conversation"),
+            Route::CreateConversation
+        );
         assert_eq!(match_path("/api/v2/chat/openapi.json"), Route::OpenApi);
     }
 
     #[test]
     fn fallback_and_outside() {
-        assert_eq!(match_path("/api/v2/chat/get-new-messages/1"), Route::Fallback);
+        assert_eq!(
+            match_path("/api/v2/chat/get-new-messages/1"),
+            Route::Fallback
+        );
         assert_eq!(match_path("/api/v2/chat/nope"), Route::Fallback);
         assert_eq!(match_path("/api/v2/chat/messages/1%2F2"), Route::Fallback);
         assert_eq!(match_path("/api/v2/chat//messages/1"), Route::Fallback);
-        assert_eq!(match_path("/api/V2/chat/conversations"), Route::Fallback, "case-sensitive");
+        assert_eq!(
+            match_path("/api/V2/chat/conversations"),
+            Route::Fallback,
+            "case-sensitive"
+        );
         assert_eq!(match_path("/foo/bar/"), Route::Outside);
         assert_eq!(match_path("/"), Route::Outside);
         assert_eq!(match_path("/api"), Route::Outside);
@@ -160,12 +195,20 @@ mod tests {
 
     #[test]
     fn invalid_utf8_parameters_are_replaced() {
-        assert_eq!(match_path("/api/v2/chat/messages/%FF"), Route::Messages { id: "\u{fffd}".into() });
+        assert_eq!(
+            match_path("/api/v2/chat/messages/%FF"),
+            Route::Messages {
+                id: "\u{fffd}".into()
+            }
+        );
     }
 
     #[test]
     fn methods() {
-        assert_eq!(Route::InsertMessage.methods().allow_405(), "GET, HEAD, POST");
+        assert_eq!(
+            Route::InsertMessage.methods().allow_405(),
+            "GET, HEAD, POST"
+        );
         assert_eq!(Route::Fallback.methods().allow_options(), "GET,HEAD");
         assert!(Route::Messages { id: "1".into() }.is_chat());
         assert!(!Route::Fallback.is_chat());

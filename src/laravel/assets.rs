@@ -44,14 +44,19 @@ impl Assets {
                 .bind(key)
                 .fetch_all(&self.pool)
                 .await?;
-        let value = rows.into_iter().find(|(t, _)| t == key).and_then(|(_, v)| v);
+        let value = rows
+            .into_iter()
+            .find(|(t, _)| t == key)
+            .and_then(|(_, v)| v);
         self.settings.insert(key.to_string(), value.clone());
         Ok(value)
     }
 
     /// `uploaded_asset(v)` for the request's `<root>`.
     pub async fn asset(&self, root: &str, v: Option<&str>) -> Result<String, sqlx::Error> {
-        let Some(v) = v else { return Ok(placeholder(root)) };
+        let Some(v) = v else {
+            return Ok(placeholder(root));
+        };
         let upload = match self.uploads.get(&v.to_string()) {
             Some(u) => u,
             None => {
@@ -62,15 +67,23 @@ impl Assets {
                         .bind(v)
                         .fetch_optional(&self.pool)
                         .await?;
-                let upload = row.map(|(file_name, external_link)| Upload { file_name, external_link });
+                let upload = row.map(|(file_name, external_link)| Upload {
+                    file_name,
+                    external_link,
+                });
                 self.uploads.insert(v.to_string(), upload.clone());
                 upload
             }
         };
         Ok(match upload {
             None => placeholder(root),
-            Some(Upload { external_link: Some(link), .. }) if !link.is_empty() => link,
-            Some(Upload { file_name, .. }) => file_url(&self.filesystem, root, file_name.as_deref().unwrap_or("")),
+            Some(Upload {
+                external_link: Some(link),
+                ..
+            }) if !link.is_empty() => link,
+            Some(Upload { file_name, .. }) => {
+                file_url(&self.filesystem, root, file_name.as_deref().unwrap_or(""))
+            }
         })
     }
 
@@ -87,18 +100,37 @@ pub fn placeholder(root: &str) -> String {
 }
 
 /// Characters kept verbatim in an S3 path segment (RFC 3986 unreserved).
-const SEGMENT: &AsciiSet = &NON_ALPHANUMERIC.remove(b'-').remove(b'_').remove(b'.').remove(b'~');
+const SEGMENT: &AsciiSet = &NON_ALPHANUMERIC
+    .remove(b'-')
+    .remove(b'_')
+    .remove(b'.')
+    .remove(b'~');
 
 /// `file_url(f)` for the configured driver (§7.4).
 pub fn file_url(fs: &FileSystem, root: &str, f: &str) -> String {
     match fs {
         FileSystem::Local => format!("{root}/{}", format!("public/{f}").trim_matches('/')),
-        FileSystem::S3 { url, bucket, region } if url.is_empty() => {
-            let path: Vec<String> = f.trim_start_matches('/').split('/').map(|s| utf8_percent_encode(s, SEGMENT).to_string()).collect();
-            format!("https://{bucket}.s3.{region}.amazonaws.com/{}", path.join("/"))
+        FileSystem::S3 {
+            url,
+            bucket,
+            region,
+        } if url.is_empty() => {
+            let path: Vec<String> = f
+                .trim_start_matches('/')
+                .split('/')
+                .map(|s| utf8_percent_encode(s, SEGMENT).to_string())
+                .collect();
+            format!(
+                "https://{bucket}.s3.{region}.amazonaws.com/{}",
+                path.join("/")
+            )
         }
         FileSystem::S3 { url, .. } | FileSystem::Backblaze { url } => {
-            format!("{}/{}", url.trim_end_matches('/'), f.trim_start_matches('/'))
+            format!(
+                "{}/{}",
+                url.trim_end_matches('/'),
+                f.trim_start_matches('/')
+            )
         }
     }
 }
@@ -111,18 +143,41 @@ mod tests {
     fn file_urls_per_driver() {
         let root = "http://127.0.0.1:8081";
         assert_eq!(
-            file_url(&FileSystem::Local, root, "uploads/all/Ab12Cdtech-haven-logo.png"),
+            file_url(
+                &FileSystem::Local,
+                root,
+                "uploads/all/Ab12Cdtech-haven-logo.png"
+            ),
             "http://127.0.0.1:8081/public/uploads/all/Ab12Cdtech-haven-logo.png"
         );
-        let s3 = FileSystem::S3 { url: "https://cdn.shop.com/".into(), bucket: "b".into(), region: "r".into() };
-        assert_eq!(file_url(&s3, root, "/uploads/all/x.png"), "https://cdn.shop.com/uploads/all/x.png");
-        let bucket = FileSystem::S3 { url: String::new(), bucket: "shop".into(), region: "eu-west-1".into() };
+        let s3 = FileSystem::S3 {
+            url: "https://cdn.shop.com/".into(),
+            bucket: "b".into(),
+            region: "r".into(),
+        };
+        assert_eq!(
+            file_url(&s3, root, "/uploads/all/x.png"),
+            "https://cdn.shop.com/uploads/all/x.png"
+        );
+        let bucket = FileSystem::S3 {
+            url: String::new(),
+            bucket: "shop".into(),
+            region: "eu-west-1".into(),
+        };
         assert_eq!(
             file_url(&bucket, root, "uploads/all/a b.png"),
             "https://shop.s3.eu-west-1.amazonaws.com/uploads/all/a%20b.png"
         );
-        let b2 = FileSystem::Backblaze { url: "https://f000.backblazeb2.com/file/shop".into() };
-        assert_eq!(file_url(&b2, root, "uploads/x.png"), "https://f000.backblazeb2.com/file/shop/uploads/x.png");
-        assert_eq!(placeholder(root), "http://127.0.0.1:8081/public/assets/img/placeholder.jpg");
+        let b2 = FileSystem::Backblaze {
+            url: "https://f000.backblazeb2.com/file/shop".into(),
+        };
+        assert_eq!(
+            file_url(&b2, root, "uploads/x.png"),
+            "https://f000.backblazeb2.com/file/shop/uploads/x.png"
+        );
+        assert_eq!(
+            placeholder(root),
+            "http://127.0.0.1:8081/public/assets/img/placeholder.jpg"
+        );
     }
 }

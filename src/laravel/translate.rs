@@ -20,12 +20,22 @@ pub struct Translator {
 impl Translator {
     /// `ttl` = `SHOPCHAT_TRANSLATION_TTL` (§11.1); zero reads the table every time.
     pub fn new(pool: MySqlPool, default_language: String, ttl: Duration) -> Self {
-        Translator { pool, default_language, maps: TtlCache::new(ttl, 256) }
+        Translator {
+            pool,
+            default_language,
+            maps: TtlCache::new(ttl, 256),
+        }
     }
 
     /// `T(text)` in `locale`. A key missing from `en` is inserted like PHP does
     /// unless `insert_missing` is false (shadow comparisons must not write).
-    pub async fn translate(&self, text: &str, locale: &str, now: &str, insert_missing: bool) -> Result<String, sqlx::Error> {
+    pub async fn translate(
+        &self,
+        text: &str,
+        locale: &str,
+        now: &str,
+        insert_missing: bool,
+    ) -> Result<String, sqlx::Error> {
         let key = translation_key(text);
         let en = self.map("en").await?;
         let missing = !en.contains_key(&key);
@@ -43,7 +53,11 @@ impl Translator {
         if let Some(v) = self.map(locale).await?.get(&key) {
             return Ok(php_trim(v).to_string());
         }
-        let fallback = if self.default_language.is_empty() { "en" } else { &self.default_language };
+        let fallback = if self.default_language.is_empty() {
+            "en"
+        } else {
+            &self.default_language
+        };
         if let Some(v) = self.map(fallback).await?.get(&key) {
             return Ok(php_trim(v).to_string());
         }
@@ -64,18 +78,24 @@ impl Translator {
         if let Some(map) = self.maps.get(&lang.to_string()) {
             return Ok(map);
         }
-        let rows: Vec<(Option<String>, Option<String>)> =
-            sqlx::query_as("SELECT lang_key, lang_value FROM translations WHERE lang = ? ORDER BY id")
-                .bind(lang)
-                .fetch_all(&self.pool)
-                .await?;
+        let rows: Vec<(Option<String>, Option<String>)> = sqlx::query_as(
+            "SELECT lang_key, lang_value FROM translations WHERE lang = ? ORDER BY id",
+        )
+        .bind(lang)
+        .fetch_all(&self.pool)
+        .await?;
         let mut folded: HashMap<String, Option<String>> = HashMap::with_capacity(rows.len());
         for (key, value) in rows {
             if let Some(key) = key {
                 folded.insert(key, value);
             }
         }
-        let map: LangMap = Arc::new(folded.into_iter().filter_map(|(k, v)| v.map(|v| (k, v))).collect());
+        let map: LangMap = Arc::new(
+            folded
+                .into_iter()
+                .filter_map(|(k, v)| v.map(|v| (k, v)))
+                .collect(),
+        );
         self.maps.insert(lang.to_string(), map.clone());
         Ok(map)
     }

@@ -44,11 +44,15 @@ impl Mailbox {
 impl Staged {
     /// After the commit: hand the mail to the delivery worker.
     pub async fn promote(self) -> io::Result<()> {
-        tokio::task::spawn_blocking(move || self.0.promote()).await.map_err(io::Error::other)?
+        tokio::task::spawn_blocking(move || self.0.promote())
+            .await
+            .map_err(io::Error::other)?
     }
 
     /// The transaction did not commit: the mail must never be sent.
     pub async fn discard(self) -> io::Result<()> {
-        tokio::task::spawn_blocking(move || self.0.discard()).await.map_err(io::Error::other)?
+        tokio::task::spawn_blocking(move || self.0.discard())
+            .await
+            .map_err(io::Error::other)?
     }
 }

@@ -1,0 +1,295 @@
+//! Test fixtures: a fresh database per test, loaded with the shop schema and
+//! the fixture data, and shopchat serving it on a free port.
+
+use std::collections::HashMap;
+use std::net::TcpListener;
+use std::path::PathBuf;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use rand::Rng;
+use sqlx::mysql::MySqlPoolOptions;
+use sqlx::{Executor, MySqlPool, Row};
+
+use shopchat::config::Settings;
+use shopchat::startup::Application;
+
+use crate::raw_http::{self, Response};
+
+pub const APP_KEY: &str = "base64:FxO+5zEy133M5/q/XUBpdtp/0srOK9tezZfkWCnyPFc=";
+pub const SYSTEM_KEY: &str = "fixture-system-key";
+
+/// Fixture bearer tokens (fixtures/README.md).
+pub const ADMIN: &str = "1|b60e293b63dd579d74642d6e5bf7087a0c90b103";
+pub const SELLER1: &str = "2|582bbf75c48770eccbe41d19aab94e1134bf12f1";
+pub const SELLER2: &str = "3|e006567f55c5963fb96129c549daba11b1cd5343";
+pub const CUST1: &str = "5|e82dec50eb35333b411bdc59de6c1b222cbf49b6";
+pub const CUST2: &str = "6|50008b5538dfb4495fcbb3dc2caf2e3335f3efb0";
+pub const CUST3: &str = "7|1e0a23e17246d82c7ade3e182a0f46b50e1f8264";
+pub const BANNED: &str = "8|c123945012bb1f20580e89c59191e080f8df8adf";
+pub const CUST1_EXPIRED: &str = "10|ea9aab7a54429c3caa74247e323173ed4e3757fc";
+
+pub fn project_file(rel: &str) -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join(rel)
+}
+
+/// The server the tests use (`scripts/test.sh` starts a private one).
+pub fn server_url() -> String {
+    std::env::var("SHOPCHAT_TEST_DATABASE_URL")
+        .unwrap_or_else(|_| "mysql://root@127.0.0.1:3306".into())
+}
+
+pub struct TestDb {
+    pub name: String,
+    pub pool: MySqlPool,
+    admin: MySqlPool,
+}
+
+impl TestDb {
+    /// A new database with `schema/shop.sql` and `fixtures/fixtures.sql` loaded.
+    pub async fn fresh() -> TestDb {
+        let admin = MySqlPoolOptions::new()
+            .max_connections(2)
+            .connect(&server_url())
+            .await
+            .unwrap_or_else(|e| {
+                panic!(
+                    "test database server {} unreachable ({e}); run scripts/test.sh",
+                    server_url()
+                )
+            });
+        let stamp = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .unwrap()
+            .as_secs();
+        drop_stale(&admin, stamp).await;
+        let name = format!("shopchat_t_{stamp}_{:08x}", rand::thread_rng().gen::<u32>());
+        admin
+            .execute(
+                format!(
+                    "CREATE DATABASE `{name}` CHARACTER SET utf8mb4 COLLATE utf8mb4_unicode_ci"
+                )
+                .as_str(),
+            )
+            .await
+            .expect("create database");
+        let pool = MySqlPoolOptions::new()
+            .max_connections(5)
+            .connect(&format!("{}/{name}", server_url().trim_end_matches('/')))
+            .await
+            .expect("connect to test database");
+        for file in ["schema/shop.sql", "fixtures/fixtures.sql"] {
+            let sql = std::fs::read_to_string(project_file(file)).expect(file);
+            sqlx::raw_sql(&sql)
+                .execute(&pool)
+                .await
+                .unwrap_or_else(|e| panic!("loading {file}: {e}"));
+        }
+        TestDb { name, pool, admin }
+    }
+
+    pub async fn drop(self) {
+        self.pool.close().await;
+        let _ = self
+            .admin
+            .execute(format!("DROP DATABASE IF EXISTS `{}`", self.name).as_str())
+            .await;
+    }
+
+    /// One value of a single-row, single-column query, as text (NULL → "NULL").
+    pub async fn scalar(&self, sql: &str) -> String {
+        self.rows(sql)
+            .await
+            .first()
+            .and_then(|r| r.first().cloned())
+            .unwrap_or_else(|| "NULL".into())
+    }
+
+    /// All rows of a query, every value as text like the `mariadb` client prints it.
+    pub async fn rows(&self, sql: &str) -> Vec<Vec<String>> {
+        // The text protocol (raw_sql) delivers every value as text.
+        let rows = sqlx::raw_sql(sql)
+            .fetch_all(&self.pool)
+            .await
+            .unwrap_or_else(|e| panic!("{sql}: {e}"));
+        rows.iter()
+            .map(|row| {
+                (0..row.len())
+                    .map(|i| {
+                        row.try_get_unchecked::<Option<String>, _>(i)
+                            .ok()
+                            .flatten()
+                            .unwrap_or_else(|| "NULL".into())
+                    })
+                    .collect()
+            })
+            .collect()
+    }
+}
+
+/// Databases of earlier, interrupted runs (older than an hour) are dropped.
+async fn drop_stale(admin: &MySqlPool, now: u64) {
+    let names: Vec<String> = sqlx::query_scalar("SELECT CAST(schema_name AS CHAR) FROM information_schema.schemata WHERE schema_name LIKE 'shopchat\\_t\\_%'")
+        .fetch_all(admin)
+        .await
+        .unwrap_or_default();
+    for name in names {
+        let stamp: u64 = name
+            .split('_')
+            .nth(2)
+            .and_then(|s| s.parse().ok())
+            .unwrap_or(now);
+        if now.saturating_sub(stamp) > 3600 {
+            let _ = admin
+                .execute(format!("DROP DATABASE IF EXISTS `{name}`").as_str())
+                .await;
+        }
+    }
+}
+
+/// The environment of a test service on database `db`.
+pub fn test_env(db: &str, outbox: &std::path::Path) -> HashMap<String, String> {
+    let url = url_parts(&server_url());
+    [
+        ("DB_HOST", url.0.as_str()),
+        ("DB_PORT", url.1.as_str()),
+        ("DB_DATABASE", db),
+        ("DB_USERNAME", url.2.as_str()),
+        ("DB_PASSWORD", url.3.as_str()),
+        ("APP_KEY", APP_KEY),
+        ("APP_TIMEZONE", "UTC"),
+        ("SYSTEM_KEY", SYSTEM_KEY),
+        ("DEFAULT_LANGUAGE", "en"),
+        ("MAIL_MAILER", "log"),
+        ("SHOPCHAT_OUTBOX_DIR", outbox.to_str().unwrap()),
+        ("SHOPCHAT_LISTEN", "127.0.0.1:0"),
+    ]
+    .into_iter()
+    .map(|(k, v)| (k.to_string(), v.to_string()))
+    .collect()
+}
+
+/// (host, port, user, password) of a `mysql://user[:pass]@host:port` URL.
+fn url_parts(url: &str) -> (String, String, String, String) {
+    let rest = url.trim_start_matches("mysql://").trim_end_matches('/');
+    let (cred, hostport) = rest.rsplit_once('@').unwrap_or(("root", rest));
+    let (user, pass) = cred.split_once(':').unwrap_or((cred, ""));
+    let (host, port) = hostport.split_once(':').unwrap_or((hostport, "3306"));
+    (
+        host.to_string(),
+        port.to_string(),
+        user.to_string(),
+        pass.to_string(),
+    )
+}
+
+pub struct TestApp {
+    pub addr: String,
+    pub db: TestDb,
+    pub outbox: tempfile::TempDir,
+}
+
+pub async fn spawn_app() -> TestApp {
+    spawn_app_with(&[]).await
+}
+
+/// shopchat in this process on a free port; `overrides` replace settings.
+pub async fn spawn_app_with(overrides: &[(&str, &str)]) -> TestApp {
+    // `TEST_LOG=1 cargo test …` shows the service's log lines.
+    if std::env::var_os("TEST_LOG").is_some() {
+        shopchat::telemetry::init(false);
+    }
+    let db = TestDb::fresh().await;
+    let outbox = tempfile::tempdir().unwrap();
+    let mut env = test_env(&db.name, outbox.path());
+    for (k, v) in overrides {
+        env.insert(k.to_string(), v.to_string());
+    }
+    let settings = Settings::load_from(None, env).expect("test settings");
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let app = Application::build_with_listener(settings, listener)
+        .await
+        .expect("build app");
+    let addr = format!("127.0.0.1:{}", app.port());
+    tokio::spawn(app.run_until_stopped());
+    TestApp { addr, db, outbox }
+}
+
+impl TestApp {
+    /// A request with the fixture defaults: `Host: shop.test`, `Accept: application/json`,
+    /// the System-Key and (when `token` is given) the bearer token.
+    pub async fn call(
+        &self,
+        method: &str,
+        target: &str,
+        token: Option<&str>,
+        extra: &[(&str, &str)],
+        body: &[u8],
+    ) -> Response {
+        let auth = token.map(|t| format!("Bearer {t}"));
+        let mut headers: Vec<(&str, &str)> = Vec::new();
+        for (name, value) in [
+            ("Host", "shop.test"),
+            ("Accept", "application/json"),
+            ("System-Key", SYSTEM_KEY),
+        ] {
+            if !extra.iter().any(|(k, _)| k.eq_ignore_ascii_case(name)) {
+                headers.push((name, value));
+            }
+        }
+        if let Some(a) = &auth {
+            headers.push(("Authorization", a));
+        }
+        headers.extend(extra.iter().filter(|(_, v)| !v.is_empty()).copied());
+        raw_http::send(&self.addr, method, target, &headers, body).await
+    }
+
+    pub async fn get(&self, target: &str, token: &str) -> Response {
+        self.call("GET", target, Some(token), &[], b"").await
+    }
+
+    pub async fn post_form(&self, target: &str, token: &str, pairs: &[(&str, &str)]) -> Response {
+        let body = raw_http::form(pairs);
+        self.call(
+            "POST",
+            target,
+            Some(token),
+            &[("Content-Type", "application/x-www-form-urlencoded")],
+            body.as_bytes(),
+        )
+        .await
+    }
+
+    pub async fn post_json(&self, target: &str, token: &str, json: &serde_json::Value) -> Response {
+        self.call(
+            "POST",
+            target,
+            Some(token),
+            &[("Content-Type", "application/json")],
+            json.to_string().as_bytes(),
+        )
+        .await
+    }
+
+    pub async fn finish(self) {
+        self.db.drop().await;
+    }
+}
+
+/// Waits until something accepts connections on `addr`.
+pub async fn wait_for_port(addr: &str) {
+    for _ in 0..200 {
+        if tokio::net::TcpStream::connect(addr).await.is_ok() {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    panic!("nothing listens on {addr}");
+}
+
+pub fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}

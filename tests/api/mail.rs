@@ -1,0 +1,240 @@
+//! The seller e-mail end to end (COMPAT §8): create-conversation stages it,
+//! the outbox worker delivers it over a real SMTP conversation, and the link
+//! decrypts with the shop's APP_KEY.
+
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
+use tokio::net::TcpListener;
+
+use shopchat::laravel::encrypter::{parse_app_key, Encrypter};
+
+use crate::helpers::*;
+
+/// One received mail: envelope recipients and the DATA text.
+#[derive(Debug, Clone)]
+struct Received {
+    rcpt: Vec<String>,
+    data: String,
+}
+
+/// A minimal SMTP server on loopback that accepts every mail.
+async fn smtp_sink() -> (u16, Arc<Mutex<Vec<Received>>>) {
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let store = Arc::new(Mutex::new(Vec::new()));
+    let inbox = store.clone();
+    tokio::spawn(async move {
+        while let Ok((stream, _)) = listener.accept().await {
+            let inbox = inbox.clone();
+            tokio::spawn(async move {
+                let (read, mut write) = stream.into_split();
+                let mut lines = BufReader::new(read).lines();
+                write.write_all(b"220 sink ESMTP\r\n").await.ok();
+                let mut current = Received {
+                    rcpt: vec![],
+                    data: String::new(),
+                };
+                while let Ok(Some(line)) = lines.next_line().await {
+                    let upper = line.to_ascii_uppercase();
+                    let reply: &[u8] = if upper.starts_with("EHLO") {
+                        b"250-sink\r\n250 8BITMIME\r\n"
+                    } else if upper.starts_with("RCPT TO:") {
+                        current
+                            .rcpt
+                            .push(line[8..].trim().trim_matches(['<', '>']).to_string());
+                        b"250 ok\r\n"
+                    } else if upper == "DATA" {
+                        write.write_all(b"354 go\r\n").await.ok();
+                        while let Ok(Some(l)) = lines.next_line().await {
+                            if l == "." {
+                                break;
+                            }
+                            current.data.push_str(&l);
+                            current.data.push('\n');
+                        }
+                        inbox.lock().unwrap().push(std::mem::replace(
+                            &mut current,
+                            Received {
+                                rcpt: vec![],
+                                data: String::new(),
+                            },
+                        ));
+                        b"250 queued\r\n"
+                    } else if upper == "QUIT" {
+                        write.write_all(b"221 bye\r\n").await.ok();
+                        break;
+                    } else {
+                        b"250 ok\r\n"
+                    };
+                    write.write_all(reply).await.ok();
+                }
+            });
+        }
+    });
+    (port, store)
+}
+
+/// Undoes quoted-printable soft breaks and `=XX` escapes (lettre encodes long lines).
+fn unqp(s: &str) -> String {
+    let joined = s.replace("=\n", "");
+    let bytes = joined.as_bytes();
+    let mut out = Vec::new();
+    let mut i = 0;
+    while i < bytes.len() {
+        if bytes[i] == b'=' && i + 2 < bytes.len() {
+            if let Ok(b) = u8::from_str_radix(&joined[i + 1..i + 3], 16) {
+                out.push(b);
+                i += 3;
+                continue;
+            }
+        }
+        out.push(bytes[i]);
+        i += 1;
+    }
+    String::from_utf8_lossy(&out).into_owned()
+}
+
+async fn wait_for_mail(store: &Arc<Mutex<Vec<Received>>>, n: usize) -> Vec<Received> {
+    for _ in 0..200 {
+        if store.lock().unwrap().len() >= n {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    store.lock().unwrap().clone()
+}
+
+#[tokio::test]
+async fn new_conversation_mails_the_seller_once() {
+    let (port, store) = smtp_sink().await;
+    let port = port.to_string();
+    let app = spawn_app_with(&[
+        ("MAIL_MAILER", "smtp"),
+        ("MAIL_HOST", "127.0.0.1"),
+        ("MAIL_PORT", &port),
+        ("MAIL_ENCRYPTION", "null"),
+        ("MAIL_FROM_ADDRESS", "shop@fixture.test"),
+        ("MAIL_FROM_NAME", "Fixture Shop"),
+    ])
+    .await;
+    let res = app
+        .post_form(
+            "/api/v2/chat/create-conversation",
+            CUST2,
+            &[
+                ("product_id", "3"),
+                ("title", "Keyboard"),
+                ("message", "Which <switches> & keycaps?"),
+            ],
+        )
+        .await;
+    assert_eq!(res.status, 200);
+    let id = res.json()["conversation_id"].as_i64().unwrap();
+    let mails = wait_for_mail(&store, 1).await;
+    assert_eq!(mails.len(), 1, "one mail");
+    let mail = &mails[0];
+    assert_eq!(mail.rcpt, vec!["seller1@fixture.test".to_string()]);
+    let data = unqp(&mail.data);
+    assert!(data.contains("Subject: Sender:- Customer Two"), "{data}");
+    assert!(
+        data.contains("From: \"Fixture Shop\" <shop@fixture.test>")
+            || data.contains("From: Fixture Shop <shop@fixture.test>"),
+        "{data}"
+    );
+    assert!(
+        data.contains("<p>Hi! You recieved a message from Customer Two.</p>"),
+        "D7: space before the name"
+    );
+    assert!(
+        data.contains("<p><b>Message:</b>Which &lt;switches&gt; &amp; keycaps?</p>"),
+        "escaped like Blade"
+    );
+    let token = data
+        .split("http://shop.test/conversations/")
+        .nth(1)
+        .expect("seller link")
+        .split('"')
+        .next()
+        .unwrap();
+    let encrypter = Encrypter::new(parse_app_key(APP_KEY).unwrap(), vec![]);
+    assert_eq!(
+        encrypter.decrypt_int(token).unwrap(),
+        id as u64,
+        "the shop can decrypt the link"
+    );
+
+    // Reuse (D6) sends nothing; an admin receiver gets the admin link (D7).
+    app.post_form(
+        "/api/v2/chat/create-conversation",
+        CUST2,
+        &[
+            ("product_id", "3"),
+            ("title", "Keyboard"),
+            ("message", "again"),
+        ],
+    )
+    .await;
+    app.post_form(
+        "/api/v2/chat/create-conversation",
+        CUST3,
+        &[("product_id", "1"), ("message", "mouse?")],
+    )
+    .await;
+    let mails = wait_for_mail(&store, 2).await;
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert_eq!(store.lock().unwrap().len(), 2, "no mail on reuse");
+    let admin = unqp(&mails[1].data);
+    assert_eq!(mails[1].rcpt, vec!["admin@fixture.test".to_string()]);
+    assert!(
+        admin.contains("http://shop.test/admin/conversations/eyJpdiI6I"),
+        "{admin}"
+    );
+    assert!(admin.contains("/show\""));
+    app.finish().await;
+}
+
+#[tokio::test]
+async fn mail_waits_in_the_outbox_while_smtp_is_down() {
+    // Nothing listens on this port: delivery fails and is retried later.
+    let port = free_port().to_string();
+    let app = spawn_app_with(&[
+        ("MAIL_MAILER", "smtp"),
+        ("MAIL_HOST", "127.0.0.1"),
+        ("MAIL_PORT", &port),
+        ("MAIL_ENCRYPTION", ""),
+    ])
+    .await;
+    let res = app
+        .post_form(
+            "/api/v2/chat/create-conversation",
+            CUST1,
+            &[("product_id", "4"), ("message", "size?")],
+        )
+        .await;
+    assert_eq!(res.status, 200, "the customer never waits for SMTP");
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    let pending: Vec<_> = std::fs::read_dir(app.outbox.path().join("pending"))
+        .unwrap()
+        .collect();
+    assert_eq!(pending.len(), 1, "kept for a retry");
+
+    // `shopchat outbox list` shows it with its attempt and error.
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_shopchat"))
+        .args(["outbox", "list"])
+        .env_clear()
+        .env("APP_KEY", APP_KEY)
+        .env("SHOPCHAT_OUTBOX_DIR", app.outbox.path())
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{text}");
+    assert!(
+        text.contains("pending")
+            && text.contains("attempts=1")
+            && text.contains("seller2@fixture.test"),
+        "{text}"
+    );
+    app.finish().await;
+}

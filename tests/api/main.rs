@@ -1,0 +1,10 @@
+//! End-to-end tests: real HTTP against shopchat, a real MariaDB/MySQL
+//! database per test (`SHOPCHAT_TEST_DATABASE_URL`, see `scripts/test.sh`).
+
+mod golden;
+mod helpers;
+mod mail;
+mod pipeline;
+mod raw_http;
+mod reads;
+mod writes;

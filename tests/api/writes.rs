@@ -1,0 +1,464 @@
+//! The write routes (COMPAT §5.3, §5.5): validation (D2), no partial writes
+//! (D3), the viewed flags (D5), reuse instead of duplicates (D6).
+
+use serde_json::json;
+
+use crate::helpers::*;
+
+const INSERT: &str = "/api/v2/chat/insert-message";
+const CREATE: &str = "/api/v2/chat/create-conversation";
+
+async fn counts(app: &TestApp) -> (String, String) {
+    (
+        app.db.scalar("SELECT COUNT(*) FROM conversations").await,
+        app.db.scalar("SELECT COUNT(*) FROM messages").await,
+    )
+}
+
+fn pretty_422(errors: &[(&str, &str)]) -> String {
+    let first = errors[0].1;
+    let message = match errors.len() {
+        1 => first.to_string(),
+        2 => format!("{first} (and 1 more error)"),
+        n => format!("{first} (and {} more errors)", n - 1),
+    };
+    let fields: Vec<String> = errors
+        .iter()
+        .map(|(f, m)| format!("        \"{f}\": [\n            \"{m}\"\n        ]"))
+        .collect();
+    format!(
+        "{{\n    \"message\": \"{message}\",\n    \"errors\": {{\n{}\n    }}\n}}",
+        fields.join(",\n")
+    )
+}
+
+#[tokio::test]
+async fn invalid_input_is_422_and_writes_nothing() {
+    let app = spawn_app().await;
+    let before = counts(&app).await;
+    type Case<'a> = (&'a str, serde_json::Value, Vec<(&'a str, &'a str)>);
+    let cases: Vec<Case> = vec![
+        (
+            INSERT,
+            json!({}),
+            vec![
+                ("conversation_id", "The conversation id field is required."),
+                ("message", "The message field is required."),
+            ],
+        ),
+        (
+            INSERT,
+            json!({"conversation_id": "one", "message": "x"}),
+            vec![("conversation_id", "The conversation id must be an integer.")],
+        ),
+        (
+            INSERT,
+            json!({"conversation_id": 1.5, "message": "x"}),
+            vec![("conversation_id", "The conversation id must be an integer.")],
+        ),
+        (
+            INSERT,
+            json!({"conversation_id": 1, "message": 5}),
+            vec![("message", "The message must be a string.")],
+        ),
+        (
+            INSERT,
+            json!({"conversation_id": 1, "message": "   "}),
+            vec![("message", "The message field is required.")],
+        ),
+        (
+            INSERT,
+            json!({"conversation_id": 1, "message": "é".repeat(32_768)}),
+            vec![(
+                "message",
+                "The message may not be greater than 65535 bytes.",
+            )],
+        ),
+        (
+            CREATE,
+            json!({"title": ["x"]}),
+            vec![
+                ("product_id", "The product id field is required."),
+                ("message", "The message field is required."),
+                ("title", "The title must be a string."),
+            ],
+        ),
+        (
+            CREATE,
+            json!({"product_id": true, "message": "x", "title": "t".repeat(1001)}),
+            vec![
+                ("product_id", "The product id must be an integer."),
+                (
+                    "title",
+                    "The title may not be greater than 1000 characters.",
+                ),
+            ],
+        ),
+    ];
+    for (route, body, errors) in cases {
+        let res = app.post_json(route, CUST1, &body).await;
+        assert_eq!(res.status, 422, "{route} {body}");
+        assert_eq!(res.header("content-type"), Some("application/json"));
+        assert_eq!(res.text(), pretty_422(&errors), "{route} {body}");
+    }
+    // Form bodies with invalid UTF-8 are not strings.
+    let res = app
+        .call(
+            "POST",
+            INSERT,
+            Some(CUST1),
+            &[("Content-Type", "application/x-www-form-urlencoded")],
+            b"conversation_id=1&message=%FF",
+        )
+        .await;
+    assert_eq!(
+        res.text(),
+        pretty_422(&[("message", "The message must be a string.")])
+    );
+    assert_eq!(counts(&app).await, before, "D2/D3: nothing written");
+    app.finish().await;
+}
+
+#[tokio::test]
+async fn non_participants_cannot_post() {
+    let app = spawn_app().await;
+    let before = counts(&app).await;
+    for (token, cid, shown) in [
+        (CUST2, "1", "1"),
+        (SELLER2, " 2 ", "2"),
+        (CUST1, "+999", "+999"),
+        (CUST1, "-1", "-1"),
+    ] {
+        let res = app
+            .post_form(
+                INSERT,
+                token,
+                &[("conversation_id", cid), ("message", "hi")],
+            )
+            .await;
+        assert_eq!(res.status, 404);
+        assert_eq!(res.text(), format!("{{\n    \"message\": \"No query results for model [App\\\\Models\\\\Conversation] {shown}\"\n}}"));
+    }
+    let res = app
+        .post_json(
+            INSERT,
+            CUST2,
+            &json!({"conversation_id": 1, "message": "hi"}),
+        )
+        .await;
+    assert_eq!(res.status, 404);
+    assert_eq!(counts(&app).await, before);
+    app.finish().await;
+}
+
+#[tokio::test]
+async fn viewed_flags_follow_the_author() {
+    let app = spawn_app().await;
+    let flags = "SELECT sender_viewed, receiver_viewed, CAST(updated_at AS CHAR) FROM conversations WHERE id = 1";
+    assert_eq!(app.db.rows(flags).await[0][..2], ["1", "0"]);
+    // Sender posts while the flags already say 1/0: no change, updated_at untouched.
+    let res = app
+        .post_form(
+            INSERT,
+            CUST1,
+            &[
+                ("conversation_id", "1"),
+                ("message", "again"),
+                ("user_id", "2"),
+            ],
+        )
+        .await;
+    assert_eq!(res.status, 200);
+    assert_eq!(
+        app.db.rows(flags).await[0],
+        ["1", "0", "2024-06-03 21:45:00"],
+        "client user_id changes nothing"
+    );
+    // Receiver posts: 0/1 and updated_at moves.
+    app.post_form(
+        INSERT,
+        SELLER1,
+        &[
+            ("conversation_id", "1"),
+            ("message", "reply"),
+            ("user_id", "5"),
+        ],
+    )
+    .await;
+    let row = &app.db.rows(flags).await[0];
+    assert_eq!(row[..2], ["0", "1"]);
+    assert_ne!(row[2], "2024-06-03 21:45:00");
+    // Sender answers: back to 1/0.
+    app.post_json(
+        INSERT,
+        CUST1,
+        &json!({"conversation_id": "1", "message": "thanks"}),
+    )
+    .await;
+    assert_eq!(app.db.rows(flags).await[0][..2], ["1", "0"]);
+    // The answer is the new message on a one-item page.
+    let res = app
+        .post_json(
+            INSERT,
+            CUST1,
+            &json!({"conversation_id": 1, "message": "x / «y»"}),
+        )
+        .await
+        .json();
+    assert_eq!(res["meta"]["per_page"], 1);
+    assert_eq!(res["data"][0]["message"], "x / «y»");
+    assert_eq!(res["data"][0]["user_id"], 5);
+    app.finish().await;
+}
+
+#[tokio::test]
+async fn create_reuses_the_newest_matching_conversation() {
+    let app = spawn_app().await;
+    let res = app
+        .post_form(
+            CREATE,
+            CUST1,
+            &[
+                ("product_id", "3"),
+                ("title", "Mechanical Gaming Keyboard"),
+                ("message", "again?"),
+            ],
+        )
+        .await;
+    assert_eq!(
+        res.json()["conversation_id"],
+        1,
+        "same sender, receiver and title"
+    );
+    // Titles compare exactly (case matters) and a missing title matches only NULL titles.
+    let other = app
+        .post_form(
+            CREATE,
+            CUST1,
+            &[
+                ("product_id", "3"),
+                ("title", "mechanical gaming keyboard"),
+                ("message", "x"),
+            ],
+        )
+        .await
+        .json();
+    assert_eq!(other["conversation_id"], 6);
+    let untitled = app
+        .post_form(CREATE, CUST1, &[("product_id", "3"), ("message", "x")])
+        .await
+        .json();
+    assert_eq!(untitled["conversation_id"], 7);
+    assert_eq!(untitled["title"], serde_json::Value::Null);
+    let again = app
+        .post_json(
+            CREATE,
+            CUST1,
+            &json!({"product_id": 3, "message": "y", "title": ""}),
+        )
+        .await
+        .json();
+    assert_eq!(again["conversation_id"], 7, "empty title is null");
+    assert_eq!(
+        app.db
+            .scalar("SELECT COUNT(*) FROM messages WHERE conversation_id = 7")
+            .await,
+        "2"
+    );
+    assert_eq!(
+        app.db.scalar("SELECT COUNT(*) FROM conversations").await,
+        "7"
+    );
+    app.finish().await;
+}
+
+#[tokio::test]
+async fn concurrent_creates_across_processes_make_one_conversation() {
+    let app = spawn_app().await;
+    // A second shopchat "process" on the same database.
+    let second_outbox = tempfile::tempdir().unwrap();
+    let env = test_env(&app.db.name, second_outbox.path());
+    let settings = shopchat::config::Settings::load_from(None, env).unwrap();
+    let other = shopchat::startup::Application::build_with_listener(
+        settings,
+        std::net::TcpListener::bind("127.0.0.1:0").unwrap(),
+    )
+    .await
+    .unwrap();
+    let other_addr = format!("127.0.0.1:{}", other.port());
+    tokio::spawn(other.run_until_stopped());
+
+    let body = crate::raw_http::form(&[
+        ("product_id", "4"),
+        ("title", "Linen Shirt"),
+        ("message", "Is it in stock?"),
+    ]);
+    let mut tasks = Vec::new();
+    for i in 0..16 {
+        let addr = if i % 2 == 0 {
+            app.addr.clone()
+        } else {
+            other_addr.clone()
+        };
+        let body = body.clone();
+        tasks.push(tokio::spawn(async move {
+            let auth = format!("Bearer {CUST2}");
+            let headers = [
+                ("Host", "shop.test"),
+                ("Accept", "application/json"),
+                ("System-Key", SYSTEM_KEY),
+                ("Authorization", auth.as_str()),
+                ("Content-Type", "application/x-www-form-urlencoded"),
+            ];
+            crate::raw_http::send(&addr, "POST", CREATE, &headers, body.as_bytes()).await
+        }));
+    }
+    let mut ids = Vec::new();
+    for t in tasks {
+        let res = t.await.unwrap();
+        assert_eq!(res.status, 200, "{}", res.text());
+        ids.push(res.json()["conversation_id"].as_i64().unwrap());
+    }
+    ids.dedup();
+    assert_eq!(
+        ids.len(),
+        1,
+        "every call got the same conversation: {ids:?}"
+    );
+    assert_eq!(app.db.scalar("SELECT COUNT(*) FROM conversations WHERE sender_id = 6 AND receiver_id = 3 AND title = 'Linen Shirt'").await, "1");
+    assert_eq!(
+        app.db
+            .scalar(&format!(
+                "SELECT COUNT(*) FROM messages WHERE conversation_id = {}",
+                ids[0]
+            ))
+            .await,
+        "16"
+    );
+    app.finish().await;
+}
+
+#[tokio::test]
+async fn a_failure_between_the_inserts_leaves_nothing() {
+    let app = spawn_app().await;
+    // Many 10.x installs have utf8mb3 message tables: an emoji fails the
+    // *second* insert (the message), after the conversation row was written.
+    sqlx::query("ALTER TABLE messages CONVERT TO CHARACTER SET utf8mb3 COLLATE utf8mb3_unicode_ci")
+        .execute(&app.db.pool)
+        .await
+        .unwrap();
+    let before = counts(&app).await;
+    let res = app
+        .post_form(
+            CREATE,
+            CUST2,
+            &[
+                ("product_id", "3"),
+                ("title", "New thing"),
+                ("message", "smile 😀"),
+            ],
+        )
+        .await;
+    assert_eq!(res.status, 422, "{}", res.text());
+    assert_eq!(
+        res.text(),
+        pretty_422(&[(
+            "message",
+            "The message contains characters that cannot be stored."
+        )])
+    );
+    assert_eq!(
+        counts(&app).await,
+        before,
+        "D3: neither the conversation nor the message"
+    );
+    let staged = std::fs::read_dir(app.outbox.path().join("staging"))
+        .unwrap()
+        .count();
+    let pending = std::fs::read_dir(app.outbox.path().join("pending"))
+        .unwrap()
+        .count();
+    assert_eq!(
+        (staged, pending),
+        (0, 0),
+        "no e-mail for a conversation that does not exist"
+    );
+
+    // Data too long (a narrower column than the product's own DDL) is a 422 too.
+    sqlx::query("ALTER TABLE messages MODIFY message VARCHAR(10)")
+        .execute(&app.db.pool)
+        .await
+        .unwrap();
+    let res = app
+        .post_form(
+            INSERT,
+            CUST1,
+            &[
+                ("conversation_id", "1"),
+                ("message", "far more than ten characters"),
+            ],
+        )
+        .await;
+    assert_eq!(
+        res.text(),
+        pretty_422(&[(
+            "message",
+            "The message may not be greater than 65535 bytes."
+        )])
+    );
+    assert_eq!(counts(&app).await, before);
+    app.finish().await;
+}
+
+#[tokio::test]
+async fn products_without_owner_and_sellers_without_shop() {
+    let app = spawn_app().await;
+    let res = app
+        .post_form(CREATE, CUST1, &[("product_id", " 999 "), ("message", "x")])
+        .await;
+    assert_eq!(res.status, 404);
+    assert_eq!(
+        res.text(),
+        "{\n    \"message\": \"No query results for model [App\\\\Models\\\\Product] 999\"\n}"
+    );
+    let res = app
+        .call(
+            "POST",
+            CREATE,
+            Some(CUST1),
+            &[
+                ("Accept", "text/html"),
+                ("Content-Type", "application/x-www-form-urlencoded"),
+            ],
+            b"product_id=999&message=x",
+        )
+        .await;
+    assert_eq!(res.status, 404);
+    assert!(
+        res.text().contains("404 | Not Found"),
+        "PHP-mirroring 404 is HTML for browsers"
+    );
+    // D4: the owner was deleted → the same 404, nothing written.
+    sqlx::query("DELETE FROM users WHERE id = 3")
+        .execute(&app.db.pool)
+        .await
+        .unwrap();
+    let before = counts(&app).await;
+    let res = app
+        .post_json(CREATE, CUST1, &json!({"product_id": 4, "message": "x"}))
+        .await;
+    assert_eq!(res.status, 404);
+    assert_eq!(counts(&app).await, before);
+    // D4: a seller without shop answers with his name and the placeholder.
+    let res = app
+        .post_json(CREATE, CUST1, &json!({"product_id": 5, "message": "mug?"}))
+        .await;
+    assert_eq!(
+        res.text(),
+        format!(
+            r#"{{"result":true,"conversation_id":{},"shop_name":"Nadia NoShop","shop_logo":"http:\/\/shop.test\/public\/assets\/img\/placeholder.jpg","title":null,"message":"Conversation created"}}"#,
+            res.json()["conversation_id"]
+        )
+    );
+    app.finish().await;
+}
