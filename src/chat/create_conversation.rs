@@ -11,9 +11,9 @@ use std::time::Duration;
 use actix_web::http::StatusCode;
 use actix_web::HttpResponse;
 use serde_json::json;
-use sqlx::mysql::MySql;
+use sqlx::mysql::{MySql, MySqlConnection};
 use sqlx::pool::PoolConnection;
-use sqlx::MySqlPool;
+use sqlx::{Connection, MySqlPool};
 
 use crate::chat::repo::{self, Parties, UserBrief};
 use crate::chat::validation::{storage_guard, Validator, MESSAGE_LIMIT, TITLE_LIMIT};
@@ -48,10 +48,20 @@ pub async fn handle(ctx: &Ctx<'_>) -> Result<HttpResponse, ApiError> {
         .remove(&owner_id)
         .ok_or_else(not_found)?;
 
-    // 3. Serialise per (U, O) across processes (D6).
+    // 3. Serialise per (U, O) across processes (D6). The transaction runs on
+    // the lock's own connection: a request never holds two pool connections at
+    // once, so concurrent creates cannot exhaust the pool waiting for their
+    // second one (with 10 connections, 10 lock holders would deadlock until
+    // the acquire timeout).
     let lock_name = format!("shopchat:cc:{}:{}", ctx.user.user_id, owner_id);
-    let lock = NamedLock::acquire(pool, &lock_name, state.settings.lock_timeout_seconds).await?;
-    let outcome = create_or_reuse(ctx, owner_id, &owner, title.as_deref(), &message).await;
+    let mut lock =
+        NamedLock::acquire(pool, &lock_name, state.settings.lock_timeout_seconds).await?;
+    let outcome = match lock.connection() {
+        Some(conn) => {
+            create_or_reuse(ctx, conn, owner_id, &owner, title.as_deref(), &message).await
+        }
+        None => Err(ApiError::Internal("named lock without connection".into())),
+    };
     lock.release().await;
     let conversation_id = outcome?;
 
@@ -81,6 +91,7 @@ pub async fn handle(ctx: &Ctx<'_>) -> Result<HttpResponse, ApiError> {
 /// Step 4–5: one transaction; returns the conversation id.
 async fn create_or_reuse(
     ctx: &Ctx<'_>,
+    conn: &mut MySqlConnection,
     owner_id: i64,
     owner: &UserBrief,
     title: Option<&str>,
@@ -88,7 +99,7 @@ async fn create_or_reuse(
 ) -> Result<i64, ApiError> {
     let state = ctx.state;
     let user_id = ctx.user.user_id;
-    let mut tx = state.pool.begin().await?;
+    let mut tx = conn.begin().await?;
     // D6: the newest conversation of this pair whose stored title equals the
     // input exactly (binary, in code: the column collation ignores case).
     let candidates: Vec<(i64, Option<String>)> =
@@ -217,6 +228,11 @@ impl NamedLock {
             conn: Some(conn),
             name: name.to_string(),
         })
+    }
+
+    /// The connection that holds the lock (`None` only after `release`).
+    fn connection(&mut self) -> Option<&mut MySqlConnection> {
+        self.conn.as_deref_mut()
     }
 
     async fn release(mut self) {

@@ -339,6 +339,54 @@ async fn concurrent_creates_across_processes_make_one_conversation() {
 }
 
 #[tokio::test]
+async fn create_holds_one_pool_connection_at_a_time() {
+    // The D6 transaction runs on the named lock's own connection. When it took
+    // a second one from the pool, concurrent creates could hold every pooled
+    // connection with a lock and all wait for a second (found by bench/run.sh:
+    // 503s after the acquire timeout at 16 connections with a pool of 10). With
+    // a pool of one connection that wait is certain, so it shows here without
+    // any concurrency.
+    let app = spawn_app_with(&[
+        ("SHOPCHAT_DB_POOL_SIZE", "1"),
+        ("SHOPCHAT_DB_ACQUIRE_TIMEOUT_MS", "1000"),
+    ])
+    .await;
+    let res = app
+        .post_form(
+            CREATE,
+            CUST1,
+            &[
+                ("product_id", "3"),
+                ("title", "Mechanical Gaming Keyboard"),
+                ("message", "one connection is enough"),
+            ],
+        )
+        .await;
+    assert_eq!(res.status, 200, "{}", res.text());
+    assert_eq!(res.json()["conversation_id"], 1, "reused (D6)");
+    assert_eq!(
+        app.db
+            .scalar("SELECT COUNT(*) FROM messages WHERE conversation_id = 1 AND message = 'one connection is enough'")
+            .await,
+        "1"
+    );
+    // The lock was released on that connection: the next call gets it at once.
+    let again = app
+        .post_form(
+            CREATE,
+            CUST1,
+            &[
+                ("product_id", "3"),
+                ("title", "Mechanical Gaming Keyboard"),
+                ("message", "and again"),
+            ],
+        )
+        .await;
+    assert_eq!(again.status, 200, "{}", again.text());
+    app.finish().await;
+}
+
+#[tokio::test]
 async fn a_failure_between_the_inserts_leaves_nothing() {
     let app = spawn_app().await;
     // Many 10.x installs have utf8mb3 message tables: an emoji fails the
