@@ -6,7 +6,7 @@
 //! shopchat's throughput as a fraction of this number.
 //!
 //!   dbceiling --url mysql://root@127.0.0.1:PORT/DB --scenario NAME --clients FILE.tsv \
-//!             --concurrency N --duration SECONDS
+//!             --concurrency N --duration SECONDS [--max-statement-seconds S]
 //!
 //! Scenarios (`full` = every statement of a request whose per-request caches miss: the token
 //! lookup of `src/auth/sanctum.rs` and the participants lookup of `src/chat/repo.rs`; `hot` = only
@@ -42,7 +42,8 @@ const USER_BY_ID: &str =
 // src/chat/repo.rs
 const PARTICIPANTS: &str = "SELECT sender_id, receiver_id FROM conversations WHERE id = ?";
 const COUNT_CONVERSATIONS: &str = "SELECT COUNT(*) FROM conversations WHERE sender_id = ?";
-const LIST_CONVERSATIONS: &str = "SELECT id, receiver_id, title, CAST(sender_viewed AS SIGNED) AS sender_viewed, \
+const LIST_CONVERSATIONS: &str =
+    "SELECT id, receiver_id, title, CAST(sender_viewed AS SIGNED) AS sender_viewed, \
      CAST(receiver_viewed AS SIGNED) AS receiver_viewed, CAST(updated_at AS CHAR) AS updated_at \
      FROM conversations WHERE sender_id = ? ORDER BY id DESC LIMIT 10 OFFSET ?";
 const COUNT_MESSAGES: &str = "SELECT COUNT(*) FROM messages WHERE conversation_id = ?";
@@ -59,7 +60,8 @@ const VIEWED_FLAGS: &str =
 const PRODUCT_OWNER: &str = "SELECT user_id FROM products WHERE id = ?";
 const GET_LOCK: &str = "SELECT GET_LOCK(?, ?)";
 const RELEASE_LOCK: &str = "SELECT RELEASE_LOCK(?)";
-const CANDIDATES: &str = "SELECT id, title FROM conversations WHERE sender_id = ? AND receiver_id = ? ORDER BY id DESC";
+const CANDIDATES: &str =
+    "SELECT id, title FROM conversations WHERE sender_id = ? AND receiver_id = ? ORDER BY id DESC";
 const INSERT_CONVERSATION: &str = "INSERT INTO conversations (sender_id, receiver_id, title, updated_at, created_at) VALUES (?, ?, ?, ?, ?)";
 
 type MessageRow = (i64, i64, Option<String>, Option<String>, Option<String>);
@@ -499,14 +501,24 @@ async fn one_request(
     Ok(())
 }
 
-async fn connect(options: &MySqlConnectOptions) -> Result<MySqlConnection, sqlx::Error> {
+async fn connect(
+    options: &MySqlConnectOptions,
+    max_statement_seconds: f64,
+) -> Result<MySqlConnection, sqlx::Error> {
     let mut conn = MySqlConnection::connect_with(options).await?;
     conn.execute(SQL_MODE).await?;
+    // A statement still running long after the run ended (a full scan at 256 connections on a
+    // table without the index) is aborted by the server, so a run ends in bounded time; it counts
+    // as an error (MariaDB's max_statement_time, error 1969).
+    conn.execute(format!("SET SESSION max_statement_time = {max_statement_seconds:.3}").as_str())
+        .await?;
     Ok(conn)
 }
 
+#[allow(clippy::too_many_arguments)]
 async fn worker(
     options: MySqlConnectOptions,
+    max_statement_seconds: f64,
     scenario: Scenario,
     clients: std::sync::Arc<Vec<Client>>,
     start_at: usize,
@@ -515,7 +527,7 @@ async fn worker(
     deadline: std::sync::Arc<std::sync::OnceLock<Instant>>,
 ) -> Stats {
     let mut st = Stats::default();
-    let mut conn = match connect(&options).await {
+    let mut conn = match connect(&options, max_statement_seconds).await {
         Ok(c) => Some(c),
         Err(e) => {
             st.errors += 1;
@@ -535,7 +547,7 @@ async fn worker(
         i += 1;
         n += 1;
         let Some(cn) = conn.as_mut() else {
-            match connect(&options).await {
+            match connect(&options, max_statement_seconds).await {
                 Ok(c) => conn = Some(c),
                 Err(e) => {
                     st.errors += 1;
@@ -606,6 +618,7 @@ struct Args {
     clients: String,
     concurrency: usize,
     duration: Duration,
+    max_statement_seconds: f64,
 }
 
 fn parse_args() -> Result<Args, String> {
@@ -614,6 +627,7 @@ fn parse_args() -> Result<Args, String> {
     let mut clients = None;
     let mut concurrency = 1usize;
     let mut duration = Duration::from_secs(5);
+    let mut max_statement_seconds = None;
     let mut it = std::env::args().skip(1);
     while let Some(a) = it.next() {
         let mut val = || it.next().ok_or(format!("{a} needs a value"));
@@ -622,13 +636,17 @@ fn parse_args() -> Result<Args, String> {
             "--scenario" => scenario = Some(val()?),
             "--clients" => clients = Some(val()?),
             "--concurrency" => {
-                concurrency = val()?
-                    .parse()
-                    .map_err(|e| format!("--concurrency: {e}"))?
+                concurrency = val()?.parse().map_err(|e| format!("--concurrency: {e}"))?
             }
             "--duration" => {
-                duration = Duration::from_secs_f64(
-                    val()?.parse().map_err(|e| format!("--duration: {e}"))?,
+                duration =
+                    Duration::from_secs_f64(val()?.parse().map_err(|e| format!("--duration: {e}"))?)
+            }
+            "--max-statement-seconds" => {
+                max_statement_seconds = Some(
+                    val()?
+                        .parse::<f64>()
+                        .map_err(|e| format!("--max-statement-seconds: {e}"))?,
                 )
             }
             "-h" | "--help" => return Err(String::new()),
@@ -644,6 +662,9 @@ fn parse_args() -> Result<Args, String> {
         clients: clients.ok_or("--clients is required")?,
         concurrency: concurrency.max(1),
         duration,
+        // Default: twice the run, at least 10 s.
+        max_statement_seconds: max_statement_seconds
+            .unwrap_or((2.0 * duration.as_secs_f64()).max(10.0)),
     })
 }
 
@@ -654,7 +675,7 @@ fn main() -> std::process::ExitCode {
             if !e.is_empty() {
                 eprintln!("dbceiling: {e}");
             }
-            eprintln!("usage: dbceiling --url mysql://USER@HOST:PORT/DB --scenario NAME --clients FILE.tsv [--concurrency N] [--duration SECONDS]");
+            eprintln!("usage: dbceiling --url mysql://USER@HOST:PORT/DB --scenario NAME --clients FILE.tsv [--concurrency N] [--duration SECONDS] [--max-statement-seconds S]");
             return std::process::ExitCode::from(2);
         }
     };
@@ -701,6 +722,7 @@ fn main() -> std::process::ExitCode {
             let start_at = w * clients.len() / n;
             tasks.push(tokio::spawn(worker(
                 options.clone(),
+                args.max_statement_seconds,
                 args.scenario,
                 clients.clone(),
                 start_at,
