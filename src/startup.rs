@@ -130,6 +130,7 @@ impl Application {
         ));
 
         let (shutdown, shutdown_rx) = watch::channel(false);
+        tokio::spawn(state.watcher.clone().run(pool.clone(), shutdown_rx.clone()));
         let worker = tokio::spawn(async move {
             recover_staging(&outbox, &pool).await;
             worker::run_worker(
