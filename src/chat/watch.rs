@@ -168,18 +168,16 @@ impl Watcher {
         let started = Instant::now();
         let from = {
             let inner = self.lock();
-            match inner.high {
-                None => None,
-                Some(high) => Some(
-                    inner
-                        .history
-                        .iter()
-                        .find(|(at, _)| at.elapsed() < RESCAN)
-                        .map(|(_, h)| *h)
-                        .unwrap_or(high)
-                        .min(high),
-                ),
-            }
+            inner.high.map(|high| {
+                // The oldest high-water mark of the rescan window, never above `high`.
+                inner
+                    .history
+                    .iter()
+                    .find(|(at, _)| at.elapsed() < RESCAN)
+                    .map(|(_, h)| *h)
+                    .unwrap_or(high)
+                    .min(high)
+            })
         };
         let Some(from) = from else {
             // First scan: start at the current end of the table.
