@@ -456,7 +456,7 @@ mod tests {
         let handle = tokio::spawn(run_worker(
             Arc::clone(&outbox),
             Arc::new(Mailer::Log),
-            20,
+            RetryPolicy::default(),
             // A long poll: shutdown must not wait for it.
             Duration::from_secs(3600),
             rx,
