@@ -27,14 +27,7 @@ async fn a_waiting_poll_wakes_on_a_new_message() {
     let waiting = {
         let addr = app.addr.clone();
         tokio::spawn(async move {
-            let auth = format!("Bearer {CUST1}");
-            let headers = [
-                ("Host", "shop.test"),
-                ("Accept", "application/json"),
-                ("System-Key", SYSTEM_KEY),
-                ("Authorization", auth.as_str()),
-            ];
-            crate::raw_http::send(&addr, "GET", &format!("{POLL}?wait=30"), &headers, b"").await
+            request_at(&addr, "GET", &format!("{POLL}?wait=30"), CUST1, None).await
         })
     };
     tokio::time::sleep(Duration::from_millis(300)).await;
@@ -69,19 +62,12 @@ async fn a_waiting_poll_wakes_on_a_new_message() {
     let waiting = {
         let addr = app.addr.clone();
         tokio::spawn(async move {
-            let auth = format!("Bearer {CUST1}");
-            let headers = [
-                ("Host", "shop.test"),
-                ("Accept", "application/json"),
-                ("System-Key", SYSTEM_KEY),
-                ("Authorization", auth.as_str()),
-            ];
-            crate::raw_http::send(
+            request_at(
                 &addr,
                 "GET",
                 "/api/v2/chat/get-new-messages/1/43?wait=30",
-                &headers,
-                b"",
+                CUST1,
+                None,
             )
             .await
         })

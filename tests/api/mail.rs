@@ -282,20 +282,13 @@ async fn a_killed_process_loses_no_mail() {
     // First life: SMTP is down; the conversation is created, then SIGKILL.
     let (mut first, addr) = start(smtp_port);
     wait_for_port(&addr).await;
-    let auth = format!("Bearer {CUST2}");
-    let headers = [
-        ("Host", "shop.test"),
-        ("Accept", "application/json"),
-        ("System-Key", SYSTEM_KEY),
-        ("Authorization", auth.as_str()),
-        ("Content-Type", "application/x-www-form-urlencoded"),
-    ];
-    let res = crate::raw_http::send(
+    let body = b"product_id=4&message=Still+there%3F";
+    let res = request_at(
         &addr,
         "POST",
         "/api/v2/chat/create-conversation",
-        &headers,
-        b"product_id=4&message=Still+there%3F",
+        CUST2,
+        Some(("application/x-www-form-urlencoded", body)),
     )
     .await;
     assert_eq!(res.status, 200);

@@ -302,15 +302,14 @@ async fn concurrent_creates_across_processes_make_one_conversation() {
         };
         let body = body.clone();
         tasks.push(tokio::spawn(async move {
-            let auth = format!("Bearer {CUST2}");
-            let headers = [
-                ("Host", "shop.test"),
-                ("Accept", "application/json"),
-                ("System-Key", SYSTEM_KEY),
-                ("Authorization", auth.as_str()),
-                ("Content-Type", "application/x-www-form-urlencoded"),
-            ];
-            crate::raw_http::send(&addr, "POST", CREATE, &headers, body.as_bytes()).await
+            request_at(
+                &addr,
+                "POST",
+                CREATE,
+                CUST2,
+                Some(("application/x-www-form-urlencoded", body.as_bytes())),
+            )
+            .await
         }));
     }
     let mut ids = Vec::new();
