@@ -14,7 +14,7 @@ use tokio::sync::watch;
 
 use crate::config::{DatabaseSettings, MailerKind, Settings};
 use crate::http::pipeline;
-use crate::mail::outbox::Outbox;
+use crate::mail::outbox::{Outbox, RetryPolicy};
 use crate::mail::smtp::{encryption_from_env, Mailer, SmtpSettings};
 use crate::mail::{worker, Mailbox};
 use crate::state::AppState;
@@ -122,7 +122,10 @@ impl Application {
             format!("SHOPCHAT_OUTBOX_DIR: cannot use {}", outbox_dir.display())
         })?);
         let mailer = Arc::new(mailer(&settings));
-        let max_attempts = settings.mail.max_attempts;
+        let policy = RetryPolicy {
+            max_attempts: settings.mail.max_attempts,
+            first_backoff_secs: settings.mail.retry_seconds,
+        };
         let state = web::Data::new(AppState::new(
             settings,
             pool.clone(),
@@ -130,16 +133,10 @@ impl Application {
         ));
 
         let (shutdown, shutdown_rx) = watch::channel(false);
+        tokio::spawn(state.watcher.clone().run(pool.clone(), shutdown_rx.clone()));
         let worker = tokio::spawn(async move {
             recover_staging(&outbox, &pool).await;
-            worker::run_worker(
-                outbox,
-                mailer,
-                max_attempts,
-                Duration::from_secs(1),
-                shutdown_rx,
-            )
-            .await;
+            worker::run_worker(outbox, mailer, policy, Duration::from_secs(1), shutdown_rx).await;
         });
 
         let s = &state.settings;

@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 
 use tokio::sync::watch;
 
-use crate::mail::outbox::{unix_now, Claimed, FailOutcome, Outbox};
+use crate::mail::outbox::{unix_now, Claimed, FailOutcome, Outbox, RetryPolicy};
 use crate::mail::smtp::{deliver, Mailer};
 
 /// §8.6 step 4: a claim older than this belongs to a dead worker.
@@ -26,7 +26,7 @@ const STALE_SCAN_EVERY: Duration = Duration::from_secs(30);
 pub async fn run_worker(
     outbox: Arc<Outbox>,
     mailer: Arc<Mailer>,
-    max_attempts: u32,
+    policy: RetryPolicy,
     poll: Duration,
     mut shutdown: watch::Receiver<bool>,
 ) {
@@ -50,7 +50,7 @@ pub async fn run_worker(
         let ob = Arc::clone(&outbox);
         match blocking(move || ob.claim_next(unix_now())).await {
             Ok(Some(claimed)) => {
-                send_one(claimed, &mailer, max_attempts).await;
+                send_one(claimed, &mailer, policy).await;
                 // Go straight on to the next due entry: a backlog drains at full speed.
             }
             Ok(None) => {
@@ -69,7 +69,7 @@ pub async fn run_worker(
     tracing::debug!("mail worker stopped");
 }
 
-async fn send_one(claimed: Claimed, mailer: &Mailer, max_attempts: u32) {
+async fn send_one(claimed: Claimed, mailer: &Mailer, policy: RetryPolicy) {
     let result = match tokio::time::timeout(
         DELIVERY_DEADLINE,
         deliver(mailer, claimed.notification()),
@@ -97,8 +97,7 @@ async fn send_one(claimed: Claimed, mailer: &Mailer, max_attempts: u32) {
             let message = err.message.clone();
             let permanent = err.permanent;
             let outcome =
-                blocking(move || claimed.failed(&message, permanent, max_attempts, unix_now()))
-                    .await;
+                blocking(move || claimed.failed(&message, permanent, policy, unix_now())).await;
             match outcome {
                 Ok(FailOutcome::Retry { next_attempt_at }) => tracing::warn!(
                     %file, conversation_id, error = %err.message, next_attempt_at,
@@ -267,7 +266,10 @@ mod tests {
         let handle = tokio::spawn(run_worker(
             Arc::clone(outbox),
             mailer,
-            max_attempts,
+            RetryPolicy {
+                max_attempts,
+                first_backoff_secs: 60,
+            },
             Duration::from_millis(50),
             rx,
         ));
@@ -454,7 +456,7 @@ mod tests {
         let handle = tokio::spawn(run_worker(
             Arc::clone(&outbox),
             Arc::new(Mailer::Log),
-            20,
+            RetryPolicy::default(),
             // A long poll: shutdown must not wait for it.
             Duration::from_secs(3600),
             rx,
