@@ -32,6 +32,9 @@ DB_NAME = ENV["BENCH_DB_NAME"]
 CLIENTS = ENV["BENCH_CLIENTS_DIR"]
 SHOPCHAT = ENV["BENCH_SHOPCHAT_BIN"]
 DBCEILING = ENV["BENCH_DBCEILING_BIN"]
+LONGPOLL = ENV["BENCH_LONGPOLL_BIN"]
+LONGPOLL_WAITERS = int(ENV.get("BENCH_LONGPOLL_WAITERS", "10000"))
+LONGPOLL_HOLD = int(ENV.get("BENCH_LONGPOLL_HOLD", "10"))
 SYSTEM_KEY = ENV["BENCH_SYSTEM_KEY"]
 CONNECTIONS = [int(c) for c in ENV["BENCH_CONNECTIONS"].split()]
 DURATION = float(ENV["BENCH_DURATION"])
@@ -438,6 +441,34 @@ def profile(app, variant, endpoint, connections):
     record(out)
 
 
+def longpoll(app, variant):
+    """Issue 8 item 3: N held long-polls (RSS, statement rate), then insert-to-answer latency.
+    Writes into read-only conversations, so it runs last (the next variant resets the data)."""
+    if LONGPOLL_WAITERS <= 0:
+        return
+    wait_quiet()
+    log(f"{variant}: long-poll, {LONGPOLL_WAITERS} waiters held for {LONGPOLL_HOLD} s, then 100 wake-ups")
+    cmd = [LONGPOLL, "--base", app.base, "--db-url", f"mysql://root@127.0.0.1:{DB_PORT}/{DB_NAME}",
+           "--clients", os.path.join(CLIENTS, "pollers.tsv"), "--pid", str(app.pid),
+           "--waiters", str(LONGPOLL_WAITERS), "--wait", "30", "--inserts", "100",
+           "--hold", str(LONGPOLL_HOLD), "--system-key", SYSTEM_KEY]
+    with RssSampler(app.pid) as rss:
+        out = subprocess.run(cmd, capture_output=True, text=True, timeout=LONGPOLL_HOLD * 2 + 300)
+    problems, first = app.log_problems()
+    line = next((ln for ln in out.stdout.splitlines() if ln.startswith("BENCH_JSON ")), None)
+    if line is None:
+        log(f"warning: longpoll gave no result: {out.stderr[-500:]}")
+        record({"kind": "longpoll", "variant": variant, "failed": out.stderr[-500:]})
+        return
+    rec = json.loads(line[len("BENCH_JSON "):])
+    rec.update({"kind": "longpoll", "variant": variant, "peak_rss_kb": rss.peak,
+                "log_problems": problems, "first_log_problem": first})
+    record(rec)
+    log(f"    held RSS {rec['rss_held_kb'] // 1024} MB, statements/s idle {rec['idle_statements_per_s']} "
+        f"held {rec['held_statements_per_s']}, early answers {rec['early_answers']}, "
+        f"wake p50 {rec['wake_via_shopchat']['p50_ms']} / {rec['wake_via_database']['p50_ms']} ms")
+
+
 # ------------------------------------------------------------------ variants
 def reset_data():
     """Removes what earlier writes added, so each variant starts from the generated rows."""
@@ -546,6 +577,8 @@ def run_variant(variant):
         time.sleep(2.0)
         record({"kind": "idle", "variant": variant, "when": "after load", "rss_kb": rss_kb(app.pid),
                 "hwm_kb": rss_kb(app.pid, "VmHWM")})
+        if variant == VARIANTS[-1]:
+            longpoll(app, variant)
     finally:
         app.stop()
 

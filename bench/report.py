@@ -420,6 +420,42 @@ def main(src, dst):
                 w("</details>")
                 w("")
 
+    # ------------------------------------------------------------ long-poll
+    lps = [r for r in rows if r["kind"] == "longpoll"]
+    if lps:
+        w("## Long-poll (`get-new-messages/{cid}/{last}?wait=30`)")
+        w("")
+        w("`bench/tools/src/bin/longpoll.rs`: first the statements/s MariaDB runs while shopchat is idle "
+          "(its message watcher active), then N connections each hold a \"nothing new\" poll with "
+          "`wait=30` and the rate is measured again, with shopchat's RSS; then 100 inserts, one at a "
+          "time, each into the conversation of a held waiter — alternately through shopchat's "
+          "`insert-message` and straight into the database (like the Laravel web app) — and the time "
+          "from the insert to the waiter's answer (which must carry the new message).")
+        w("")
+        for r in lps:
+            if r.get("failed"):
+                w(f"- {VARIANT_TITLES.get(r['variant'], r['variant'])}: **the test failed**: `{r['failed'][:300]}`")
+                continue
+            a, b = r["wake_via_shopchat"], r["wake_via_database"]
+            w("| measure | value |")
+            w("|---|---|")
+            w(f"| index variant | {VARIANT_TITLES.get(r['variant'], r['variant'])} |")
+            w(f"| waiters held | {fmt_int(r['waiters'])} (opened in {r['open_seconds']:.1f} s; connect errors {r['connect_errors']}) |")
+            w(f"| answered early (before any insert; should be 0) | {r['early_answers']}"
+              f"{' — first: `' + r['early_sample'][:160] + '`' if r['early_answers'] else ''} |")
+            w(f"| shopchat RSS: idle → {fmt_int(r['waiters'])} held (peak during the test) | "
+              f"{mb(r['rss_idle_kb'])} MB → {mb(r['rss_held_kb'])} MB ({mb(r['peak_rss_kb'])} MB) |")
+            w(f"| memory per held request | {(r['rss_held_kb'] - r['rss_idle_kb']) * 1024 / max(r['waiters'], 1):,.0f} bytes |")
+            w(f"| MariaDB statements/s: idle, 0 waiters → {fmt_int(r['waiters'])} held ({r['hold_s']} s windows) | "
+              f"{r['idle_statements_per_s']:.1f} → {r['held_statements_per_s']:.1f} |")
+            w(f"| insert → answer, through shopchat (n={a['count']}) | p50 {fmt_ms(a['p50_ms'])} ms, p99 {fmt_ms(a['p99_ms'])} ms, max {fmt_ms(a['max_ms'])} ms |")
+            w(f"| insert → answer, straight into the database (n={b['count']}) | p50 {fmt_ms(b['p50_ms'])} ms, p99 {fmt_ms(b['p99_ms'])} ms, max {fmt_ms(b['max_ms'])} ms |")
+            w(f"| wake-ups missing or wrong (of 100) | {r['wake_errors']}"
+              f"{' — first: `' + r['first_wake_error'][:160] + '`' if r['wake_errors'] else ''} |")
+            if r.get("log_problems"):
+                w(f"| WARN/ERROR log lines | {r['log_problems']}: `{(r.get('first_log_problem') or '')[:160]}` |")
+            w("")
+
     # ------------------------------------------------------------ checks
     w("## Answer checks")
     w("")

@@ -6,7 +6,7 @@
 #
 # Steps: private MariaDB (scripts/private-mariadb.sh, larger buffer pool) in $BENCH_DIR/db ->
 # schema/shop.sql + generated data set (bench/sql/generate.sql) -> client lists (bench/sql/clients.sql)
-# -> release builds of shopchat and bench/dbceiling -> bench/driver.py (wrk against shopchat and the
+# -> release builds of shopchat and bench/tools (dbceiling, longpoll) -> bench/driver.py (wrk against shopchat and the
 # database-ceiling tool, both index variants) -> RESULTS.md. Everything listens on 127.0.0.1 only.
 #
 # Every knob is an environment variable (defaults below). The data set is reused between runs when
@@ -30,6 +30,7 @@ if [[ "${BENCH_QUICK:-0}" == 1 ]]; then
     : "${BENCH_CONVERSATIONS:=10000}" "${BENCH_MESSAGES:=100000}" "${BENCH_SAMPLE:=2000}"
     : "${BENCH_CONNECTIONS:=1 16}" "${BENCH_DURATION:=2}" "${BENCH_DB_DURATION:=1}" "${BENCH_WARMUP:=1}"
     : "${BENCH_DB_NAME:=shopchat_bench_quick}" "${BENCH_RESULTS:=bench/.work/RESULTS-quick.md}"
+    : "${BENCH_LONGPOLL_WAITERS:=1000}" "${BENCH_LONGPOLL_HOLD:=3}"
 fi
 export BENCH_DIR="${BENCH_DIR:-bench/.work}"
 export BENCH_USERS="${BENCH_USERS:-50000}"
@@ -50,6 +51,9 @@ export BENCH_BUFFER_POOL_MB="${BENCH_BUFFER_POOL_MB:-1024}"
 export BENCH_DB_NAME="${BENCH_DB_NAME:-shopchat_bench}"
 export BENCH_RESULTS="${BENCH_RESULTS:-bench/RESULTS.md}"
 export BENCH_PERF="${BENCH_PERF:-1}"
+# Long-poll test (last variant only): held waiters (0 skips it) and the measuring window in seconds.
+export BENCH_LONGPOLL_WAITERS="${BENCH_LONGPOLL_WAITERS:-10000}"
+export BENCH_LONGPOLL_HOLD="${BENCH_LONGPOLL_HOLD:-10}"
 export BENCH_SYSTEM_KEY="${BENCH_SYSTEM_KEY:-bench-system-key}"
 
 [[ "$BENCH_TOKENS" -ge "$BENCH_USERS" ]] || die "BENCH_TOKENS must be >= BENCH_USERS (every user has a token)"
@@ -82,10 +86,11 @@ export BENCH_DIR
 say "cargo build --release --bin shopchat"
 cargo build --release --bin shopchat >&2 || die "building shopchat failed"
 export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$root/target}"
-say "cargo build --release (bench/dbceiling)"
-cargo build --release --manifest-path bench/dbceiling/Cargo.toml >&2 || die "building bench/dbceiling failed"
+say "cargo build --release (bench/tools: dbceiling, longpoll)"
+cargo build --release --manifest-path bench/tools/Cargo.toml >&2 || die "building bench/tools failed"
 export BENCH_SHOPCHAT_BIN="$CARGO_TARGET_DIR/release/shopchat"
 export BENCH_DBCEILING_BIN="$CARGO_TARGET_DIR/release/dbceiling"
+export BENCH_LONGPOLL_BIN="$CARGO_TARGET_DIR/release/longpoll"
 
 # ------------------------------------------------------------------ database server
 say "private MariaDB in $BENCH_DIR/db"
