@@ -405,6 +405,21 @@ def main(src, dst):
         w("Self time by shared object and symbol, lines above 0.7 %. `[k]` = kernel (mostly the TCP "
           "loopback, epoll and futex wake-ups), `[.]` = user space.")
         w("")
+        w("| endpoint | process | CPU by shared object (self time) |")
+        w("|---|---|---|")
+        for p in perfs:
+            for proc in ("shopchat", "mariadbd"):
+                parts = []
+                for ln in p.get(proc + "_dso") or []:
+                    f = ln.split()
+                    if len(f) >= 2 and f[0].endswith("%"):
+                        parts.append(f"{f[1]} {f[0]}")
+                if parts:
+                    w(f"| {p['endpoint']} | {proc} | {', '.join(parts[:6])} |")
+        w("")
+        w("`[kernel.kallsyms]` inside shopchat is mostly `finish_task_switch` / `_raw_spin_unlock_irqrestore`: "
+          "threads being put to sleep and woken (futex, epoll) for every database round trip and answer.")
+        w("")
         for p in perfs:
             for proc in ("shopchat", "mariadbd"):
                 lines = p.get(proc) or []
@@ -450,7 +465,11 @@ def main(src, dst):
               f"{r['idle_statements_per_s']:.1f} → {r['held_statements_per_s']:.1f} |")
             w(f"| insert → answer, through shopchat (n={a['count']}) | p50 {fmt_ms(a['p50_ms'])} ms, p99 {fmt_ms(a['p99_ms'])} ms, max {fmt_ms(a['max_ms'])} ms |")
             w(f"| insert → answer, straight into the database (n={b['count']}) | p50 {fmt_ms(b['p50_ms'])} ms, p99 {fmt_ms(b['p99_ms'])} ms, max {fmt_ms(b['max_ms'])} ms |")
+            w(f"| time until shopchat had taken every waiter in (authenticated, checked, waiting) | {r.get('settle_seconds', 0):.1f} s |")
+            if r.get("messages_since_last_poll_phase") is not None:
+                w(f"| messages written since the poll runs (the watcher idles 60 s after the last poll, then catches up) | {fmt_int(r['messages_since_last_poll_phase'])} |")
             w(f"| wake-ups missing or wrong (of 100) | {r['wake_errors']}"
+              f" (no answer within 5 s: {r.get('wake_timeouts', '?')}; answer without the new message: {r.get('wake_wrong_answer', '?')}; connection failed: {r.get('wake_connection_failed', '?')})"
               f"{' — first: `' + r['first_wake_error'][:160] + '`' if r['wake_errors'] else ''} |")
             if r.get("log_problems"):
                 w(f"| WARN/ERROR log lines | {r['log_problems']}: `{(r.get('first_log_problem') or '')[:160]}` |")

@@ -267,7 +267,19 @@ async fn run(a: Args) -> Result<String, String> {
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
     let open_seconds = started.elapsed().as_secs_f64();
-    tokio::time::sleep(Duration::from_secs(2)).await;
+    // shopchat authenticates and checks every arrival against the database before it waits:
+    // wait until that is done (the statement rate is back near idle, at most 120 s).
+    let mut settle_seconds = 0.0;
+    let threshold = idle_rate * 2.0 + 50.0;
+    for _ in 0..120 {
+        let rate = statement_rate(&mut db, Duration::from_secs(1))
+            .await
+            .map_err(e)?;
+        settle_seconds = started.elapsed().as_secs_f64();
+        if rate <= threshold {
+            break;
+        }
+    }
     // Early answers (an error, or data that was not new) are counted, not waited for.
     let mut early = 0usize;
     let mut early_sample = String::new();
@@ -307,6 +319,8 @@ async fn run(a: Args) -> Result<String, String> {
     let mut via_db = Vec::new();
     let mut wake_errors = 0usize;
     let mut first_wake_error = String::new();
+    let (mut wake_timeouts, mut wake_failed, mut wake_wrong) = (0usize, 0usize, 0usize);
+    let inserts_started = Instant::now();
     let insert_sql = "INSERT INTO messages (conversation_id, user_id, message, created_at, updated_at) VALUES (?, ?, ?, NOW(), NOW())";
     for (n, &i) in targets.iter().enumerate() {
         let c = &waiters[i];
@@ -339,6 +353,31 @@ async fn run(a: Args) -> Result<String, String> {
             }
             other => {
                 wake_errors += 1;
+                match &other {
+                    Ok(Ok(ans)) => {
+                        wake_wrong += 1;
+                        if std::env::var_os("LONGPOLL_DEBUG").is_some() {
+                            eprintln!(
+                                "wrong answer for insert {n} (conversation {}): {} {}",
+                                c.conversation_id,
+                                ans.status,
+                                ans.body.chars().take(400).collect::<String>()
+                            );
+                        }
+                    }
+                    Ok(Err(_)) => wake_failed += 1,
+                    Err(_) => {
+                        wake_timeouts += 1;
+                        if std::env::var_os("LONGPOLL_DEBUG").is_some() {
+                            eprintln!(
+                                "no answer within 5 s for insert {n} ({}) into conversation {} (waiter {i}, {} s after the waiters were opened)",
+                                if n % 2 == 0 { "shopchat" } else { "database" },
+                                c.conversation_id,
+                                started.elapsed().as_secs()
+                            );
+                        }
+                    }
+                }
                 if first_wake_error.is_empty() {
                     first_wake_error = match other {
                         Ok(Ok(ans)) => format!(
@@ -353,10 +392,12 @@ async fn run(a: Args) -> Result<String, String> {
             }
         }
     }
+    let inserts_seconds = inserts_started.elapsed().as_secs_f64();
+    let late_connection_errors = errors.load(std::sync::atomic::Ordering::Relaxed) - connect_errors;
     let _ = db.close().await;
     let escape = |s: &str| s.replace('\\', "\\\\").replace('"', "\\\"");
     Ok(format!(
-        "BENCH_JSON {{\"waiters\":{},\"wait_s\":{},\"open_seconds\":{:.2},\"connect_errors\":{},\"early_answers\":{},\"early_sample\":\"{}\",\"rss_idle_kb\":{},\"rss_held_kb\":{},\"idle_statements_per_s\":{:.1},\"held_statements_per_s\":{:.1},\"hold_s\":{},\"wake_via_shopchat\":{},\"wake_via_database\":{},\"wake_errors\":{},\"first_wake_error\":\"{}\"}}",
+        "BENCH_JSON {{\"waiters\":{},\"wait_s\":{},\"open_seconds\":{:.2},\"connect_errors\":{},\"early_answers\":{},\"early_sample\":\"{}\",\"rss_idle_kb\":{},\"rss_held_kb\":{},\"idle_statements_per_s\":{:.1},\"held_statements_per_s\":{:.1},\"hold_s\":{},\"wake_via_shopchat\":{},\"wake_via_database\":{},\"wake_errors\":{},\"wake_timeouts\":{},\"wake_connection_failed\":{},\"wake_wrong_answer\":{},\"first_wake_error\":\"{}\",\"settle_seconds\":{:.2},\"inserts_seconds\":{:.2},\"late_connection_errors\":{}}}",
         a.waiters,
         a.wait,
         open_seconds,
@@ -371,7 +412,13 @@ async fn run(a: Args) -> Result<String, String> {
         summary(via_http),
         summary(via_db),
         wake_errors,
-        escape(&first_wake_error)
+        wake_timeouts,
+        wake_failed,
+        wake_wrong,
+        escape(&first_wake_error),
+        settle_seconds,
+        inserts_seconds,
+        late_connection_errors
     ))
 }
 
