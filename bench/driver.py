@@ -459,7 +459,9 @@ def longpoll(app, variant):
     if LONGPOLL_WAITERS <= 0:
         return
     wait_quiet()
-    backlog = max_message_id() - LAST_POLL_MAX_ID[0] if LAST_POLL_MAX_ID[0] is not None else None
+    backlog = None
+    if LAST_POLL_MAX_ID[0] is not None:
+        backlog = int(sql(f"SELECT COUNT(*) FROM messages WHERE id > {LAST_POLL_MAX_ID[0]}").strip() or 0)
     log(f"{variant}: long-poll, {LONGPOLL_WAITERS} waiters held for {LONGPOLL_HOLD} s, then 100 wake-ups")
     cmd = [LONGPOLL, "--base", app.base, "--db-url", f"mysql://root@127.0.0.1:{DB_PORT}/{DB_NAME}",
            "--clients", os.path.join(CLIENTS, "pollers.tsv"), "--pid", str(app.pid),
@@ -613,6 +615,7 @@ def run_variant(variant):
 def main():
     if os.path.exists(RESULTS):
         os.replace(RESULTS, RESULTS + ".previous")
+    reset_data()
     environment()
     for variant in VARIANTS:
         run_variant(variant)
