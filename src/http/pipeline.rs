@@ -33,6 +33,25 @@ use crate::laravel::accept::is_json_client;
 use crate::laravel::dates::now_naive;
 use crate::state::AppState;
 
+/// How a request is executed. `Shadow` is used only by `shopchat shadow`
+/// (src/shadow/, COMPAT §11.2): the answer is computed for comparison with the
+/// primary's and thrown away, so it must leave no trace — no token touch (D9),
+/// no translation insert (§7.1), no throttle charge (§1.4), no token delete
+/// (K6), and POST routes only validate (see [`crate::chat::dispatch`]).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum Mode {
+    #[default]
+    Serve,
+    Shadow,
+}
+
+impl Mode {
+    /// Whether this request may write (the database, the throttle counters).
+    pub fn writes(self) -> bool {
+        self == Mode::Serve
+    }
+}
+
 /// Everything known about a request once it passed the Host check.
 pub struct RequestInfo {
     pub route: Route,
@@ -43,6 +62,8 @@ pub struct RequestInfo {
     pub json_client: bool,
     pub client_ip: IpAddr,
     pub now: NaiveDateTime,
+    /// Serve, or shadow (no side effects).
+    pub mode: Mode,
 }
 
 pub async fn entry(
@@ -50,9 +71,20 @@ pub async fn entry(
     payload: web::Payload,
     state: web::Data<AppState>,
 ) -> HttpResponse {
+    entry_in_mode(req, payload, &state, Mode::Serve).await
+}
+
+/// [`entry`] with an explicit [`Mode`]; `shopchat shadow` calls it with
+/// `Mode::Shadow` on an in-memory copy of the client's request.
+pub async fn entry_in_mode(
+    req: HttpRequest,
+    payload: web::Payload,
+    state: &AppState,
+    mode: Mode,
+) -> HttpResponse {
     let request_id = origin::request_id(header_str(req.headers(), "x-request-id"));
     let started = std::time::Instant::now();
-    let (route_name, mut res) = answer(&req, payload, &state).await;
+    let (route_name, mut res) = answer(&req, payload, state, mode).await;
     res.headers_mut().insert(
         header::CACHE_CONTROL,
         HeaderValue::from_static("no-cache, private"),
@@ -76,6 +108,7 @@ async fn answer(
     req: &HttpRequest,
     payload: web::Payload,
     state: &AppState,
+    mode: Mode,
 ) -> (&'static str, HttpResponse) {
     let settings = &state.settings;
     // Step 0: a declared body above the limit is refused before it is read.
@@ -151,6 +184,7 @@ async fn answer(
         ),
         now: now_naive(settings.timezone),
         route,
+        mode,
     };
     let name = info.route.name();
     (name, routed(req, payload, state, info).await)
@@ -265,8 +299,16 @@ async fn routed(
         Ok(Some(user)) => RateKey::User(user.user_id),
         _ => RateKey::Ip(info.client_ip),
     };
-    // Step 2.
-    let decision = state.limiter.hit(key);
+    // Step 2. A shadow request is not counted (§11.2): it reports the limit
+    // with nothing used, a value the comparison ignores.
+    let decision = match info.mode {
+        Mode::Serve => state.limiter.hit(key),
+        Mode::Shadow if settings.rate_limit == 0 => Decision::Off,
+        Mode::Shadow => Decision::Allowed {
+            limit: settings.rate_limit,
+            remaining: settings.rate_limit,
+        },
+    };
     if let Decision::Limited { limit, retry_after } = decision {
         return too_many_attempts(limit, retry_after, info.json_client);
     }
@@ -301,7 +343,9 @@ async fn steps_3_to_8(
     // Step 3: Sanctum, then the token touch (D9).
     let user = if route.is_chat() {
         let user = auth?.ok_or(ApiError::Unauthenticated)?;
-        state.sanctum.touch(user.token_id, info.now).await?;
+        if info.mode.writes() {
+            state.sanctum.touch(user.token_id, info.now).await?;
+        }
         Some(user)
     } else {
         None
@@ -314,7 +358,7 @@ async fn steps_3_to_8(
                 "We are Under Maintenance",
                 settings.fallback_language(),
                 &now_s,
-                true,
+                info.mode.writes(),
             )
             .await?;
         return Ok(response::json(
@@ -346,10 +390,12 @@ async fn steps_3_to_8(
     };
     // Step 7 (K6).
     if user.banned {
-        state.sanctum.delete_token(&user).await?;
+        if info.mode.writes() {
+            state.sanctum.delete_token(&user).await?;
+        }
         let message = state
             .translator
-            .translate("user is banned", &locale, &now_s, true)
+            .translate("user is banned", &locale, &now_s, info.mode.writes())
             .await?;
         return Ok(response::json(
             StatusCode::OK,
