@@ -7,4 +7,5 @@ mod mail;
 mod pipeline;
 mod raw_http;
 mod reads;
+mod shadow;
 mod writes;
