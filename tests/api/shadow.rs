@@ -129,11 +129,11 @@ impl ShadowProxy {
     }
 }
 
-struct FakeRequest {
-    method: String,
-    path: String,
-    headers: Vec<(String, String)>,
-    body: Vec<u8>,
+pub struct FakeRequest {
+    pub method: String,
+    pub path: String,
+    pub headers: Vec<(String, String)>,
+    pub body: Vec<u8>,
 }
 
 impl FakeRequest {
@@ -145,11 +145,12 @@ impl FakeRequest {
     }
 }
 
-type FakeAnswer = (u16, Vec<(String, String)>, Vec<u8>);
-type Handler = Arc<dyn Fn(FakeRequest) -> Pin<Box<dyn Future<Output = FakeAnswer>>> + Send + Sync>;
+pub type FakeAnswer = (u16, Vec<(String, String)>, Vec<u8>);
+pub type Handler =
+    Arc<dyn Fn(FakeRequest) -> Pin<Box<dyn Future<Output = FakeAnswer>>> + Send + Sync>;
 
 /// A small primary that answers whatever `handler` says.
-async fn fake_primary(handler: Handler) -> String {
+pub async fn fake_primary(handler: Handler) -> String {
     let listener = TcpListener::bind("127.0.0.1:0").unwrap();
     let addr = listener.local_addr().unwrap().to_string();
     let server = HttpServer::new(move || {
@@ -623,7 +624,10 @@ async fn noise_floor_ignores_what_the_primary_itself_changes() {
         let n = c.fetch_add(1, Ordering::SeqCst);
         Box::pin(async move {
             let page = php_empty_page(req.path.split('?').next().unwrap());
-            json_answer(200, &page.replace("\"total\":0", &format!("\"total\":{}", n + 5)))
+            json_answer(
+                200,
+                &page.replace("\"total\":0", &format!("\"total\":{}", n + 5)),
+            )
         })
     }))
     .await;
