@@ -19,8 +19,17 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Command {
-    /// Serve the API on SHOPCHAT_LISTEN.
+    /// Serve the API on SHOPCHAT_LISTEN (SIGTERM/SIGINT: graceful stop).
     Serve,
+    /// Check configuration, database schema, outbox and indexes; exit 1 on a problem.
+    Check {
+        /// Machine-readable output.
+        #[arg(long)]
+        json: bool,
+        /// Also connect to the SMTP server (MAIL_*).
+        #[arg(long)]
+        smtp: bool,
+    },
     /// Inspect and repair the e-mail outbox.
     Outbox {
         #[command(subcommand)]
@@ -44,6 +53,9 @@ enum OutboxAction {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
+    if let Command::Check { json, smtp } = cli.command {
+        return check(cli.env_file, json, smtp);
+    }
     let settings = match Settings::load(cli.env_file) {
         Ok(s) => s,
         Err(e) => {
@@ -55,13 +67,82 @@ fn main() -> ExitCode {
     match cli.command {
         Command::Serve => serve(settings),
         Command::Outbox { action } => outbox(settings, action),
+        Command::Check { .. } => unreachable!("handled before the settings are loaded"),
+    }
+}
+
+/// `shopchat check`: a configuration error is one of its findings, not a start-up failure.
+fn check(env_file: Option<PathBuf>, json: bool, smtp: bool) -> ExitCode {
+    let env_file = env_file.or_else(|| {
+        std::env::var_os("SHOPCHAT_ENV_FILE")
+            .filter(|v| !v.is_empty())
+            .map(PathBuf::from)
+    });
+    let source = match &env_file {
+        Some(p) => format!("env file {}", p.display()),
+        None => "process environment only (no --env-file)".to_string(),
+    };
+    let settings = Settings::load(env_file);
+    // Log lines go to stderr; the report (text or JSON) is the only thing on stdout.
+    shopchat::telemetry::init(false);
+    let options = shopchat::ops::check::Options { smtp };
+    let runtime = match tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("shopchat: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let report = runtime.block_on(shopchat::ops::check::run(settings, &source, options));
+    if json {
+        match serde_json::to_string_pretty(&report) {
+            Ok(text) => println!("{text}"),
+            Err(e) => {
+                eprintln!("shopchat: {e}");
+                return ExitCode::FAILURE;
+            }
+        }
+    } else {
+        print!("{}", report.to_text());
+    }
+    if report.ok {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::FAILURE
     }
 }
 
 fn serve(settings: Settings) -> ExitCode {
     let result = actix_web::rt::System::new().block_on(async move {
         let app = Application::build(settings).await?;
-        tracing::info!(port = app.port(), "shopchat listening");
+        tracing::info!(
+            port = app.port(),
+            metrics_port = app.metrics_port(),
+            "shopchat listening"
+        );
+        let stopper = app.stopper();
+        actix_web::rt::spawn(async move {
+            match shopchat::startup::shutdown_signal().await {
+                Ok(name) => tracing::info!(signal = name, "shutting down: draining requests"),
+                Err(e) => {
+                    tracing::error!(error = %e, "cannot listen for signals");
+                    return;
+                }
+            }
+            let graceful = stopper.stop();
+            tokio::pin!(graceful);
+            // A second signal stops at once.
+            tokio::select! {
+                _ = &mut graceful => {}
+                _ = shopchat::startup::shutdown_signal() => {
+                    tracing::warn!("second signal: stopping without waiting");
+                    stopper.stop_now().await;
+                }
+            }
+        });
         app.run_until_stopped().await?;
         Ok::<_, anyhow::Error>(())
     });

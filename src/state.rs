@@ -14,6 +14,7 @@ use crate::laravel::assets::Assets;
 use crate::laravel::encrypter::Encrypter;
 use crate::laravel::translate::Translator;
 use crate::mail::Mailbox;
+use crate::ops::Ops;
 
 pub struct AppState {
     pub settings: Settings,
@@ -26,6 +27,8 @@ pub struct AppState {
     pub participants: Participants,
     pub mailbox: Mailbox,
     pub encrypter: Encrypter,
+    /// Metrics, readiness and the drain signal (the Operability issue).
+    pub ops: Ops,
 }
 
 impl AppState {
@@ -51,6 +54,7 @@ impl AppState {
             participants: Participants::default(),
             mailbox,
             encrypter: Encrypter::new(s.app_key, s.app_previous_keys.clone()),
+            ops: Ops::new(s),
             pool,
             settings,
         }

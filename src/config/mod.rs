@@ -122,6 +122,13 @@ pub struct Settings {
     pub client_timeout: Duration,
     pub lock_timeout_seconds: u32,
     pub log_json: bool,
+    /// `SHOPCHAT_SHUTDOWN_TIMEOUT`: how long in-flight requests (and the mail being sent) may
+    /// take to finish after SIGTERM.
+    pub shutdown_timeout: Duration,
+    /// `SHOPCHAT_READY_TIMEOUT_MS`: `/ready` fails when the database does not answer in time.
+    pub ready_timeout: Duration,
+    /// `SHOPCHAT_READY_CACHE_SECONDS`: how long `/ready` reuses its schema check; `0` = never.
+    pub ready_cache: Duration,
 }
 
 /// The merged key → value map (keys lower-cased by `config`), with Laravel's
@@ -405,6 +412,9 @@ impl Settings {
             max_body_bytes: positive::<usize>(v, "SHOPCHAT_MAX_BODY_BYTES")?,
             client_timeout: Duration::from_secs(positive::<u64>(v, "SHOPCHAT_CLIENT_TIMEOUT")?),
             lock_timeout_seconds: v.parse("SHOPCHAT_LOCK_TIMEOUT")?,
+            shutdown_timeout: Duration::from_secs(v.parse("SHOPCHAT_SHUTDOWN_TIMEOUT")?),
+            ready_timeout: Duration::from_millis(positive(v, "SHOPCHAT_READY_TIMEOUT_MS")?),
+            ready_cache: Duration::from_secs(v.parse("SHOPCHAT_READY_CACHE_SECONDS")?),
             log_json: match v.string("SHOPCHAT_LOG_FORMAT").as_str() {
                 "json" => true,
                 "text" | "" => false,

@@ -1,0 +1,49 @@
+//! Operability (the Operability issue): readiness, metrics, the `shopchat
+//! check` doctor, and the drain signal of a graceful shutdown.
+//!
+//! `/health`, `/ready` and `/metrics` are answered right after the Host check
+//! (COMPAT §1.1, §1.2): no throttle, no token, no System-Key.
+
+pub mod check;
+pub mod metrics;
+pub mod ready;
+pub mod schema;
+
+use tokio::sync::watch;
+
+use crate::config::Settings;
+use metrics::Metrics;
+use ready::Readiness;
+
+pub struct Ops {
+    pub metrics: Metrics,
+    pub readiness: Readiness,
+    draining: watch::Sender<bool>,
+}
+
+impl Ops {
+    pub fn new(settings: &Settings) -> Ops {
+        Ops {
+            metrics: Metrics::new(settings.database.pool_size),
+            readiness: Readiness::new(settings.ready_timeout, settings.ready_cache),
+            draining: watch::Sender::new(false),
+        }
+    }
+
+    /// Called once on SIGTERM/SIGINT, before the listener stops accepting:
+    /// `/ready` fails from now on and long-poll waiters should answer at once
+    /// (their answer is the ordinary one at that moment, COMPAT §5.4).
+    pub fn begin_drain(&self) {
+        self.draining.send_replace(true);
+    }
+
+    pub fn is_draining(&self) -> bool {
+        *self.draining.borrow()
+    }
+
+    /// For code that waits (the long-poll): `rx.wait_for(|d| *d)` completes
+    /// when the process starts draining.
+    pub fn drain_signal(&self) -> watch::Receiver<bool> {
+        self.draining.subscribe()
+    }
+}
