@@ -4,6 +4,7 @@
 mod golden;
 mod helpers;
 mod mail;
+mod openapi;
 mod ops;
 mod pipeline;
 mod raw_http;
