@@ -30,6 +30,8 @@ enum Command {
         #[arg(long)]
         smtp: bool,
     },
+    /// Ask the running service's /health on SHOPCHAT_LISTEN (exit 0/1; container HEALTHCHECK).
+    Health,
     /// Inspect and repair the e-mail outbox.
     Outbox {
         #[command(subcommand)]
@@ -67,7 +69,28 @@ fn main() -> ExitCode {
     match cli.command {
         Command::Serve => serve(settings),
         Command::Outbox { action } => outbox(settings, action),
+        Command::Health => health(settings),
         Command::Check { .. } => unreachable!("handled before the settings are loaded"),
+    }
+}
+
+fn health(settings: Settings) -> ExitCode {
+    let probe = shopchat::ops::probe::health(
+        settings.listen,
+        &settings.base_path,
+        std::time::Duration::from_secs(3),
+    );
+    let result = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .map_err(|e| e.to_string())
+        .and_then(|rt| rt.block_on(probe));
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("shopchat: unhealthy: {e}");
+            ExitCode::FAILURE
+        }
     }
 }
 

@@ -531,6 +531,40 @@ mod tests {
         assert_eq!(err.name, "DB_CONNECTION");
     }
 
+    /// docs/operations.md is the operator's configuration reference: every key of
+    /// config/default.toml and every variable this module reads must be documented there.
+    #[test]
+    fn every_setting_is_documented_in_operations_md() {
+        let doc = include_str!("../../docs/operations.md");
+        let mut names: Vec<String> = DEFAULTS
+            .lines()
+            .filter_map(|l| l.split_once('=').map(|(k, _)| k.trim()))
+            .filter(|k| !k.is_empty() && !k.starts_with('#'))
+            .map(str::to_ascii_uppercase)
+            .collect();
+        assert!(names.iter().any(|n| n.starts_with("SHOPCHAT_")));
+        // Every upper-case string literal of this file outside the tests: the variables it reads.
+        let source = include_str!("mod.rs")
+            .split("#[cfg(test)]")
+            .next()
+            .unwrap_or_default();
+        for piece in source.split('"').skip(1).step_by(2) {
+            let is_var = piece.len() > 3
+                && piece.contains('_')
+                && piece
+                    .chars()
+                    .all(|c| c.is_ascii_uppercase() || c.is_ascii_digit() || c == '_');
+            if is_var {
+                names.push(piece.to_string());
+            }
+        }
+        let missing: Vec<&String> = names
+            .iter()
+            .filter(|n| !doc.contains(&format!("`{n}`")))
+            .collect();
+        assert!(missing.is_empty(), "not in docs/operations.md: {missing:?}");
+    }
+
     #[test]
     fn trusted_proxies_and_flags() {
         let s = Settings::load_from(

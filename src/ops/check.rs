@@ -449,10 +449,13 @@ fn text_charset(report: &mut Report, table: &str, column: &str, c: &ColumnInfo) 
     let charset = c.charset.as_deref().unwrap_or("?");
     let (level, note) = match charset {
         "utf8mb4" => (Level::Ok, "stores every character"),
-        "utf32" => (
+        // 4 bytes per character: the 65,535-byte TEXT of the product's DDL holds fewer
+        // characters than the 65,535-byte message rule allows (SCHEMA.md §1).
+        "utf32" if c.data_type.eq_ignore_ascii_case("text") => (
             Level::Ok,
             "stores every character; a TEXT holds 16,383 characters (longer → 422)",
         ),
+        "utf32" => (Level::Ok, "stores every character"),
         "utf8" | "utf8mb3" => (
             Level::Warn,
             "cannot store characters above U+FFFF (emoji): such messages get 422 \"contains characters that cannot be stored\"",

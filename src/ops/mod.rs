@@ -6,6 +6,7 @@
 
 pub mod check;
 pub mod metrics;
+pub mod probe;
 pub mod ready;
 pub mod schema;
 

@@ -399,9 +399,24 @@ async fn json_log_lines_carry_route_status_and_user() {
     )
     .await;
     assert_eq!(res.status, 200);
+    // The container HEALTHCHECK command.
+    let health = |addr: &str| {
+        Command::new(env!("CARGO_BIN_EXE_shopchat"))
+            .arg("health")
+            .env_clear()
+            .envs(&env)
+            .env("SHOPCHAT_LISTEN", addr)
+            .output()
+            .unwrap()
+    };
+    let out = health(&service.addr);
+    assert_eq!(out.status.code(), Some(0), "{out:?}");
     service.signal("TERM");
     let (status, log) = service.wait_exit().await;
     assert_eq!(status.code(), Some(0), "{log}");
+    let out = health(&service.addr);
+    assert_eq!(out.status.code(), Some(1), "nothing listens any more");
+    assert!(String::from_utf8_lossy(&out.stderr).contains("unhealthy"));
     let line: Value = log
         .lines()
         .filter_map(|l| serde_json::from_str::<Value>(l).ok())
