@@ -14,7 +14,7 @@ use tokio::sync::watch;
 
 use crate::config::{DatabaseSettings, MailerKind, Settings};
 use crate::http::pipeline;
-use crate::mail::outbox::Outbox;
+use crate::mail::outbox::{Outbox, RetryPolicy};
 use crate::mail::smtp::{encryption_from_env, Mailer, SmtpSettings};
 use crate::mail::{worker, Mailbox};
 use crate::state::AppState;
@@ -119,6 +119,9 @@ impl Stopper {
     /// the server has stopped.
     pub async fn stop(&self) {
         self.state.ops.begin_drain();
+        // Held long-polls answer now with what the database has (§5.4), instead of holding
+        // the shutdown for up to SHOPCHAT_LONG_POLL_MAX_SECONDS.
+        self.state.watcher.release_all();
         self.server.stop(true).await;
     }
 
@@ -153,7 +156,10 @@ impl Application {
             format!("SHOPCHAT_OUTBOX_DIR: cannot use {}", outbox_dir.display())
         })?);
         let mailer = Arc::new(mailer(&settings));
-        let max_attempts = settings.mail.max_attempts;
+        let policy = RetryPolicy {
+            max_attempts: settings.mail.max_attempts,
+            first_backoff_secs: settings.mail.retry_seconds,
+        };
         let state = web::Data::new(AppState::new(
             settings,
             pool.clone(),
@@ -161,6 +167,7 @@ impl Application {
         ));
 
         let (shutdown, shutdown_rx) = watch::channel(false);
+        tokio::spawn(state.watcher.clone().run(pool.clone(), shutdown_rx.clone()));
         let counters = state.ops.metrics.mail_counters();
         let worker = tokio::spawn(async move {
             // Recovery waits for the database; a shutdown meanwhile leaves staging/ for the
@@ -173,7 +180,7 @@ impl Application {
             worker::run_worker_counted(
                 outbox,
                 mailer,
-                max_attempts,
+                policy,
                 Duration::from_secs(1),
                 shutdown_rx,
                 counters,

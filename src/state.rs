@@ -1,13 +1,14 @@
 //! Everything a request needs, shared by all workers of one process.
 
 use std::path::PathBuf;
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use sqlx::MySqlPool;
 
 use crate::auth::sanctum::Sanctum;
 use crate::chat::repo::Participants;
+use crate::chat::watch::Watcher;
 use crate::config::Settings;
 use crate::http::ratelimit::RateLimiter;
 use crate::laravel::assets::Assets;
@@ -25,6 +26,7 @@ pub struct AppState {
     pub limiter: RateLimiter,
     pub maintenance: Maintenance,
     pub participants: Participants,
+    pub watcher: Arc<Watcher>,
     pub mailbox: Mailbox,
     pub encrypter: Encrypter,
     /// Metrics, readiness and the drain signal (the Operability issue).
@@ -52,6 +54,7 @@ impl AppState {
             limiter: RateLimiter::new(s.rate_limit),
             maintenance: Maintenance::new(s.maintenance_forced, s.laravel_root.clone()),
             participants: Participants::default(),
+            watcher: Arc::new(Watcher::default()),
             mailbox,
             encrypter: Encrypter::new(s.app_key, s.app_previous_keys.clone()),
             ops: Ops::new(s),

@@ -90,6 +90,8 @@ pub struct MailSettings {
     pub from_name: String,
     pub timeout: Duration,
     pub max_attempts: u32,
+    /// First retry delay in seconds (`SHOPCHAT_MAIL_RETRY_SECONDS`), doubling to an hour.
+    pub retry_seconds: u64,
     pub outbox_dir: PathBuf,
 }
 
@@ -345,8 +347,9 @@ impl Settings {
             password: v.get("MAIL_PASSWORD"),
             from_address: v.string("MAIL_FROM_ADDRESS"),
             from_name: v.string("MAIL_FROM_NAME"),
-            timeout: Duration::from_secs(v.opt_parse("SHOPCHAT_MAIL_TIMEOUT")?.unwrap_or(30)),
+            timeout: Duration::from_secs(positive(v, "SHOPCHAT_MAIL_TIMEOUT")?),
             max_attempts: positive(v, "SHOPCHAT_MAIL_MAX_ATTEMPTS")?,
+            retry_seconds: positive(v, "SHOPCHAT_MAIL_RETRY_SECONDS")?,
             outbox_dir: PathBuf::from(
                 v.non_empty("SHOPCHAT_OUTBOX_DIR")
                     .unwrap_or_else(|| "./outbox".into()),

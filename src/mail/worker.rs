@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 
 use tokio::sync::watch;
 
-use crate::mail::outbox::{unix_now, Claimed, FailOutcome, Outbox};
+use crate::mail::outbox::{unix_now, Claimed, FailOutcome, Outbox, RetryPolicy};
 use crate::mail::smtp::{deliver, Mailer};
 use crate::ops::metrics::MailCounters;
 
@@ -27,14 +27,14 @@ const STALE_SCAN_EVERY: Duration = Duration::from_secs(30);
 pub async fn run_worker(
     outbox: Arc<Outbox>,
     mailer: Arc<Mailer>,
-    max_attempts: u32,
+    policy: RetryPolicy,
     poll: Duration,
     shutdown: watch::Receiver<bool>,
 ) {
     run_worker_counted(
         outbox,
         mailer,
-        max_attempts,
+        policy,
         poll,
         shutdown,
         MailCounters::default(),
@@ -46,7 +46,7 @@ pub async fn run_worker(
 pub async fn run_worker_counted(
     outbox: Arc<Outbox>,
     mailer: Arc<Mailer>,
-    max_attempts: u32,
+    policy: RetryPolicy,
     poll: Duration,
     mut shutdown: watch::Receiver<bool>,
     counters: MailCounters,
@@ -71,7 +71,7 @@ pub async fn run_worker_counted(
         let ob = Arc::clone(&outbox);
         match blocking(move || ob.claim_next(unix_now())).await {
             Ok(Some(claimed)) => {
-                send_one(claimed, &mailer, max_attempts, &counters).await;
+                send_one(claimed, &mailer, policy, &counters).await;
                 // Go straight on to the next due entry: a backlog drains at full speed.
             }
             Ok(None) => {
@@ -90,7 +90,7 @@ pub async fn run_worker_counted(
     tracing::debug!("mail worker stopped");
 }
 
-async fn send_one(claimed: Claimed, mailer: &Mailer, max_attempts: u32, counters: &MailCounters) {
+async fn send_one(claimed: Claimed, mailer: &Mailer, policy: RetryPolicy, counters: &MailCounters) {
     let result = match tokio::time::timeout(
         DELIVERY_DEADLINE,
         deliver(mailer, claimed.notification()),
@@ -119,8 +119,7 @@ async fn send_one(claimed: Claimed, mailer: &Mailer, max_attempts: u32, counters
             let message = err.message.clone();
             let permanent = err.permanent;
             let outcome =
-                blocking(move || claimed.failed(&message, permanent, max_attempts, unix_now()))
-                    .await;
+                blocking(move || claimed.failed(&message, permanent, policy, unix_now())).await;
             match outcome {
                 Ok(FailOutcome::Retry { next_attempt_at }) => {
                     counters.retried.inc();
@@ -295,7 +294,10 @@ mod tests {
         let handle = tokio::spawn(run_worker(
             Arc::clone(outbox),
             mailer,
-            max_attempts,
+            RetryPolicy {
+                max_attempts,
+                first_backoff_secs: 60,
+            },
             Duration::from_millis(50),
             rx,
         ));
@@ -482,7 +484,7 @@ mod tests {
         let handle = tokio::spawn(run_worker(
             Arc::clone(&outbox),
             Arc::new(Mailer::Log),
-            20,
+            RetryPolicy::default(),
             // A long poll: shutdown must not wait for it.
             Duration::from_secs(3600),
             rx,

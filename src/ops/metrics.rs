@@ -32,9 +32,9 @@ pub struct Metrics {
     latency: HistogramVec,
     query_errors: IntCounterVec,
     rate_limited: IntCounter,
-    /// Requests currently held by the get-new-messages long-poll (§5.4).
-    /// Update it through [`Metrics::long_poll_waiter`].
-    pub long_poll_waiters: IntGauge,
+    /// Requests currently held by the get-new-messages long-poll (§5.4),
+    /// sampled from the watcher's count at scrape time.
+    long_poll_waiters: IntGauge,
     pool_connections: IntGaugeVec,
     pool_max: IntGauge,
     outbox_entries: IntGaugeVec,
@@ -58,15 +58,6 @@ impl Default for MailCounters {
             retried: c("retried"),
             dead: c("dead"),
         }
-    }
-}
-
-/// Decrements the waiter gauge when the long-poll ends, whichever way.
-pub struct WaiterGuard(IntGauge);
-
-impl Drop for WaiterGuard {
-    fn drop(&mut self) {
-        self.0.dec();
     }
 }
 
@@ -208,12 +199,6 @@ impl Metrics {
         }
     }
 
-    /// Marks one long-poll waiter until the guard is dropped.
-    pub fn long_poll_waiter(&self) -> WaiterGuard {
-        self.long_poll_waiters.inc();
-        WaiterGuard(self.long_poll_waiters.clone())
-    }
-
     /// The worker's counters, registered in this registry.
     pub fn mail_counters(&self) -> MailCounters {
         self.mail.clone()
@@ -237,6 +222,8 @@ pub async fn answer(state: &AppState) -> HttpResponse {
     m.pool_connections
         .with_label_values(&["in_use"])
         .set((size - idle).max(0));
+    m.long_poll_waiters
+        .set(i64::try_from(state.watcher.waiting()).unwrap_or(i64::MAX));
     let outbox = state.mailbox.outbox().clone();
     // A directory listing blocks; keep it off the async threads.
     match tokio::task::spawn_blocking(move || outbox.counts()).await {
@@ -282,17 +269,5 @@ mod tests {
             "shopchat_http_request_duration_seconds_bucket{route=\"conversations\",status=\"200\",le=\"0.005\"} 1"
         ));
         assert!(text.contains("shopchat_db_pool_max_connections 10"));
-    }
-
-    #[test]
-    fn waiter_guard_restores_the_gauge() {
-        let m = Metrics::new(1);
-        let a = m.long_poll_waiter();
-        let b = m.long_poll_waiter();
-        assert_eq!(m.long_poll_waiters.get(), 2);
-        drop(a);
-        assert_eq!(m.long_poll_waiters.get(), 1);
-        drop(b);
-        assert!(m.render().contains("shopchat_long_poll_waiters 0"));
     }
 }

@@ -32,19 +32,14 @@ impl Ops {
     }
 
     /// Called once on SIGTERM/SIGINT, before the listener stops accepting:
-    /// `/ready` fails from now on and long-poll waiters should answer at once
-    /// (their answer is the ordinary one at that moment, COMPAT §5.4).
+    /// `/ready` fails from now on and get-new-messages no longer holds new
+    /// requests (the held ones are released through the watcher, see
+    /// [`crate::startup::Stopper::stop`]).
     pub fn begin_drain(&self) {
         self.draining.send_replace(true);
     }
 
     pub fn is_draining(&self) -> bool {
         *self.draining.borrow()
-    }
-
-    /// For code that waits (the long-poll): `rx.wait_for(|d| *d)` completes
-    /// when the process starts draining.
-    pub fn drain_signal(&self) -> watch::Receiver<bool> {
-        self.draining.subscribe()
     }
 }

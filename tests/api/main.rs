@@ -3,6 +3,7 @@
 
 mod golden;
 mod helpers;
+mod longpoll;
 mod mail;
 mod openapi;
 mod ops;

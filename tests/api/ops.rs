@@ -380,6 +380,53 @@ async fn sigterm_finishes_the_request_in_flight_then_exits_0() {
 }
 
 #[tokio::test]
+async fn sigterm_releases_long_poll_waiters_and_metrics_count_them() {
+    let db = TestDb::fresh().await;
+    let outbox = tempfile::tempdir().unwrap();
+    let env = test_env(&db.name, outbox.path());
+    // A shutdown timeout far below the wait: a waiter that is not released is cut off
+    // without an answer, so the 200 below proves the release.
+    let mut service = Service::start(&env, &[("SHOPCHAT_SHUTDOWN_TIMEOUT", "2")]).await;
+    let addr = service.addr.clone();
+    let auth = format!("Bearer {CUST1}");
+    let poll = tokio::spawn(async move {
+        raw_http::send(
+            &addr,
+            "GET",
+            "/api/v2/chat/get-new-messages/1/99999?wait=30",
+            &[
+                ("Host", "shop.test"),
+                ("Accept", "application/json"),
+                ("System-Key", crate::helpers::SYSTEM_KEY),
+                ("Authorization", &auth),
+            ],
+            b"",
+        )
+        .await
+    });
+    let mut waiting = false;
+    for _ in 0..100 {
+        let m = raw_http::send(&service.addr, "GET", "/metrics", &[("Host", "x")], b"").await;
+        if m.text().contains("shopchat_long_poll_waiters 1") {
+            waiting = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert!(
+        waiting,
+        "the long-poll never showed up in shopchat_long_poll_waiters"
+    );
+    service.signal("TERM");
+    let res = poll.await.unwrap();
+    assert_eq!(res.status, 200, "{}", res.text());
+    assert_eq!(res.json()["meta"]["total"], 0);
+    let (status, log) = service.wait_exit().await;
+    assert_eq!(status.code(), Some(0), "{log}");
+    db.drop().await;
+}
+
+#[tokio::test]
 async fn json_log_lines_carry_route_status_and_user() {
     let db = TestDb::fresh().await;
     let outbox = tempfile::tempdir().unwrap();
