@@ -1,19 +1,21 @@
 //! Everything a request needs, shared by all workers of one process.
 
 use std::path::PathBuf;
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use sqlx::MySqlPool;
 
 use crate::auth::sanctum::Sanctum;
 use crate::chat::repo::Participants;
+use crate::chat::watch::Watcher;
 use crate::config::Settings;
 use crate::http::ratelimit::RateLimiter;
 use crate::laravel::assets::Assets;
 use crate::laravel::encrypter::Encrypter;
 use crate::laravel::translate::Translator;
 use crate::mail::Mailbox;
+use crate::ops::Ops;
 
 pub struct AppState {
     pub settings: Settings,
@@ -24,8 +26,11 @@ pub struct AppState {
     pub limiter: RateLimiter,
     pub maintenance: Maintenance,
     pub participants: Participants,
+    pub watcher: Arc<Watcher>,
     pub mailbox: Mailbox,
     pub encrypter: Encrypter,
+    /// Metrics, readiness and the drain signal (the Operability issue).
+    pub ops: Ops,
 }
 
 impl AppState {
@@ -49,8 +54,10 @@ impl AppState {
             limiter: RateLimiter::new(s.rate_limit),
             maintenance: Maintenance::new(s.maintenance_forced, s.laravel_root.clone()),
             participants: Participants::default(),
+            watcher: Arc::new(Watcher::default()),
             mailbox,
             encrypter: Encrypter::new(s.app_key, s.app_previous_keys.clone()),
+            ops: Ops::new(s),
             pool,
             settings,
         }

@@ -132,6 +132,7 @@ async fn create_or_reuse(
         };
         repo::apply_viewed_flags(&mut tx, id, parties, user_id, &ctx.now_s).await?;
         tx.commit().await?;
+        state.watcher.message_stored(id);
         return Ok(id);
     }
 

@@ -46,6 +46,7 @@ pub async fn handle(ctx: &Ctx<'_>) -> Result<HttpResponse, ApiError> {
     repo::apply_viewed_flags(&mut tx, cid.value, parties, ctx.user.user_id, &ctx.now_s).await?;
     let row = repo::message_by_id(&mut *tx, id).await?;
     tx.commit().await?;
+    state.watcher.message_stored(cid.value);
     // 4. A one-item page over the new row; page ≥ 2 shows none (K11).
     let page = ctx.input.page();
     let data = match row {

@@ -8,6 +8,7 @@ pub mod items;
 pub mod messages;
 pub mod repo;
 pub mod validation;
+pub mod watch;
 
 use actix_web::http::StatusCode;
 use actix_web::HttpResponse;

@@ -93,16 +93,24 @@ pub async fn entry_in_mode(
         res.headers_mut()
             .insert(HeaderName::from_static("x-request-id"), v);
     }
+    let elapsed = started.elapsed();
+    state.ops.metrics.observe(route_name, res.status(), elapsed);
+    // The token's user when known; never the bearer secret or the message text.
+    let user_id = res.extensions().get::<LoggedUser>().map(|u| u.0);
     tracing::info!(
         method = %req.method(),
         route = route_name,
         status = res.status().as_u16(),
-        latency_ms = started.elapsed().as_secs_f64() * 1000.0,
+        latency_ms = elapsed.as_secs_f64() * 1000.0,
+        user_id,
         request_id = %request_id,
         "request"
     );
     res
 }
+
+/// The user of a request's valid bearer token, handed from [`routed`] to the log line.
+struct LoggedUser(u64);
 
 async fn answer(
     req: &HttpRequest,
@@ -168,7 +176,7 @@ async fn answer(
         _ => (Route::Outside, raw_path),
     };
     let json_client = json_client(req.headers());
-    if let Some(res) = short_circuit(req.method(), &route, rel_path, json_client, state) {
+    if let Some(res) = short_circuit(req.method(), &route, rel_path, json_client, state).await {
         return (route.name(), res);
     }
 
@@ -191,8 +199,8 @@ async fn answer(
 }
 
 /// The answers given right after the Host check, without throttle, token or
-/// System-Key (§1.1): OPTIONS, 405, paths outside `/api/`.
-fn short_circuit(
+/// System-Key (§1.1): OPTIONS, 405, paths outside `/api/`, the operational endpoints.
+async fn short_circuit(
     method: &Method,
     route: &Route,
     rel_path: &str,
@@ -210,8 +218,12 @@ fn short_circuit(
             ))
         }
         Route::Health => return Some(response::json(StatusCode::OK, &json!({"status": "ok"}))),
-        Route::Ready | Route::Metrics => return None,
-        Route::Outside => {
+        Route::Ready => return Some(crate::ops::ready::answer(state).await),
+        // With SHOPCHAT_METRICS_LISTEN set, /metrics lives only on that listener.
+        Route::Metrics if state.settings.metrics_listen.is_none() => {
+            return Some(crate::ops::metrics::answer(state).await)
+        }
+        Route::Outside | Route::Metrics => {
             let trimmed = rel_path.trim_matches('/');
             let shown = if trimmed.is_empty() { "/" } else { trimmed };
             return Some(response::mirrored_error(
@@ -309,13 +321,22 @@ async fn routed(
             remaining: settings.rate_limit,
         },
     };
-    if let Decision::Limited { limit, retry_after } = decision {
-        return too_many_attempts(limit, retry_after, info.json_client);
-    }
-    let mut res = match steps_3_to_8(req, state, &info, route, auth, body).await {
-        Ok(res) => res,
-        Err(e) => e.render(info.json_client, &info.root),
+    let user_id = auth
+        .as_ref()
+        .ok()
+        .and_then(Option::as_ref)
+        .map(|u| u.user_id);
+    let mut res = if let Decision::Limited { limit, retry_after } = decision {
+        too_many_attempts(limit, retry_after, info.json_client)
+    } else {
+        match steps_3_to_8(req, state, &info, route, auth, body).await {
+            Ok(res) => res,
+            Err(e) => e.render(info.json_client, &info.root),
+        }
     };
+    if let Some(id) = user_id {
+        res.extensions_mut().insert(LoggedUser(id));
+    }
     if let Decision::Allowed { limit, remaining } = decision {
         let h = res.headers_mut();
         h.insert(

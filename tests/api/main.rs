@@ -3,8 +3,11 @@
 
 mod golden;
 mod helpers;
+mod longpoll;
 mod mail;
 mod nginx;
+mod openapi;
+mod ops;
 mod pipeline;
 mod raw_http;
 mod reads;
