@@ -280,8 +280,9 @@ async fn handle(
         answer_headers,
     });
 
-    if is_head {
-        // No body follows: the exchange is complete now.
+    if is_head || length == Some(0) {
+        // No body follows (and actix may never poll an empty one): the
+        // exchange is complete now.
         if let Some(seed) = job {
             seed.enqueue(Vec::new(), false);
         }
@@ -298,6 +299,8 @@ async fn handle(
         captured: Vec::new(),
         cap: shared.config.max_compare_bytes,
         overflow: false,
+        length,
+        seen: 0,
         seed: job,
         metrics: shared.metrics.clone(),
     };
@@ -388,14 +391,29 @@ impl JobSeed {
 }
 
 /// Passes the primary's body through and keeps a copy (up to `cap`) for the
-/// comparison, queued when the last byte has been handed on.
+/// comparison. The exchange is queued as the last chunk is handed on (with a
+/// Content-Length: when that many bytes have passed; chunked: at the end), so
+/// it is in the queue before the client can have the whole answer — one
+/// client's exchanges are queued in the order it sent them.
 struct Tee {
     inner: Pin<Box<dyn Stream<Item = reqwest::Result<Bytes>> + Send>>,
     captured: Vec<u8>,
     cap: usize,
     overflow: bool,
+    /// The primary's Content-Length, and the bytes passed so far.
+    length: Option<u64>,
+    seen: u64,
     seed: Option<JobSeed>,
     metrics: Arc<Metrics>,
+}
+
+impl Tee {
+    fn finish(&mut self) {
+        if let Some(seed) = self.seed.take() {
+            let body = std::mem::take(&mut self.captured);
+            seed.enqueue(body, self.overflow);
+        }
+    }
 }
 
 impl Stream for Tee {
@@ -412,6 +430,10 @@ impl Stream for Tee {
                         self.captured.extend_from_slice(&chunk);
                     }
                 }
+                self.seen += chunk.len() as u64;
+                if self.length.is_some_and(|n| self.seen >= n) {
+                    self.finish();
+                }
                 Poll::Ready(Some(Ok(chunk)))
             }
             Poll::Ready(Some(Err(e))) => {
@@ -422,10 +444,10 @@ impl Stream for Tee {
                 Poll::Ready(Some(Err(std::io::Error::other(e.to_string()))))
             }
             Poll::Ready(None) => {
-                if let Some(seed) = self.seed.take() {
-                    let body = std::mem::take(&mut self.captured);
-                    let overflow = self.overflow;
-                    seed.enqueue(body, overflow);
+                // A body shorter than its Content-Length is an error of the
+                // primary; the connection to the client breaks either way.
+                if self.length.is_none_or(|n| self.seen >= n) {
+                    self.finish();
                 }
                 Poll::Ready(None)
             }
