@@ -338,17 +338,21 @@ async fn routed(
         res.extensions_mut().insert(LoggedUser(id));
     }
     if let Decision::Allowed { limit, remaining } = decision {
-        let h = res.headers_mut();
-        h.insert(
-            HeaderName::from_static("x-ratelimit-limit"),
-            HeaderValue::from(limit),
-        );
-        h.insert(
-            HeaderName::from_static("x-ratelimit-remaining"),
-            HeaderValue::from(remaining),
-        );
+        ratelimit_headers(res.headers_mut(), limit, remaining);
     }
     res
+}
+
+/// `X-RateLimit-Limit` and `X-RateLimit-Remaining` (§1.4).
+fn ratelimit_headers(h: &mut HeaderMap, limit: u32, remaining: u32) {
+    h.insert(
+        HeaderName::from_static("x-ratelimit-limit"),
+        HeaderValue::from(limit),
+    );
+    h.insert(
+        HeaderName::from_static("x-ratelimit-remaining"),
+        HeaderValue::from(remaining),
+    );
 }
 
 async fn steps_3_to_8(
@@ -487,14 +491,7 @@ fn too_many_attempts(limit: u32, retry_after: u64, json_client: bool) -> HttpRes
     );
     let reset = chrono::Utc::now().timestamp() + retry_after as i64;
     let h = res.headers_mut();
-    h.insert(
-        HeaderName::from_static("x-ratelimit-limit"),
-        HeaderValue::from(limit),
-    );
-    h.insert(
-        HeaderName::from_static("x-ratelimit-remaining"),
-        HeaderValue::from(0),
-    );
+    ratelimit_headers(h, limit, 0);
     h.insert(header::RETRY_AFTER, HeaderValue::from(retry_after));
     h.insert(
         HeaderName::from_static("x-ratelimit-reset"),
