@@ -15,6 +15,15 @@ use crate::laravel::json::{to_php_json, to_php_json_pretty};
 use crate::shadow::deviations::{self, Premises};
 use crate::shadow::rules::{self, Rules, Seg};
 
+/// Header names and values as text (values lossily, they are only compared).
+pub fn header_pairs<'a>(
+    headers: impl Iterator<Item = (&'a str, &'a [u8])>,
+) -> Vec<(String, String)> {
+    headers
+        .map(|(k, v)| (k.to_string(), String::from_utf8_lossy(v).into_owned()))
+        .collect()
+}
+
 /// One HTTP answer as compared and logged.
 #[derive(Debug, Clone, Default)]
 pub struct Answer {
@@ -24,6 +33,22 @@ pub struct Answer {
 }
 
 impl Answer {
+    /// Reads a whole answer of the primary (or of a replay target).
+    pub async fn from_reqwest(res: reqwest::Response) -> reqwest::Result<Answer> {
+        let status = res.status().as_u16();
+        let headers = header_pairs(
+            res.headers()
+                .iter()
+                .map(|(k, v)| (k.as_str(), v.as_bytes())),
+        );
+        let body = res.bytes().await?.to_vec();
+        Ok(Answer {
+            status,
+            headers,
+            body,
+        })
+    }
+
     /// All values of a header joined with ", " (`None` when absent).
     pub fn header(&self, name: &str) -> Option<String> {
         let values: Vec<&str> = self

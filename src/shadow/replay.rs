@@ -164,23 +164,7 @@ pub async fn send(
         .send()
         .await
         .with_context(|| format!("{} did not answer", base))?;
-    let status = res.status().as_u16();
-    let headers = res
-        .headers()
-        .iter()
-        .map(|(k, v)| {
-            (
-                k.as_str().to_string(),
-                String::from_utf8_lossy(v.as_bytes()).into_owned(),
-            )
-        })
-        .collect();
-    let body = res.bytes().await?.to_vec();
-    Ok(Answer {
-        status,
-        headers,
-        body,
-    })
+    Ok(Answer::from_reqwest(res).await?)
 }
 
 /// The nginx log fields (deploy/nginx/log-format.conf) and the request

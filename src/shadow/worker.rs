@@ -24,7 +24,9 @@ use tokio::sync::{mpsc, watch, Semaphore};
 use crate::http::pipeline::{self, Mode};
 use crate::mail::outbox::Outbox;
 use crate::mail::Mailbox;
-use crate::shadow::compare::{compare, Answer, Exchange, Kind, Outcome, RecordedRequest, Verdict};
+use crate::shadow::compare::{
+    compare, header_pairs, Answer, Exchange, Kind, Outcome, RecordedRequest, Verdict,
+};
 use crate::shadow::deviations::Premises;
 use crate::shadow::log::{detail_record, MismatchLog};
 use crate::shadow::metrics::Metrics;
@@ -285,16 +287,11 @@ async fn in_process(env: &Env, job: &Job) -> Answer {
     };
     let res = pipeline::entry_in_mode(req, payload, &env.state, Mode::Shadow).await;
     let status = res.status().as_u16();
-    let headers = res
-        .headers()
-        .iter()
-        .map(|(k, v)| {
-            (
-                k.as_str().to_string(),
-                String::from_utf8_lossy(v.as_bytes()).into_owned(),
-            )
-        })
-        .collect();
+    let headers = header_pairs(
+        res.headers()
+            .iter()
+            .map(|(k, v)| (k.as_str(), v.as_bytes())),
+    );
     let body = actix_web::body::to_bytes(res.into_body())
         .await
         .map(|b| b.to_vec())
@@ -327,23 +324,7 @@ async fn ask_primary(env: &Env, job: &Job) -> anyhow::Result<Answer> {
         }
     }
     let res = req.send().await?;
-    let status = res.status().as_u16();
-    let headers = res
-        .headers()
-        .iter()
-        .map(|(k, v)| {
-            (
-                k.as_str().to_string(),
-                String::from_utf8_lossy(v.as_bytes()).into_owned(),
-            )
-        })
-        .collect();
-    let body = res.bytes().await?.to_vec();
-    Ok(Answer {
-        status,
-        headers,
-        body,
-    })
+    Ok(Answer::from_reqwest(res).await?)
 }
 
 /// A gzip- or deflate-encoded primary body is compared decoded (shopchat's
