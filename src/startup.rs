@@ -5,14 +5,18 @@ use std::net::TcpListener;
 use std::sync::Arc;
 use std::time::Duration;
 
-use actix_web::dev::Server;
-use actix_web::{web, App, HttpServer};
+use actix_http::HttpService;
+use actix_server::Server;
+use actix_service::{fn_service, map_config, IntoServiceFactory, ServiceFactoryExt};
+use actix_web::dev::AppConfig;
+use actix_web::{web, App};
 use anyhow::Context;
 use sqlx::mysql::{MySqlConnectOptions, MySqlPoolOptions};
 use sqlx::{ConnectOptions, Executor, MySqlPool};
 use tokio::sync::watch;
 
 use crate::config::{DatabaseSettings, MailerKind, Settings};
+use crate::http::limits::{Guarded, HeadLimits};
 use crate::http::pipeline;
 use crate::mail::outbox::Outbox;
 use crate::mail::smtp::{encryption_from_env, Mailer, SmtpSettings};
@@ -96,6 +100,50 @@ pub fn mailer(settings: &Settings) -> Mailer {
     }
 }
 
+/// The HTTP/1.1 server: actix-web's stack, with each connection wrapped in
+/// [`Guarded`] so that step 0 of the pipeline (§1.2: header size, client
+/// timeout) answers as the contract says rather than as actix-http would
+/// (`http::limits`). This is what `HttpServer::listen` builds, plus the
+/// wrapper.
+fn http_server(state: web::Data<AppState>, listener: TcpListener) -> anyhow::Result<Server> {
+    let s = &state.settings;
+    let limits = HeadLimits {
+        max_head_bytes: s.max_header_bytes,
+        client_timeout: s.client_timeout,
+    };
+    let addr = listener.local_addr()?;
+    let workers = std::thread::available_parallelism().map_or(2, |n| n.get());
+    // actix-server counts connections per worker thread.
+    let per_worker = s.max_connections.div_ceil(workers).max(1);
+    let server = Server::build()
+        .workers(workers)
+        .max_concurrent_connections(per_worker)
+        .shutdown_timeout(30)
+        .listen("shopchat-http", listener, move || {
+            let app = App::new()
+                .app_data(state.clone())
+                .default_service(web::to(pipeline::entry))
+                .into_factory()
+                .map_err(|e: actix_web::Error| e.as_response_error().error_response());
+            let h1 = HttpService::<Guarded, _, _, _, _>::build()
+                // The head timeout is the wrapper's: actix's would answer 408.
+                .client_request_timeout(Duration::ZERO)
+                .client_disconnect_timeout(Duration::from_secs(1))
+                .local_addr(addr)
+                .h1(map_config(app, |_| AppConfig::default()));
+            fn_service(move |io: tokio::net::TcpStream| {
+                let peer = io.peer_addr().ok();
+                std::future::ready(Ok::<_, actix_http::error::DispatchError>((
+                    Guarded::new(io, limits),
+                    peer,
+                )))
+            })
+            .and_then(h1)
+        })?
+        .run();
+    Ok(server)
+}
+
 pub struct Application {
     port: u16,
     server: Server,
@@ -142,18 +190,7 @@ impl Application {
             .await;
         });
 
-        let s = &state.settings;
-        let server_state = state.clone();
-        let server = HttpServer::new(move || {
-            App::new()
-                .app_data(server_state.clone())
-                .default_service(web::to(pipeline::entry))
-        })
-        .client_request_timeout(s.client_timeout)
-        .client_disconnect_timeout(Duration::from_secs(1))
-        .shutdown_timeout(30)
-        .listen(listener)?
-        .run();
+        let server = http_server(state.clone(), listener)?;
         Ok(Application {
             port,
             server,

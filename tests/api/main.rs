@@ -3,6 +3,7 @@
 
 mod golden;
 mod helpers;
+mod limits;
 mod mail;
 mod pipeline;
 mod raw_http;
