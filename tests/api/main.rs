@@ -3,6 +3,7 @@
 
 mod golden;
 mod helpers;
+mod hostile;
 mod limits;
 mod mail;
 mod pipeline;
