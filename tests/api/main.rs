@@ -1,12 +1,14 @@
 //! End-to-end tests: real HTTP against shopchat, a real MariaDB/MySQL
 //! database per test (`SHOPCHAT_TEST_DATABASE_URL`, see `scripts/test.sh`).
 
+mod authz;
 mod golden;
 mod helpers;
 mod hostile;
 mod limits;
 mod mail;
 mod pipeline;
+mod process;
 mod raw_http;
 mod reads;
 mod writes;
