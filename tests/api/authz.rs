@@ -358,7 +358,7 @@ async fn logs_hold_no_secret_and_no_message_text() {
     let wrong_secret = "5|zq-wrong-secret-value-0815";
     let call = |method: &str, path: &str, token: &str, body: String, ct: &str| {
         let auth = format!("Bearer {token}");
-        let headers = vec![
+        let headers = [
             ("Host".to_string(), "shop.test".to_string()),
             ("Accept".to_string(), "application/json".to_string()),
             ("System-Key".to_string(), SYSTEM_KEY.to_string()),

@@ -2,6 +2,7 @@
 //! database per test (`SHOPCHAT_TEST_DATABASE_URL`, see `scripts/test.sh`).
 
 mod authz;
+mod concurrency;
 mod golden;
 mod helpers;
 mod hostile;
