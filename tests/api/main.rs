@@ -3,6 +3,7 @@
 
 mod authz;
 mod concurrency;
+mod faults;
 mod golden;
 mod helpers;
 mod hostile;
