@@ -334,7 +334,7 @@ async fn sigkill_during_write_load_loses_nothing_answered() {
     let mut bin = Binary::start(&env, None).await;
 
     // (route, unique text, conversation id) of every 200 answer.
-    let confirmed: Arc<Mutex<Vec<(&'static str, String, i64)>>> = Arc::default();
+    let confirmed: Arc<Mutex<Vec<Confirmed>>> = Arc::default();
     let stop = Arc::new(AtomicBool::new(false));
     let mut tasks = Vec::new();
     for t in 0..12 {
@@ -443,6 +443,9 @@ async fn sigkill_during_write_load_loses_nothing_answered() {
     drop(bin);
     db.drop().await;
 }
+
+/// A 200 answer: route, its unique text, the conversation id.
+type Confirmed = (&'static str, String, i64);
 
 fn count_files(dir: &Path) -> usize {
     std::fs::read_dir(dir).map(|d| d.count()).unwrap_or(0)
