@@ -9,7 +9,7 @@ use actix_http::HttpService;
 use actix_server::Server;
 use actix_service::{fn_service, map_config, IntoServiceFactory, ServiceFactoryExt};
 use actix_web::dev::AppConfig;
-use actix_web::{web, App};
+use actix_web::{web, App, HttpServer};
 use anyhow::Context;
 use sqlx::mysql::{MySqlConnectOptions, MySqlPoolOptions};
 use sqlx::{ConnectOptions, Executor, MySqlPool};
@@ -18,7 +18,7 @@ use tokio::sync::watch;
 use crate::config::{DatabaseSettings, MailerKind, Settings};
 use crate::http::limits::{Guarded, HeadLimits};
 use crate::http::pipeline;
-use crate::mail::outbox::Outbox;
+use crate::mail::outbox::{Outbox, RetryPolicy};
 use crate::mail::smtp::{encryption_from_env, Mailer, SmtpSettings};
 use crate::mail::{worker, Mailbox};
 use crate::state::AppState;
@@ -118,7 +118,10 @@ fn http_server(state: web::Data<AppState>, listener: TcpListener) -> anyhow::Res
     let server = Server::build()
         .workers(workers)
         .max_concurrent_connections(per_worker)
-        .shutdown_timeout(30)
+        // Signals are handled by the caller (main: SIGTERM/SIGINT → Stopper::stop), so that
+        // /ready and the long-poll learn about the drain before the listener closes.
+        .disable_signals()
+        .shutdown_timeout(s.shutdown_timeout.as_secs())
         .listen("shopchat-http", listener, move || {
             let app = App::new()
                 .app_data(state.clone())
@@ -147,9 +150,36 @@ fn http_server(state: web::Data<AppState>, listener: TcpListener) -> anyhow::Res
 pub struct Application {
     port: u16,
     server: Server,
+    /// The separate `/metrics` listener (`SHOPCHAT_METRICS_LISTEN`), when configured.
+    metrics_server: Option<(u16, Server)>,
     state: web::Data<AppState>,
     shutdown: watch::Sender<bool>,
     worker: tokio::task::JoinHandle<()>,
+}
+
+/// Stops an [`Application`] gracefully from another task (the signal handler, tests).
+#[derive(Clone)]
+pub struct Stopper {
+    server: actix_web::dev::ServerHandle,
+    state: web::Data<AppState>,
+}
+
+impl Stopper {
+    /// Drains: `/ready` fails and long-poll waiters are released, the listener stops
+    /// accepting, in-flight requests get `SHOPCHAT_SHUTDOWN_TIMEOUT` to finish. Returns when
+    /// the server has stopped.
+    pub async fn stop(&self) {
+        self.state.ops.begin_drain();
+        // Held long-polls answer now with what the database has (§5.4), instead of holding
+        // the shutdown for up to SHOPCHAT_LONG_POLL_MAX_SECONDS.
+        self.state.watcher.release_all();
+        self.server.stop(true).await;
+    }
+
+    /// Stops at once, dropping in-flight requests (a second signal).
+    pub async fn stop_now(&self) {
+        self.server.stop(false).await;
+    }
 }
 
 impl Application {
@@ -164,13 +194,23 @@ impl Application {
         listener: TcpListener,
     ) -> anyhow::Result<Application> {
         let port = listener.local_addr()?.port();
+        let metrics_listener = match settings.metrics_listen {
+            Some(addr) => Some(
+                TcpListener::bind(addr)
+                    .with_context(|| format!("SHOPCHAT_METRICS_LISTEN: cannot listen on {addr}"))?,
+            ),
+            None => None,
+        };
         let pool = pool(&settings.database)?;
         let outbox_dir = settings.mail.outbox_dir.clone();
         let outbox = Arc::new(Outbox::open(&outbox_dir).with_context(|| {
             format!("SHOPCHAT_OUTBOX_DIR: cannot use {}", outbox_dir.display())
         })?);
         let mailer = Arc::new(mailer(&settings));
-        let max_attempts = settings.mail.max_attempts;
+        let policy = RetryPolicy {
+            max_attempts: settings.mail.max_attempts,
+            first_backoff_secs: settings.mail.retry_seconds,
+        };
         let state = web::Data::new(AppState::new(
             settings,
             pool.clone(),
@@ -178,22 +218,50 @@ impl Application {
         ));
 
         let (shutdown, shutdown_rx) = watch::channel(false);
+        tokio::spawn(state.watcher.clone().run(pool.clone(), shutdown_rx.clone()));
+        let counters = state.ops.metrics.mail_counters();
         let worker = tokio::spawn(async move {
-            recover_staging(&outbox, &pool).await;
-            worker::run_worker(
+            // Recovery waits for the database; a shutdown meanwhile leaves staging/ for the
+            // next start (§8.6 step 3), nothing is lost.
+            let mut stop = shutdown_rx.clone();
+            tokio::select! {
+                _ = recover_staging(&outbox, &pool) => {}
+                _ = stop.wait_for(|s| *s) => return,
+            }
+            worker::run_worker_counted(
                 outbox,
                 mailer,
-                max_attempts,
+                policy,
                 Duration::from_secs(1),
                 shutdown_rx,
+                counters,
             )
             .await;
         });
 
         let server = http_server(state.clone(), listener)?;
+        let metrics_server = match metrics_listener {
+            Some(listener) => {
+                let port = listener.local_addr()?.port();
+                let metrics_state = state.clone();
+                let server = HttpServer::new(move || {
+                    App::new()
+                        .app_data(metrics_state.clone())
+                        .default_service(web::to(ops_listener_entry))
+                })
+                .workers(1)
+                .disable_signals()
+                .shutdown_timeout(1)
+                .listen(listener)?
+                .run();
+                Some((port, server))
+            }
+            None => None,
+        };
         Ok(Application {
             port,
             server,
+            metrics_server,
             state,
             shutdown,
             worker,
@@ -204,17 +272,89 @@ impl Application {
         self.port
     }
 
+    /// The port of the separate metrics listener, if one is configured.
+    pub fn metrics_port(&self) -> Option<u16> {
+        self.metrics_server.as_ref().map(|(port, _)| *port)
+    }
+
     pub fn state(&self) -> &web::Data<AppState> {
         &self.state
     }
 
-    /// Serves until the server stops (SIGTERM/SIGINT: graceful), then lets
-    /// the outbox worker finish the mail in flight.
+    pub fn stopper(&self) -> Stopper {
+        Stopper {
+            server: self.server.handle(),
+            state: self.state.clone(),
+        }
+    }
+
+    /// Serves until stopped through a [`Stopper`], then stops the metrics listener and lets
+    /// the outbox worker finish the mail in flight (within `SHOPCHAT_SHUTDOWN_TIMEOUT`; a
+    /// mail abandoned then stays claimed and is retried after 10 minutes, §8.6 step 4).
     pub async fn run_until_stopped(self) -> std::io::Result<()> {
+        let metrics = self.metrics_server.map(|(_, server)| {
+            let handle = server.handle();
+            (handle, tokio::spawn(server))
+        });
         let result = self.server.await;
+        if let Some((handle, task)) = metrics {
+            handle.stop(true).await;
+            let _ = task.await;
+        }
         let _ = self.shutdown.send(true);
-        let _ = self.worker.await;
+        let grace = self.state.settings.shutdown_timeout;
+        if tokio::time::timeout(grace, self.worker).await.is_err() {
+            tracing::warn!("outbox worker still busy after SHOPCHAT_SHUTDOWN_TIMEOUT; the mail in flight is retried later");
+        }
+        tracing::info!("shopchat stopped");
         result
+    }
+}
+
+/// Waits for SIGTERM or SIGINT (the binary's `serve`).
+pub async fn shutdown_signal() -> std::io::Result<&'static str> {
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{signal, SignalKind};
+        let mut term = signal(SignalKind::terminate())?;
+        let mut int = signal(SignalKind::interrupt())?;
+        tokio::select! {
+            _ = term.recv() => Ok("SIGTERM"),
+            _ = int.recv() => Ok("SIGINT"),
+        }
+    }
+    #[cfg(not(unix))]
+    {
+        tokio::signal::ctrl_c().await?;
+        Ok("Ctrl-C")
+    }
+}
+
+/// The separate metrics listener: `/metrics`, `/health` and `/ready` (so probes can use the
+/// internal port too); anything else is 404.
+async fn ops_listener_entry(
+    req: actix_web::HttpRequest,
+    state: web::Data<AppState>,
+) -> actix_web::HttpResponse {
+    use actix_web::http::{Method, StatusCode};
+    if req.method() != Method::GET && req.method() != Method::HEAD {
+        return crate::http::response::with_body(
+            StatusCode::METHOD_NOT_ALLOWED,
+            "text/plain; charset=utf-8",
+            "method not allowed\n".into(),
+        );
+    }
+    match req.path().trim_end_matches('/') {
+        "/metrics" => crate::ops::metrics::answer(&state).await,
+        "/ready" => crate::ops::ready::answer(&state).await,
+        "/health" => {
+            crate::http::response::json(StatusCode::OK, &serde_json::json!({"status": "ok"}))
+        }
+        _ => crate::http::response::with_body(
+            StatusCode::NOT_FOUND,
+            "text/plain; charset=utf-8",
+            "not found\n".into(),
+        ),
     }
 }
 

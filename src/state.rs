@@ -1,19 +1,21 @@
 //! Everything a request needs, shared by all workers of one process.
 
 use std::path::PathBuf;
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use sqlx::MySqlPool;
 
 use crate::auth::sanctum::Sanctum;
 use crate::chat::repo::Participants;
+use crate::chat::watch::Watcher;
 use crate::config::Settings;
 use crate::http::ratelimit::RateLimiter;
 use crate::laravel::assets::Assets;
 use crate::laravel::encrypter::Encrypter;
 use crate::laravel::translate::Translator;
 use crate::mail::Mailbox;
+use crate::ops::Ops;
 
 pub struct AppState {
     pub settings: Settings,
@@ -26,8 +28,11 @@ pub struct AppState {
     pub participants: Participants,
     /// In-process queue in front of the create-conversation named lock.
     pub pair_locks: crate::chat::create_conversation::PairLocks,
+    pub watcher: Arc<Watcher>,
     pub mailbox: Mailbox,
     pub encrypter: Encrypter,
+    /// Metrics, readiness and the drain signal (the Operability issue).
+    pub ops: Ops,
 }
 
 impl AppState {
@@ -52,8 +57,10 @@ impl AppState {
             maintenance: Maintenance::new(s.maintenance_forced, s.laravel_root.clone()),
             participants: Participants::default(),
             pair_locks: Default::default(),
+            watcher: Arc::new(Watcher::default()),
             mailbox,
             encrypter: Encrypter::new(s.app_key, s.app_previous_keys.clone()),
+            ops: Ops::new(s),
             pool,
             settings,
         }

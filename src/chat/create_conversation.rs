@@ -25,9 +25,17 @@ use crate::http::response;
 use crate::mail::render::{link, render, Labels, Notification};
 use crate::mail::Staged;
 
-pub async fn handle(ctx: &Ctx<'_>) -> Result<HttpResponse, ApiError> {
-    let state = ctx.state;
-    let pool = &state.pool;
+/// What steps 1–2 established.
+pub struct Checked {
+    pub message: String,
+    pub title: Option<String>,
+    pub owner_id: i64,
+    pub owner: UserBrief,
+}
+
+/// Steps 1–2 without any write (no lock, no mail): shadow mode stops here (§11.2).
+pub async fn check(ctx: &Ctx<'_>) -> Result<Checked, ApiError> {
+    let pool = &ctx.state.pool;
     // 1. Validation (D2), field order product_id, message, title.
     let mut v = Validator::default();
     let product = v.integer(&ctx.input, "product_id");
@@ -49,6 +57,23 @@ pub async fn handle(ctx: &Ctx<'_>) -> Result<HttpResponse, ApiError> {
         .await?
         .remove(&owner_id)
         .ok_or_else(not_found)?;
+    Ok(Checked {
+        message,
+        title,
+        owner_id,
+        owner,
+    })
+}
+
+pub async fn handle(ctx: &Ctx<'_>) -> Result<HttpResponse, ApiError> {
+    let state = ctx.state;
+    let pool = &state.pool;
+    let Checked {
+        message,
+        title,
+        owner_id,
+        owner,
+    } = check(ctx).await?;
 
     // 3. Serialise per (U, O) across processes (D6). Requests of this
     // process for the same pair queue in memory first: a request waiting in
@@ -116,6 +141,7 @@ async fn create_or_reuse(
         };
         repo::apply_viewed_flags(&mut tx, id, parties, user_id, &ctx.now_s).await?;
         tx.commit().await?;
+        state.watcher.message_stored(id);
         return Ok(id);
     }
 

@@ -1,6 +1,9 @@
 //! `GET /api/v2/chat/messages/{id}` (COMPAT §5.2) and
 //! `GET /api/v2/chat/get-new-messages/{conversation_id}/{last_message_id}` (§5.4):
-//! the same page of messages, newest first, the second only above a cursor.
+//! the same page of messages, newest first, the second only above a cursor,
+//! optionally held open until something arrives (long-poll, `wait=N`).
+
+use std::time::Duration;
 
 use actix_web::http::StatusCode;
 use actix_web::HttpResponse;
@@ -28,14 +31,103 @@ pub async fn handle(
     )
     .await?;
     let page = ctx.input.page();
-    let total = repo::count_messages(&state.pool, id, after).await?;
+    let Some(after) = after else {
+        let (total, data) = page_of(ctx, id, None, page).await?;
+        return Ok(answer(ctx, page, total, data));
+    };
+
+    let watcher = &state.watcher;
+    // The fast path and the watcher speak plain ids; any other cursor text
+    // goes to MySQL, whose coercion ("abc" → 0, "1e3" → 1000) is the contract.
+    let cursor = plain_id(after);
+    if cursor.is_some_and(|last| watcher.nothing_new(id, last)) {
+        return Ok(answer(ctx, page, 0, Vec::new()));
+    }
+    let max_wait = state.settings.long_poll_max_seconds;
+    let wait = ctx
+        .input
+        .positive_int("wait")
+        // A process that is shutting down answers at once (graceful shutdown, Operability).
+        .filter(|_| max_wait > 0 && !state.ops.is_draining())
+        .map(|w| Duration::from_secs((w as u64).min(max_wait)));
+    let Some(wait) = wait else {
+        let (total, data) = page_of(ctx, id, Some(after), page).await?;
+        if total == 0 {
+            if let Some(last) = cursor {
+                watcher.verified_nothing_new(id, last);
+            }
+        }
+        return Ok(answer(ctx, page, total, data));
+    };
+
+    // Long-poll: hold the request until a message above the cursor is stored
+    // or the wait is over, then answer exactly like a request without `wait`.
+    let deadline = tokio::time::Instant::now() + wait;
+    let _counted = watcher.waiter();
+    loop {
+        let notify = watcher.subscribe(id);
+        let arrived = notify.notified();
+        tokio::pin!(arrived);
+        // Registered before the query, so a message stored meanwhile still wakes us.
+        arrived.as_mut().enable();
+        let (total, data) = page_of(ctx, id, Some(after), page).await?;
+        if total > 0 || tokio::time::Instant::now() >= deadline {
+            return Ok(answer(ctx, page, total, data));
+        }
+        tokio::select! {
+            _ = &mut arrived => {}
+            _ = tokio::time::sleep_until(deadline) => {}
+            _ = watcher.released() => {
+                let (total, data) = page_of(ctx, id, Some(after), page).await?;
+                return Ok(answer(ctx, page, total, data));
+            }
+        }
+    }
+}
+
+/// The total and the items of one page (the item query is skipped when
+/// there is nothing, or the page lies beyond i64; §4.1, §4.2).
+async fn page_of(
+    ctx: &Ctx<'_>,
+    id: i64,
+    after: Option<&str>,
+    page: i64,
+) -> Result<(i64, Vec<serde_json::Value>), ApiError> {
+    let pool = &ctx.state.pool;
+    let total = repo::count_messages(pool, id, after).await?;
     let rows = match offset(page, PER_PAGE) {
-        Some(off) if total > 0 => repo::list_messages(&state.pool, id, after, off).await?,
+        Some(off) if total > 0 => repo::list_messages(pool, id, after, off).await?,
         _ => Vec::new(),
     };
-    let data = rows.iter().map(items::message_item).collect();
-    Ok(response::json(
+    Ok((total, rows.iter().map(items::message_item).collect()))
+}
+
+fn answer(ctx: &Ctx<'_>, page: i64, total: i64, data: Vec<serde_json::Value>) -> HttpResponse {
+    response::json(
         StatusCode::OK,
         &envelope(&ctx.info.path_url, page, PER_PAGE, total, data),
-    ))
+    )
+}
+
+/// A cursor made of digits only, within i64.
+fn plain_id(segment: &str) -> Option<i64> {
+    if segment.is_empty() || !segment.bytes().all(|b| b.is_ascii_digit()) {
+        return None;
+    }
+    segment.parse().ok()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::plain_id;
+
+    #[test]
+    fn plain_cursors_only() {
+        assert_eq!(plain_id("30"), Some(30));
+        assert_eq!(plain_id("007"), Some(7));
+        assert_eq!(plain_id("1e3"), None);
+        assert_eq!(plain_id("abc"), None);
+        assert_eq!(plain_id("-1"), None);
+        assert_eq!(plain_id("99999999999999999999"), None);
+    }
 }

@@ -90,6 +90,8 @@ pub struct MailSettings {
     pub from_name: String,
     pub timeout: Duration,
     pub max_attempts: u32,
+    /// First retry delay in seconds (`SHOPCHAT_MAIL_RETRY_SECONDS`), doubling to an hour.
+    pub retry_seconds: u64,
     pub outbox_dir: PathBuf,
 }
 
@@ -128,6 +130,13 @@ pub struct Settings {
     pub max_connections: usize,
     pub lock_timeout_seconds: u32,
     pub log_json: bool,
+    /// `SHOPCHAT_SHUTDOWN_TIMEOUT`: how long in-flight requests (and the mail being sent) may
+    /// take to finish after SIGTERM.
+    pub shutdown_timeout: Duration,
+    /// `SHOPCHAT_READY_TIMEOUT_MS`: `/ready` fails when the database does not answer in time.
+    pub ready_timeout: Duration,
+    /// `SHOPCHAT_READY_CACHE_SECONDS`: how long `/ready` reuses its schema check; `0` = never.
+    pub ready_cache: Duration,
 }
 
 /// The merged key → value map (keys lower-cased by `config`), with Laravel's
@@ -344,8 +353,9 @@ impl Settings {
             password: v.get("MAIL_PASSWORD"),
             from_address: v.string("MAIL_FROM_ADDRESS"),
             from_name: v.string("MAIL_FROM_NAME"),
-            timeout: Duration::from_secs(v.opt_parse("SHOPCHAT_MAIL_TIMEOUT")?.unwrap_or(30)),
+            timeout: Duration::from_secs(positive(v, "SHOPCHAT_MAIL_TIMEOUT")?),
             max_attempts: positive(v, "SHOPCHAT_MAIL_MAX_ATTEMPTS")?,
+            retry_seconds: positive(v, "SHOPCHAT_MAIL_RETRY_SECONDS")?,
             outbox_dir: PathBuf::from(
                 v.non_empty("SHOPCHAT_OUTBOX_DIR")
                     .unwrap_or_else(|| "./outbox".into()),
@@ -413,6 +423,9 @@ impl Settings {
             client_timeout: Duration::from_secs(positive::<u64>(v, "SHOPCHAT_CLIENT_TIMEOUT")?),
             max_connections: positive::<usize>(v, "SHOPCHAT_MAX_CONNECTIONS")?,
             lock_timeout_seconds: v.parse("SHOPCHAT_LOCK_TIMEOUT")?,
+            shutdown_timeout: Duration::from_secs(v.parse("SHOPCHAT_SHUTDOWN_TIMEOUT")?),
+            ready_timeout: Duration::from_millis(positive(v, "SHOPCHAT_READY_TIMEOUT_MS")?),
+            ready_cache: Duration::from_secs(v.parse("SHOPCHAT_READY_CACHE_SECONDS")?),
             log_json: match v.string("SHOPCHAT_LOG_FORMAT").as_str() {
                 "json" => true,
                 "text" | "" => false,
@@ -572,6 +585,40 @@ mod tests {
         let err = Settings::load_from(None, env(&[("APP_KEY", KEY), ("DB_CONNECTION", "pgsql")]))
             .unwrap_err();
         assert_eq!(err.name, "DB_CONNECTION");
+    }
+
+    /// docs/operations.md is the operator's configuration reference: every key of
+    /// config/default.toml and every variable this module reads must be documented there.
+    #[test]
+    fn every_setting_is_documented_in_operations_md() {
+        let doc = include_str!("../../docs/operations.md");
+        let mut names: Vec<String> = DEFAULTS
+            .lines()
+            .filter_map(|l| l.split_once('=').map(|(k, _)| k.trim()))
+            .filter(|k| !k.is_empty() && !k.starts_with('#'))
+            .map(str::to_ascii_uppercase)
+            .collect();
+        assert!(names.iter().any(|n| n.starts_with("SHOPCHAT_")));
+        // Every upper-case string literal of this file outside the tests: the variables it reads.
+        let source = include_str!("mod.rs")
+            .split("#[cfg(test)]")
+            .next()
+            .unwrap_or_default();
+        for piece in source.split('"').skip(1).step_by(2) {
+            let is_var = piece.len() > 3
+                && piece.contains('_')
+                && piece
+                    .chars()
+                    .all(|c| c.is_ascii_uppercase() || c.is_ascii_digit() || c == '_');
+            if is_var {
+                names.push(piece.to_string());
+            }
+        }
+        let missing: Vec<&String> = names
+            .iter()
+            .filter(|n| !doc.contains(&format!("`{n}`")))
+            .collect();
+        assert!(missing.is_empty(), "not in docs/operations.md: {missing:?}");
     }
 
     #[test]

@@ -41,8 +41,25 @@ const TMP_PREFIX: &str = ".tmp-";
 const EXT: &str = ".json";
 
 /// Back-off (§8.6 step 4): 1 min, doubling, capped at 1 h.
-const BACKOFF_FIRST_SECS: u64 = 60;
 const BACKOFF_CAP_SECS: u64 = 3600;
+
+/// How failed deliveries are retried (§8.6 step 4): the first retry after
+/// `first_backoff_secs` (`SHOPCHAT_MAIL_RETRY_SECONDS`, default 60), doubling
+/// up to an hour; dead after `max_attempts` (`SHOPCHAT_MAIL_MAX_ATTEMPTS`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RetryPolicy {
+    pub max_attempts: u32,
+    pub first_backoff_secs: u64,
+}
+
+impl Default for RetryPolicy {
+    fn default() -> Self {
+        RetryPolicy {
+            max_attempts: 20,
+            first_backoff_secs: 60,
+        }
+    }
+}
 
 /// What one outbox file holds.
 #[derive(Serialize, Deserialize, Clone, Debug, PartialEq)]
@@ -109,6 +126,15 @@ impl std::fmt::Display for EntryState {
             EntryState::Dead => "dead",
         })
     }
+}
+
+/// Entries per directory ([`Outbox::counts`]).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
+pub struct Counts {
+    pub staging: usize,
+    pub pending: usize,
+    pub sending: usize,
+    pub dead: usize,
 }
 
 /// One line of `shopchat outbox list` (§8.6 step 5).
@@ -305,6 +331,31 @@ impl Outbox {
         Ok(returned)
     }
 
+    /// How many entries each directory holds, from names alone (no file is opened): cheap
+    /// enough for every `/metrics` scrape even with a large backlog.
+    pub fn counts(&self) -> io::Result<Counts> {
+        let n = |dir: &str| entry_names(&self.dir(dir)).map(|names| names.len());
+        Ok(Counts {
+            staging: n(STAGING)?,
+            pending: n(PENDING)?,
+            sending: n(SENDING)?,
+            dead: n(DEAD)?,
+        })
+    }
+
+    /// A file in `staging/` that every scan ignores (`.tmp-` prefix), written and removed again:
+    /// proves the outbox accepts new mail (`/ready`), since staging is where a request writes.
+    pub fn probe_writable(&self) -> io::Result<()> {
+        let path = self.dir(STAGING).join(format!(
+            "{TMP_PREFIX}ready-{}-{:016x}",
+            std::process::id(),
+            rand::thread_rng().gen::<u64>()
+        ));
+        let result = fs::write(&path, b"ready");
+        let _ = fs::remove_file(&path);
+        result
+    }
+
     /// `shopchat outbox list` (§8.6 step 5): pending, sending and dead entries, each directory in
     /// name order (oldest due first).
     pub fn list(&self) -> io::Result<Vec<EntrySummary>> {
@@ -475,14 +526,15 @@ impl Claimed {
         mut self,
         error: &str,
         permanent: bool,
-        max_attempts: u32,
+        policy: RetryPolicy,
         now_unix: u64,
     ) -> io::Result<FailOutcome> {
         self.entry.attempts = self.entry.attempts.saturating_add(1);
         self.entry.last_error = Some(error.to_owned());
-        let dead = permanent || self.entry.attempts >= max_attempts;
+        let dead = permanent || self.entry.attempts >= policy.max_attempts;
         if !dead {
-            self.entry.next_attempt_at = now_unix + backoff_secs(self.entry.attempts);
+            self.entry.next_attempt_at =
+                now_unix + backoff_secs(self.entry.attempts, policy.first_backoff_secs);
         }
         let bytes = serde_json::to_vec_pretty(&self.entry).map_err(io::Error::other)?;
         let sending_dir = self.sending_dir();
@@ -506,11 +558,11 @@ impl Claimed {
     }
 }
 
-/// Delay before the next try after `attempts` failures: 60 s · 2^(attempts−1), capped at 1 h,
+/// Delay before the next try after `attempts` failures: first · 2^(attempts−1), capped at 1 h,
 /// plus up to 10 % random jitter so that a backlog does not hit a recovering server in lockstep.
-fn backoff_secs(attempts: u32) -> u64 {
+fn backoff_secs(attempts: u32, first: u64) -> u64 {
     let doublings = attempts.saturating_sub(1).min(16);
-    let base = (BACKOFF_FIRST_SECS << doublings).min(BACKOFF_CAP_SECS);
+    let base = first.saturating_mul(1 << doublings).min(BACKOFF_CAP_SECS);
     base + rand::thread_rng().gen_range(0..=base / 10)
 }
 
@@ -833,7 +885,18 @@ mod tests {
         for attempt in 1..max {
             let c = outbox.claim_next(now).unwrap().unwrap();
             assert_eq!(c.attempts(), attempt - 1);
-            match c.failed("421 try later", false, max, now).unwrap() {
+            match c
+                .failed(
+                    "421 try later",
+                    false,
+                    RetryPolicy {
+                        max_attempts: max,
+                        first_backoff_secs: 60,
+                    },
+                    now,
+                )
+                .unwrap()
+            {
                 FailOutcome::Retry { next_attempt_at } => {
                     delays.push(next_attempt_at - now);
                     // Not due before its time, found right at it.
@@ -858,7 +921,16 @@ mod tests {
         }
         let c = outbox.claim_next(now).unwrap().unwrap();
         assert_eq!(
-            c.failed("421 again", false, max, now).unwrap(),
+            c.failed(
+                "421 again",
+                false,
+                RetryPolicy {
+                    max_attempts: max,
+                    first_backoff_secs: 60
+                },
+                now
+            )
+            .unwrap(),
             FailOutcome::Dead
         );
         let list = outbox.list().unwrap();
@@ -874,11 +946,11 @@ mod tests {
     #[test]
     fn backoff_is_capped_at_one_hour_plus_jitter() {
         for attempts in [7, 8, 20, 1000, u32::MAX] {
-            let d = backoff_secs(attempts);
+            let d = backoff_secs(attempts, 60);
             assert!((3600..=3960).contains(&d), "{attempts} → {d}");
         }
-        assert!((60..=66).contains(&backoff_secs(1)));
-        assert!((1920..=2112).contains(&backoff_secs(6)));
+        assert!((60..=66).contains(&backoff_secs(1, 60)));
+        assert!((1920..=2112).contains(&backoff_secs(6, 60)));
     }
 
     #[test]
@@ -892,7 +964,16 @@ mod tests {
         for _ in 0..3 {
             let c = outbox.claim_next(now).unwrap().unwrap();
             assert_eq!(
-                c.failed("554 rejected", true, 20, now).unwrap(),
+                c.failed(
+                    "554 rejected",
+                    true,
+                    RetryPolicy {
+                        max_attempts: 20,
+                        first_backoff_secs: 60
+                    },
+                    now
+                )
+                .unwrap(),
                 FailOutcome::Dead
             );
         }
@@ -911,7 +992,16 @@ mod tests {
         // Dead again, then purged.
         let now = unix_now();
         while let Some(c) = outbox.claim_next(now).unwrap() {
-            c.failed("554 rejected", true, 20, now).unwrap();
+            c.failed(
+                "554 rejected",
+                true,
+                RetryPolicy {
+                    max_attempts: 20,
+                    first_backoff_secs: 60,
+                },
+                now,
+            )
+            .unwrap();
         }
         assert_eq!(outbox.purge_dead().unwrap(), 3);
         assert!(outbox.list().unwrap().is_empty());

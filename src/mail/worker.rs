@@ -8,8 +8,9 @@ use std::time::{Duration, Instant};
 
 use tokio::sync::watch;
 
-use crate::mail::outbox::{unix_now, Claimed, FailOutcome, Outbox};
+use crate::mail::outbox::{unix_now, Claimed, FailOutcome, Outbox, RetryPolicy};
 use crate::mail::smtp::{deliver, Mailer};
+use crate::ops::metrics::MailCounters;
 
 /// §8.6 step 4: a claim older than this belongs to a dead worker.
 pub const STALE_CLAIM_AFTER: Duration = Duration::from_secs(10 * 60);
@@ -26,9 +27,29 @@ const STALE_SCAN_EVERY: Duration = Duration::from_secs(30);
 pub async fn run_worker(
     outbox: Arc<Outbox>,
     mailer: Arc<Mailer>,
-    max_attempts: u32,
+    policy: RetryPolicy,
+    poll: Duration,
+    shutdown: watch::Receiver<bool>,
+) {
+    run_worker_counted(
+        outbox,
+        mailer,
+        policy,
+        poll,
+        shutdown,
+        MailCounters::default(),
+    )
+    .await
+}
+
+/// [`run_worker`] that also counts delivered, retried and dead mail (`/metrics`).
+pub async fn run_worker_counted(
+    outbox: Arc<Outbox>,
+    mailer: Arc<Mailer>,
+    policy: RetryPolicy,
     poll: Duration,
     mut shutdown: watch::Receiver<bool>,
+    counters: MailCounters,
 ) {
     let mut last_stale_scan: Option<Instant> = None;
     loop {
@@ -50,7 +71,7 @@ pub async fn run_worker(
         let ob = Arc::clone(&outbox);
         match blocking(move || ob.claim_next(unix_now())).await {
             Ok(Some(claimed)) => {
-                send_one(claimed, &mailer, max_attempts).await;
+                send_one(claimed, &mailer, policy, &counters).await;
                 // Go straight on to the next due entry: a backlog drains at full speed.
             }
             Ok(None) => {
@@ -69,7 +90,7 @@ pub async fn run_worker(
     tracing::debug!("mail worker stopped");
 }
 
-async fn send_one(claimed: Claimed, mailer: &Mailer, max_attempts: u32) {
+async fn send_one(claimed: Claimed, mailer: &Mailer, policy: RetryPolicy, counters: &MailCounters) {
     let result = match tokio::time::timeout(
         DELIVERY_DEADLINE,
         deliver(mailer, claimed.notification()),
@@ -87,6 +108,7 @@ async fn send_one(claimed: Claimed, mailer: &Mailer, max_attempts: u32) {
     match result {
         Ok(()) => {
             tracing::info!(%file, conversation_id, "mail delivered");
+            counters.delivered.inc();
             if let Err(e) = blocking(move || claimed.delivered()).await {
                 // The mail went out but the claim stays; after 10 min it is sent again
                 // (a duplicate, never a loss: §8.6 is at-least-once).
@@ -97,17 +119,22 @@ async fn send_one(claimed: Claimed, mailer: &Mailer, max_attempts: u32) {
             let message = err.message.clone();
             let permanent = err.permanent;
             let outcome =
-                blocking(move || claimed.failed(&message, permanent, max_attempts, unix_now()))
-                    .await;
+                blocking(move || claimed.failed(&message, permanent, policy, unix_now())).await;
             match outcome {
-                Ok(FailOutcome::Retry { next_attempt_at }) => tracing::warn!(
-                    %file, conversation_id, error = %err.message, next_attempt_at,
-                    "mail delivery failed; will retry"
-                ),
-                Ok(FailOutcome::Dead) => tracing::error!(
-                    %file, conversation_id, error = %err.message, permanent,
-                    "mail delivery failed; moved to dead/"
-                ),
+                Ok(FailOutcome::Retry { next_attempt_at }) => {
+                    counters.retried.inc();
+                    tracing::warn!(
+                        %file, conversation_id, error = %err.message, next_attempt_at,
+                        "mail delivery failed; will retry"
+                    )
+                }
+                Ok(FailOutcome::Dead) => {
+                    counters.dead.inc();
+                    tracing::error!(
+                        %file, conversation_id, error = %err.message, permanent,
+                        "mail delivery failed; moved to dead/"
+                    )
+                }
                 // The claim file is still in sending/ and returns as stale in 10 min.
                 Err(e) => tracing::error!(
                     %file, error = %e, "outbox: recording a failed delivery failed"
@@ -267,7 +294,10 @@ mod tests {
         let handle = tokio::spawn(run_worker(
             Arc::clone(outbox),
             mailer,
-            max_attempts,
+            RetryPolicy {
+                max_attempts,
+                first_backoff_secs: 60,
+            },
             Duration::from_millis(50),
             rx,
         ));
@@ -454,7 +484,7 @@ mod tests {
         let handle = tokio::spawn(run_worker(
             Arc::clone(&outbox),
             Arc::new(Mailer::Log),
-            20,
+            RetryPolicy::default(),
             // A long poll: shutdown must not wait for it.
             Duration::from_secs(3600),
             rx,

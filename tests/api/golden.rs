@@ -79,7 +79,7 @@ fn normalise(text: &str, w: &Window) -> String {
 
 /// Builds the request of one case: headers over the defaults (`null` removes
 /// one), `{tok:…}`/`{secret:…}` substitutions, form / JSON / raw bodies.
-fn request_of(
+pub(crate) fn request_of(
     case: &Value,
     spec: &Value,
     host: &str,

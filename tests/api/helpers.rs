@@ -275,6 +275,33 @@ impl TestApp {
     }
 }
 
+/// A request with the fixture defaults to any shopchat address (another
+/// process, the real binary): `Host: shop.test`, JSON client, System-Key,
+/// the bearer `token`, and a body of `content_type` when given.
+pub async fn request_at(
+    addr: &str,
+    method: &str,
+    target: &str,
+    token: &str,
+    body: Option<(&str, &[u8])>,
+) -> Response {
+    let auth = format!("Bearer {token}");
+    let mut headers = vec![
+        ("Host", "shop.test"),
+        ("Accept", "application/json"),
+        ("System-Key", SYSTEM_KEY),
+        ("Authorization", auth.as_str()),
+    ];
+    let bytes = match body {
+        Some((content_type, bytes)) => {
+            headers.push(("Content-Type", content_type));
+            bytes
+        }
+        None => b"",
+    };
+    raw_http::send(addr, method, target, &headers, bytes).await
+}
+
 /// Waits until something accepts connections on `addr`.
 pub async fn wait_for_port(addr: &str) {
     for _ in 0..200 {

@@ -21,7 +21,11 @@ struct Received {
 
 /// A minimal SMTP server on loopback that accepts every mail.
 async fn smtp_sink() -> (u16, Arc<Mutex<Vec<Received>>>) {
-    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    smtp_sink_on(0).await
+}
+
+async fn smtp_sink_on(port: u16) -> (u16, Arc<Mutex<Vec<Received>>>) {
+    let listener = TcpListener::bind(("127.0.0.1", port)).await.unwrap();
     let port = listener.local_addr().unwrap().port();
     let store = Arc::new(Mutex::new(Vec::new()));
     let inbox = store.clone();
@@ -193,6 +197,116 @@ async fn new_conversation_mails_the_seller_once() {
     );
     assert!(admin.contains("/show\""));
     app.finish().await;
+}
+
+fn smtp_env(port: &str) -> Vec<(&'static str, String)> {
+    vec![
+        ("MAIL_MAILER", "smtp".into()),
+        ("MAIL_HOST", "127.0.0.1".into()),
+        ("MAIL_PORT", port.into()),
+        ("MAIL_ENCRYPTION", "".into()),
+        ("SHOPCHAT_MAIL_RETRY_SECONDS", "1".into()),
+    ]
+}
+
+#[tokio::test]
+async fn pending_mail_is_delivered_when_smtp_comes_back() {
+    let port = free_port();
+    let env = smtp_env(&port.to_string());
+    let overrides: Vec<(&str, &str)> = env.iter().map(|(k, v)| (*k, v.as_str())).collect();
+    let app = spawn_app_with(&overrides).await;
+    let res = app
+        .post_form(
+            "/api/v2/chat/create-conversation",
+            CUST1,
+            &[("product_id", "3"), ("message", "hello?")],
+        )
+        .await;
+    assert_eq!(res.status, 200);
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let (_, store) = smtp_sink_on(port).await;
+    let mails = wait_for_mail(&store, 1).await;
+    assert_eq!(mails.len(), 1, "delivered by a retry once the server is up");
+    assert_eq!(mails[0].rcpt, vec!["seller1@fixture.test".to_string()]);
+    app.finish().await;
+}
+
+#[tokio::test]
+async fn a_stalled_smtp_server_does_not_slow_the_api() {
+    // Accepts connections and never says a word.
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let port = listener.local_addr().unwrap().port().to_string();
+    let held = tokio::spawn(async move {
+        let mut open = Vec::new();
+        while let Ok((s, _)) = listener.accept().await {
+            open.push(s);
+        }
+    });
+    let env = smtp_env(&port);
+    let overrides: Vec<(&str, &str)> = env.iter().map(|(k, v)| (*k, v.as_str())).collect();
+    let app = spawn_app_with(&overrides).await;
+    for product in ["1", "3", "4"] {
+        let fields = [("product_id", product), ("message", "hi")];
+        let call = app.post_form("/api/v2/chat/create-conversation", CUST3, &fields);
+        let res = tokio::time::timeout(Duration::from_secs(15), call)
+            .await
+            .expect("answered while SMTP stalls");
+        assert_eq!(res.status, 200);
+    }
+    held.abort();
+    app.finish().await;
+}
+
+#[tokio::test]
+async fn a_killed_process_loses_no_mail() {
+    let db = TestDb::fresh().await;
+    let outbox = tempfile::tempdir().unwrap();
+    let smtp_port = free_port();
+    let start = |smtp: u16| {
+        let port = free_port();
+        let mut env = test_env(&db.name, outbox.path());
+        env.insert("SHOPCHAT_LISTEN".into(), format!("127.0.0.1:{port}"));
+        for (k, v) in smtp_env(&smtp.to_string()) {
+            env.insert(k.into(), v);
+        }
+        let child = std::process::Command::new(env!("CARGO_BIN_EXE_shopchat"))
+            .arg("serve")
+            .env_clear()
+            .envs(&env)
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .unwrap();
+        (child, format!("127.0.0.1:{port}"))
+    };
+    // First life: SMTP is down; the conversation is created, then SIGKILL.
+    let (mut first, addr) = start(smtp_port);
+    wait_for_port(&addr).await;
+    let body = b"product_id=4&message=Still+there%3F";
+    let res = request_at(
+        &addr,
+        "POST",
+        "/api/v2/chat/create-conversation",
+        CUST2,
+        Some(("application/x-www-form-urlencoded", body)),
+    )
+    .await;
+    assert_eq!(res.status, 200);
+    first.kill().unwrap();
+    first.wait().unwrap();
+
+    // Second life: SMTP is up; the pending mail goes out exactly once.
+    let (_, store) = smtp_sink_on(smtp_port).await;
+    let (mut second, addr) = start(smtp_port);
+    wait_for_port(&addr).await;
+    let mails = wait_for_mail(&store, 1).await;
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    second.kill().unwrap();
+    second.wait().unwrap();
+    assert_eq!(mails.len(), 1);
+    assert_eq!(store.lock().unwrap().len(), 1, "delivered once");
+    assert_eq!(mails[0].rcpt, vec!["seller2@fixture.test".to_string()]);
+    db.drop().await;
 }
 
 #[tokio::test]

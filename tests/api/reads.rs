@@ -190,3 +190,22 @@ async fn dates_follow_app_timezone() {
     );
     app.finish().await;
 }
+
+#[tokio::test]
+async fn session_time_zone_when_configured() {
+    // The fixture's TIMESTAMPs were written in UTC. Read through +06:00 and
+    // interpreted in Asia/Dhaka they are the same instants again.
+    let app = spawn_app_with(&[
+        ("APP_TIMEZONE", "Asia/Dhaka"),
+        ("SHOPCHAT_DB_TIME_ZONE", "+06:00"),
+    ])
+    .await;
+    let list = app.get("/api/v2/chat/conversations", CUST1).await.json();
+    assert_eq!(list["data"][1]["date"], "2024-06-03T21:45:00.000000Z");
+    let msgs = app.get("/api/v2/chat/messages/2", CUST1).await.json();
+    assert_eq!(
+        msgs["data"][0]["time"], "08:30 pm",
+        "14:30 UTC shown as Dhaka wall time"
+    );
+    app.finish().await;
+}

@@ -1,0 +1,291 @@
+//! The message watcher behind long-poll (COMPAT §5.4 step 4) and the
+//! "nothing new" fast path of get-new-messages (§11.1).
+//!
+//! Messages are written by shopchat *and* by the Laravel shop (its web chat),
+//! so the only reliable source is the table itself. While clients poll, a
+//! background task scans `messages` by primary key for rows newer than the
+//! last scan (an index range scan, cheap at any table size) and
+//! - wakes the long-poll waiters of the conversations that got a message;
+//! - invalidates what polls have learned: "conversation C has no message
+//!   above id L, verified at time T".
+//!
+//! A poll may be answered "nothing new" from that knowledge only when it is
+//! fresh: verified against the database within [`REVERIFY`], and a scan that
+//! *started after* the verification finished within [`STALENESS`]. Ids are
+//! allocated before commit, so a scan rescans a trailing window of ids
+//! ([`RESCAN`]) to see rows that committed late; anything later still is
+//! caught by the periodic re-verification. A client that keeps polling
+//! therefore never misses a message; it may see it up to [`STALENESS`] late
+//! (or [`REVERIFY`] in the pathological long-transaction case).
+
+use std::collections::{HashMap, VecDeque};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use sqlx::MySqlPool;
+use tokio::sync::{watch, Notify};
+
+/// Longest age of the scan that vouches for a "nothing new" answer (§11.1: 250 ms).
+pub const STALENESS: Duration = Duration::from_millis(250);
+/// A learned "nothing above L" is re-checked against the database this often.
+pub const REVERIFY: Duration = Duration::from_secs(5);
+/// Ids seen within this time are scanned again (rows committed out of id order).
+const RESCAN: Duration = Duration::from_secs(2);
+/// Scan period while anyone polls.
+const PERIOD: Duration = Duration::from_millis(100);
+/// Without polls for this long the watcher idles (no queries at all).
+const IDLE_AFTER: Duration = Duration::from_secs(60);
+/// Rows per scan query; more are fetched by the next scan at once.
+const BATCH: i64 = 5_000;
+
+struct Known {
+    /// No message of the conversation has an id above this…
+    above: i64,
+    /// …as verified by a database query that finished at this time.
+    verified_at: Instant,
+}
+
+#[derive(Default)]
+struct Inner {
+    known: HashMap<i64, Known>,
+    waiters: HashMap<i64, Arc<Notify>>,
+    /// Highest message id any scan has seen (None before the first scan).
+    high: Option<i64>,
+    /// (when, high) pairs of recent scans, to pick the rescan start.
+    history: VecDeque<(Instant, i64)>,
+    /// Start and end of the last complete scan.
+    last_scan: Option<(Instant, Instant)>,
+    last_poll: Option<Instant>,
+}
+
+#[derive(Default)]
+pub struct Watcher {
+    inner: Mutex<Inner>,
+    waiting: AtomicUsize,
+    released: Notify,
+}
+
+impl Watcher {
+    fn lock(&self) -> std::sync::MutexGuard<'_, Inner> {
+        self.inner.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// True when the process can vouch that `conversation` has no message
+    /// with an id above `last` (answer without a query).
+    pub fn nothing_new(&self, conversation: i64, last: i64) -> bool {
+        let mut inner = self.lock();
+        inner.last_poll = Some(Instant::now());
+        let Some(known) = inner.known.get(&conversation) else {
+            return false;
+        };
+        let Some((scan_start, scan_end)) = inner.last_scan else {
+            return false;
+        };
+        last >= known.above
+            && known.verified_at.elapsed() < REVERIFY
+            && scan_start > known.verified_at
+            && scan_end.elapsed() < STALENESS
+    }
+
+    /// A database query just found no message above `last`.
+    pub fn verified_nothing_new(&self, conversation: i64, last: i64) {
+        let mut inner = self.lock();
+        inner.last_poll = Some(Instant::now());
+        inner.known.insert(
+            conversation,
+            Known {
+                above: last,
+                verified_at: Instant::now(),
+            },
+        );
+    }
+
+    /// shopchat stored a message: forget what we knew and wake the waiters now.
+    pub fn message_stored(&self, conversation: i64) {
+        let notify = {
+            let mut inner = self.lock();
+            inner.known.remove(&conversation);
+            inner.waiters.get(&conversation).cloned()
+        };
+        if let Some(n) = notify {
+            n.notify_waiters();
+        }
+    }
+
+    /// The notifier of a conversation's long-poll waiters.
+    pub fn subscribe(&self, conversation: i64) -> Arc<Notify> {
+        let mut inner = self.lock();
+        inner.last_poll = Some(Instant::now());
+        inner.waiters.entry(conversation).or_default().clone()
+    }
+
+    /// Counts a long-poll waiter for as long as the guard lives.
+    pub fn waiter(self: &Arc<Self>) -> WaiterGuard {
+        self.waiting.fetch_add(1, Ordering::Relaxed);
+        WaiterGuard(self.clone())
+    }
+
+    /// Long-poll requests currently held.
+    pub fn waiting(&self) -> usize {
+        self.waiting.load(Ordering::Relaxed)
+    }
+
+    /// Completes when [`Watcher::release_all`] is called (graceful shutdown).
+    pub async fn released(&self) {
+        self.released.notified().await
+    }
+
+    /// Ends every long-poll wait now (they answer with what the database has).
+    pub fn release_all(&self) {
+        self.released.notify_waiters();
+    }
+
+    /// The background scan loop; returns when `shutdown` becomes true.
+    pub async fn run(self: Arc<Self>, pool: MySqlPool, mut shutdown: watch::Receiver<bool>) {
+        loop {
+            if *shutdown.borrow() {
+                self.release_all();
+                return;
+            }
+            let active = self
+                .lock()
+                .last_poll
+                .is_some_and(|t| t.elapsed() < IDLE_AFTER);
+            if active {
+                if let Err(e) = self.scan(&pool).await {
+                    tracing::debug!(error = %e, "message watcher scan failed");
+                }
+            }
+            tokio::select! {
+                _ = tokio::time::sleep(PERIOD) => {}
+                _ = shutdown.changed() => {}
+            }
+        }
+    }
+
+    async fn scan(&self, pool: &MySqlPool) -> Result<(), sqlx::Error> {
+        let started = Instant::now();
+        let from = {
+            let inner = self.lock();
+            inner.high.map(|high| {
+                // The oldest high-water mark of the rescan window, never above `high`.
+                inner
+                    .history
+                    .iter()
+                    .find(|(at, _)| at.elapsed() < RESCAN)
+                    .map(|(_, h)| *h)
+                    .unwrap_or(high)
+                    .min(high)
+            })
+        };
+        let Some(from) = from else {
+            // First scan: start at the current end of the table.
+            let high: i64 =
+                sqlx::query_scalar("SELECT CAST(COALESCE(MAX(id), 0) AS SIGNED) FROM messages")
+                    .fetch_one(pool)
+                    .await?;
+            let mut inner = self.lock();
+            inner.high = Some(high);
+            inner.history.push_back((started, high));
+            inner.last_scan = Some((started, Instant::now()));
+            return Ok(());
+        };
+        let rows: Vec<(i64, i64)> = sqlx::query_as(
+            "SELECT id, conversation_id FROM messages WHERE id > ? ORDER BY id LIMIT ?",
+        )
+        .bind(from)
+        .bind(BATCH)
+        .fetch_all(pool)
+        .await?;
+        let complete = (rows.len() as i64) < BATCH;
+        let mut wake = Vec::new();
+        {
+            let mut inner = self.lock();
+            for (id, conversation) in &rows {
+                if inner.known.get(conversation).is_some_and(|k| *id > k.above) {
+                    inner.known.remove(conversation);
+                }
+                if let Some(n) = inner.waiters.get(conversation) {
+                    wake.push(n.clone());
+                }
+            }
+            let high = rows
+                .last()
+                .map(|r| r.0)
+                .unwrap_or(from)
+                .max(inner.high.unwrap_or(0));
+            inner.high = Some(high);
+            inner.history.push_back((started, high));
+            while inner
+                .history
+                .front()
+                .is_some_and(|(at, _)| at.elapsed() > RESCAN * 2)
+            {
+                inner.history.pop_front();
+            }
+            // A batch that hit the limit has not seen everything: it vouches for nothing.
+            if complete {
+                inner.last_scan = Some((started, Instant::now()));
+            }
+            // Forget conversations nobody waits for and nobody polled lately.
+            if inner.known.len() > 100_000 {
+                inner
+                    .known
+                    .retain(|_, k| k.verified_at.elapsed() < REVERIFY);
+            }
+            inner.waiters.retain(|_, n| Arc::strong_count(n) > 1);
+        }
+        for n in wake {
+            n.notify_waiters();
+        }
+        Ok(())
+    }
+}
+
+pub struct WaiterGuard(Arc<Watcher>);
+
+impl Drop for WaiterGuard {
+    fn drop(&mut self) {
+        self.0.waiting.fetch_sub(1, Ordering::Relaxed);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn knowledge_needs_a_later_fresh_scan() {
+        let w = Watcher::default();
+        assert!(!w.nothing_new(1, 10), "nothing known");
+        w.verified_nothing_new(1, 10);
+        assert!(!w.nothing_new(1, 10), "no scan since the verification");
+        let t = Instant::now();
+        w.lock().last_scan = Some((t, t));
+        assert!(w.nothing_new(1, 10));
+        assert!(w.nothing_new(1, 12), "a higher cursor is implied");
+        assert!(!w.nothing_new(1, 9), "a lower cursor is not");
+        assert!(!w.nothing_new(2, 10), "other conversation");
+        w.message_stored(1);
+        assert!(!w.nothing_new(1, 10), "a stored message invalidates");
+    }
+
+    #[test]
+    fn stale_scans_vouch_for_nothing() {
+        let w = Watcher::default();
+        w.verified_nothing_new(1, 10);
+        let t = Instant::now();
+        w.lock().last_scan = Some((t, t - STALENESS));
+        assert!(!w.nothing_new(1, 10));
+    }
+
+    #[test]
+    fn waiters_are_counted() {
+        let w = Arc::new(Watcher::default());
+        let g = w.waiter();
+        assert_eq!(w.waiting(), 1);
+        drop(g);
+        assert_eq!(w.waiting(), 0);
+    }
+}

@@ -1,0 +1,136 @@
+//! Long-poll (`wait=N`, COMPAT §5.4 step 4) and the "nothing new" fast path
+//! (§11.1): answers stay byte-identical to the plain database-backed answer,
+//! and no message is ever missed by a client that keeps polling.
+
+use std::time::Duration;
+
+use crate::helpers::*;
+
+const POLL: &str = "/api/v2/chat/get-new-messages/1/35";
+
+/// What Laravel's web chat does: a row written behind shopchat's back.
+async fn insert_behind_our_back(app: &TestApp, text: &str) {
+    sqlx::query("INSERT INTO messages (conversation_id, user_id, message, created_at, updated_at) VALUES (1, 2, ?, UTC_TIMESTAMP(), UTC_TIMESTAMP())")
+        .bind(text)
+        .execute(&app.db.pool)
+        .await
+        .unwrap();
+}
+
+#[tokio::test]
+async fn a_waiting_poll_wakes_on_a_new_message() {
+    let app = spawn_app().await;
+    let plain = app.get(POLL, CUST1).await;
+    assert_eq!(plain.json()["meta"]["total"], 0);
+
+    // Held open (30 s) until the seller answers through shopchat.
+    let waiting = {
+        let addr = app.addr.clone();
+        tokio::spawn(async move {
+            request_at(&addr, "GET", &format!("{POLL}?wait=30"), CUST1, None).await
+        })
+    };
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert!(
+        !waiting.is_finished(),
+        "nothing new yet: the request is held"
+    );
+    app.post_form(
+        "/api/v2/chat/insert-message",
+        SELLER1,
+        &[("conversation_id", "1"), ("message", "Shipped today")],
+    )
+    .await;
+    let res = tokio::time::timeout(Duration::from_secs(20), waiting)
+        .await
+        .expect("woken before its 30 s wait")
+        .unwrap();
+    let body = res.json();
+    assert_eq!(body["meta"]["total"], 1);
+    assert_eq!(body["data"][0]["message"], "Shipped today");
+    assert_eq!(
+        body["meta"]["path"], "http://shop.test/api/v2/chat/get-new-messages/1/35",
+        "wait is not part of the path"
+    );
+    assert_eq!(
+        res.text(),
+        app.get(POLL, CUST1).await.text(),
+        "the same bytes as without wait"
+    );
+
+    // A row written by the Laravel app wakes a waiter too (the watcher).
+    let waiting = {
+        let addr = app.addr.clone();
+        tokio::spawn(async move {
+            request_at(
+                &addr,
+                "GET",
+                "/api/v2/chat/get-new-messages/1/43?wait=30",
+                CUST1,
+                None,
+            )
+            .await
+        })
+    };
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    insert_behind_our_back(&app, "from the web chat").await;
+    let res = tokio::time::timeout(Duration::from_secs(20), waiting)
+        .await
+        .expect("woken by the watcher")
+        .unwrap();
+    assert_eq!(res.json()["data"][0]["message"], "from the web chat");
+    app.finish().await;
+}
+
+#[tokio::test]
+async fn wait_without_news_answers_like_a_plain_poll() {
+    let app = spawn_app().await;
+    let plain = app.get(POLL, CUST1).await.text();
+    assert_eq!(
+        app.get(&format!("{POLL}?wait=1"), CUST1).await.text(),
+        plain
+    );
+    for bad in ["abc", "0", "-3", "1.5"] {
+        assert_eq!(
+            app.get(&format!("{POLL}?wait={bad}"), CUST1).await.text(),
+            plain,
+            "wait={bad} is ignored"
+        );
+    }
+    app.finish().await;
+
+    // Long-poll off: `wait` is ignored.
+    let app = spawn_app_with(&[("SHOPCHAT_LONG_POLL_MAX_SECONDS", "0")]).await;
+    let res = tokio::time::timeout(
+        Duration::from_secs(20),
+        app.get(&format!("{POLL}?wait=30"), CUST1),
+    )
+    .await
+    .expect("answered at once");
+    assert_eq!(res.json()["meta"]["total"], 0);
+    app.finish().await;
+}
+
+#[tokio::test]
+async fn repeated_polls_never_miss_a_message() {
+    let app = spawn_app().await;
+    let empty = app.get(POLL, CUST1).await.text();
+    // Many polls: the fast path answers some of them, byte-identical.
+    for _ in 0..20 {
+        assert_eq!(app.get(POLL, CUST1).await.text(), empty);
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    insert_behind_our_back(&app, "late news").await;
+    let mut seen = false;
+    for _ in 0..200 {
+        let body = app.get(POLL, CUST1).await.json();
+        if body["meta"]["total"] == 1 {
+            assert_eq!(body["data"][0]["message"], "late news");
+            seen = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert!(seen, "the message written behind shopchat's back shows up");
+    app.finish().await;
+}
