@@ -5,7 +5,10 @@ use std::net::TcpListener;
 use std::sync::Arc;
 use std::time::Duration;
 
-use actix_web::dev::Server;
+use actix_http::HttpService;
+use actix_server::Server;
+use actix_service::{fn_service, map_config, IntoServiceFactory, ServiceFactoryExt};
+use actix_web::dev::AppConfig;
 use actix_web::{web, App, HttpServer};
 use anyhow::Context;
 use sqlx::mysql::{MySqlConnectOptions, MySqlPoolOptions};
@@ -13,6 +16,7 @@ use sqlx::{ConnectOptions, Executor, MySqlPool};
 use tokio::sync::watch;
 
 use crate::config::{DatabaseSettings, MailerKind, Settings};
+use crate::http::limits::{Guarded, HeadLimits};
 use crate::http::pipeline;
 use crate::mail::outbox::{Outbox, RetryPolicy};
 use crate::mail::smtp::{encryption_from_env, Mailer, SmtpSettings};
@@ -94,6 +98,53 @@ pub fn mailer(settings: &Settings) -> Mailer {
             timeout: m.timeout,
         }),
     }
+}
+
+/// The HTTP/1.1 server: actix-web's stack, with each connection wrapped in
+/// [`Guarded`] so that step 0 of the pipeline (§1.2: header size, client
+/// timeout) answers as the contract says rather than as actix-http would
+/// (`http::limits`). This is what `HttpServer::listen` builds, plus the
+/// wrapper.
+fn http_server(state: web::Data<AppState>, listener: TcpListener) -> anyhow::Result<Server> {
+    let s = &state.settings;
+    let limits = HeadLimits {
+        max_head_bytes: s.max_header_bytes,
+        client_timeout: s.client_timeout,
+    };
+    let addr = listener.local_addr()?;
+    let workers = std::thread::available_parallelism().map_or(2, |n| n.get());
+    // actix-server counts connections per worker thread.
+    let per_worker = s.max_connections.div_ceil(workers).max(1);
+    let server = Server::build()
+        .workers(workers)
+        .max_concurrent_connections(per_worker)
+        // Signals are handled by the caller (main: SIGTERM/SIGINT → Stopper::stop), so that
+        // /ready and the long-poll learn about the drain before the listener closes.
+        .disable_signals()
+        .shutdown_timeout(s.shutdown_timeout.as_secs())
+        .listen("shopchat-http", listener, move || {
+            let app = App::new()
+                .app_data(state.clone())
+                .default_service(web::to(pipeline::entry))
+                .into_factory()
+                .map_err(|e: actix_web::Error| e.as_response_error().error_response());
+            let h1 = HttpService::<Guarded, _, _, _, _>::build()
+                // The head timeout is the wrapper's: actix's would answer 408.
+                .client_request_timeout(Duration::ZERO)
+                .client_disconnect_timeout(Duration::from_secs(1))
+                .local_addr(addr)
+                .h1(map_config(app, |_| AppConfig::default()));
+            fn_service(move |io: tokio::net::TcpStream| {
+                let peer = io.peer_addr().ok();
+                std::future::ready(Ok::<_, actix_http::error::DispatchError>((
+                    Guarded::new(io, limits),
+                    peer,
+                )))
+            })
+            .and_then(h1)
+        })?
+        .run();
+    Ok(server)
 }
 
 pub struct Application {
@@ -188,21 +239,7 @@ impl Application {
             .await;
         });
 
-        let s = &state.settings;
-        let server_state = state.clone();
-        let server = HttpServer::new(move || {
-            App::new()
-                .app_data(server_state.clone())
-                .default_service(web::to(pipeline::entry))
-        })
-        .client_request_timeout(s.client_timeout)
-        .client_disconnect_timeout(Duration::from_secs(1))
-        // Signals are handled by the caller (main: SIGTERM/SIGINT → Stopper::stop), so that
-        // /ready and the long-poll learn about the drain before the listener closes.
-        .disable_signals()
-        .shutdown_timeout(s.shutdown_timeout.as_secs())
-        .listen(listener)?
-        .run();
+        let server = http_server(state.clone(), listener)?;
         let metrics_server = match metrics_listener {
             Some(listener) => {
                 let port = listener.local_addr()?.port();

@@ -26,6 +26,8 @@ pub struct AppState {
     pub limiter: RateLimiter,
     pub maintenance: Maintenance,
     pub participants: Participants,
+    /// In-process queue in front of the create-conversation named lock.
+    pub pair_locks: crate::chat::create_conversation::PairLocks,
     pub watcher: Arc<Watcher>,
     pub mailbox: Mailbox,
     pub encrypter: Encrypter,
@@ -54,6 +56,7 @@ impl AppState {
             limiter: RateLimiter::new(s.rate_limit),
             maintenance: Maintenance::new(s.maintenance_forced, s.laravel_root.clone()),
             participants: Participants::default(),
+            pair_locks: Default::default(),
             watcher: Arc::new(Watcher::default()),
             mailbox,
             encrypter: Encrypter::new(s.app_key, s.app_previous_keys.clone()),

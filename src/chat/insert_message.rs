@@ -40,6 +40,7 @@ pub async fn handle(ctx: &Ctx<'_>) -> Result<HttpResponse, ApiError> {
     let (cid, message, parties) = check(ctx).await?;
     // 3. One transaction: the message and the D5 flags (D3).
     let mut tx = state.pool.begin().await?;
+    repo::lock_conversation(&mut tx, cid.value).await?;
     let id = repo::insert_message(&mut tx, cid.value, ctx.user.user_id, &message, &ctx.now_s)
         .await
         .map_err(|e| storage_guard(e, "message", MESSAGE_LIMIT))?;

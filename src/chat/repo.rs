@@ -258,6 +258,23 @@ pub async fn insert_message(
     Ok(done.last_insert_id() as i64)
 }
 
+/// Locks the conversation row for the rest of the transaction, before its
+/// message is inserted. Concurrent posts to one conversation then take their
+/// message ids in the order they update the flags, so the flags always
+/// belong to the author of the newest message (D5). Without it, two
+/// transactions can insert in one order and update the flags in the other
+/// (the flag `UPDATE` is the only statement that waits for the row).
+pub async fn lock_conversation(
+    tx: &mut sqlx::Transaction<'_, MySql>,
+    conversation_id: i64,
+) -> Result<(), sqlx::Error> {
+    sqlx::query("SELECT id FROM conversations WHERE id = ? FOR UPDATE")
+        .bind(conversation_id)
+        .execute(&mut **tx)
+        .await?;
+    Ok(())
+}
+
 /// D5: the author's own side is "viewed", the other side "unread":
 /// the sender posts ⇒ (1, 0), the receiver posts ⇒ (0, 1). `updated_at`
 /// moves only when a flag changes (Eloquent's "dirty" semantics).

@@ -14,6 +14,7 @@
 
 use std::net::{IpAddr, Ipv4Addr};
 
+use actix_web::error::PayloadError;
 use actix_web::http::header::{self, HeaderMap, HeaderName, HeaderValue};
 use actix_web::http::{Method, StatusCode};
 use actix_web::{web, HttpRequest, HttpResponse};
@@ -142,8 +143,14 @@ async fn answer(
     };
 
     // Step 1: the Host check (§4.3).
+    // A Host that is not even visible ASCII fails the check (it cannot match
+    // the allowed characters); it must not count as "no Host".
     let host = forwarded("x-forwarded-host")
-        .or_else(|| header_str(req.headers(), "host"))
+        .or_else(|| {
+            req.headers()
+                .get(header::HOST)
+                .map(|v| v.to_str().unwrap_or(" "))
+        })
         .filter(|h| !h.is_empty());
     let origin_url = match host {
         Some(h) if !origin::valid_host(h) => {
@@ -453,7 +460,14 @@ async fn read_body(
     let read = async {
         let mut body = Vec::new();
         while let Some(chunk) = payload.next().await {
-            let chunk = chunk.map_err(|_| timeout_answer())?;
+            let chunk = chunk.map_err(|e| match e {
+                PayloadError::Overflow => too_large(),
+                // The body ended early or its chunked encoding is broken
+                // (actix reports both as incomplete): malformed HTTP,
+                // answered like the HTTP server answers other malformed
+                // requests. A slow body is the timeout below (408).
+                _ => malformed_answer(),
+            })?;
             if body.len() + chunk.len() > limit {
                 return Err(too_large());
             }
@@ -470,6 +484,13 @@ async fn read_body(
 fn too_large() -> HttpResponse {
     let mut res =
         response::pretty_message(StatusCode::PAYLOAD_TOO_LARGE, "The POST data is too large.");
+    res.headers_mut()
+        .insert(header::CONNECTION, HeaderValue::from_static("close"));
+    res
+}
+
+fn malformed_answer() -> HttpResponse {
+    let mut res = HttpResponse::BadRequest().finish();
     res.headers_mut()
         .insert(header::CONNECTION, HeaderValue::from_static("close"));
     res
