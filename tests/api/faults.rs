@@ -56,18 +56,10 @@ async fn call(
     token: &str,
     form: &[(&str, &str)],
 ) -> Response {
-    let auth = format!("Bearer {token}");
-    let mut headers = vec![
-        ("Host", "shop.test"),
-        ("Accept", "application/json"),
-        ("System-Key", SYSTEM_KEY),
-        ("Authorization", auth.as_str()),
-    ];
     let body = raw_http::form(form);
-    if method == "POST" {
-        headers.push(("Content-Type", "application/x-www-form-urlencoded"));
-    }
-    raw_http::send(addr, method, path, &headers, body.as_bytes()).await
+    let content =
+        (method == "POST").then_some(("application/x-www-form-urlencoded", body.as_bytes()));
+    request_at(addr, method, path, token, content).await
 }
 
 /// One request of each kind, all needing the database.

@@ -12,7 +12,7 @@ use std::collections::BTreeSet;
 
 use serde_json::Value;
 
-use crate::golden::request_of;
+use crate::golden::send_case;
 use crate::helpers::{free_port, project_file, spawn_app_with, TestApp, CUST1};
 use crate::raw_http::Response;
 
@@ -227,12 +227,7 @@ async fn real_answers_conform_to_the_openapi_document() {
     );
 
     for case in spec["cases"].as_array().unwrap() {
-        let (method, path, headers, body) = request_of(case, &spec, host);
-        let refs: Vec<(&str, &str)> = headers
-            .iter()
-            .map(|(k, v)| (k.as_str(), v.as_str()))
-            .collect();
-        let res = crate::raw_http::send(&app.addr, &method, &path, &refs, &body).await;
+        let (method, path, res) = send_case(&app.addr, case, &spec, host).await;
         let label = case["id"].as_str().unwrap();
         if let Some(hit) = check_answer(&doc, &method, &path, &res, label, &mut errors) {
             seen.insert(hit);

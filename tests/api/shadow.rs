@@ -21,7 +21,8 @@ use shopchat::shadow::metrics::Metrics;
 use shopchat::shadow::{Shadow, ShadowConfig};
 
 use crate::helpers::{
-    spawn_app, spawn_app_with, test_env, TestApp, TestDb, BANNED, CUST1, CUST2, SELLER1, SYSTEM_KEY,
+    request_with, spawn_app, spawn_app_with, test_env, TestApp, TestDb, BANNED, CUST1, CUST2,
+    SELLER1, SYSTEM_KEY,
 };
 use crate::raw_http::{self, Response};
 
@@ -73,17 +74,7 @@ impl ShadowProxy {
         extra: &[(&str, &str)],
         body: &[u8],
     ) -> Response {
-        let auth = token.map(|t| format!("Bearer {t}"));
-        let mut headers = vec![
-            ("Host", "shop.test"),
-            ("Accept", "application/json"),
-            ("System-Key", SYSTEM_KEY),
-        ];
-        if let Some(a) = &auth {
-            headers.push(("Authorization", a));
-        }
-        headers.extend_from_slice(extra);
-        raw_http::send(&self.addr, method, target, &headers, body).await
+        request_with(&self.addr, method, target, token, extra, body).await
     }
 
     /// Waits (bounded) until `n` exchanges have an outcome.
