@@ -55,7 +55,21 @@ fn sha256_hex(secret: &[u8]) -> String {
     hex::encode(Sha256::digest(secret))
 }
 
-type TokenRow = (u64, String, String, u64, Option<String>, Option<String>);
+/// A token row with its user (LEFT JOIN: the user columns are NULL when the
+/// user was deleted). One statement per lookup instead of two.
+#[derive(sqlx::FromRow)]
+struct TokenRow {
+    id: u64,
+    token: String,
+    tokenable_type: String,
+    tokenable_id: u64,
+    created_at: Option<String>,
+    expires_at: Option<String>,
+    user_type: Option<String>,
+    name: Option<String>,
+    email: Option<String>,
+    banned: Option<i64>,
+}
 
 impl Sanctum {
     pub fn new(
@@ -117,7 +131,7 @@ impl Sanctum {
                 };
                 let expected = sha256_hex(secret);
                 // Constant-time comparison of the stored hash (§2).
-                if !bool::from(row.1.as_bytes().ct_eq(expected.as_bytes())) {
+                if !bool::from(row.token.as_bytes().ct_eq(expected.as_bytes())) {
                     return Ok(None);
                 }
                 row
@@ -130,31 +144,25 @@ impl Sanctum {
                 None => return Ok(None),
             },
         };
-        let (token_id, _, tokenable_type, tokenable_id, created_at, expires_at) = row;
         // An unknown model class is a 500 in PHP; shopchat answers 401.
-        if tokenable_type != self.tokenable_type {
+        if row.tokenable_type != self.tokenable_type {
             return Ok(None);
         }
-        let user: Option<(String, String, Option<String>, i64)> = sqlx::query_as(
-            "SELECT user_type, name, email, CAST(banned AS SIGNED) FROM users WHERE id = ?",
-        )
-        .bind(tokenable_id)
-        .fetch_optional(&self.pool)
-        .await?;
-        let Some((user_type, name, email, banned)) = user else {
+        // A token of a deleted user: 401.
+        let (Some(user_type), Some(name)) = (row.user_type, row.name) else {
             return Ok(None);
         };
         Ok(Some(Resolved {
             user: AuthUser {
-                token_id,
-                user_id: tokenable_id,
+                token_id: row.id,
+                user_id: row.tokenable_id,
                 user_type,
                 name,
-                email,
-                banned: banned == 1,
+                email: row.email,
+                banned: row.banned == Some(1),
             },
-            created_at,
-            expires_at,
+            created_at: row.created_at,
+            expires_at: row.expires_at,
         }))
     }
 
@@ -166,13 +174,16 @@ impl Sanctum {
         loop {
             let with_expiry = self.has_expires_at.load(Ordering::Relaxed);
             let expires = if with_expiry {
-                "CAST(expires_at AS CHAR)"
+                "CAST(t.expires_at AS CHAR)"
             } else {
                 "NULL"
             };
             let sql = format!(
-                "SELECT id, token, tokenable_type, tokenable_id, CAST(created_at AS CHAR), {expires} \
-                 FROM personal_access_tokens WHERE {condition} LIMIT 1"
+                "SELECT t.id, t.token, t.tokenable_type, t.tokenable_id, \
+                 CAST(t.created_at AS CHAR) AS created_at, {expires} AS expires_at, \
+                 u.user_type, u.name, u.email, CAST(u.banned AS SIGNED) AS banned \
+                 FROM personal_access_tokens t LEFT JOIN users u ON u.id = t.tokenable_id \
+                 WHERE t.{condition} LIMIT 1"
             );
             let query = sqlx::query_as::<_, TokenRow>(&sql);
             let query = match &bind {
