@@ -219,6 +219,7 @@ impl Application {
 
         let (shutdown, shutdown_rx) = watch::channel(false);
         tokio::spawn(state.watcher.clone().run(pool.clone(), shutdown_rx.clone()));
+        state.sanctum.start_batching();
         let counters = state.ops.metrics.mail_counters();
         let worker = tokio::spawn(async move {
             // Recovery waits for the database; a shutdown meanwhile leaves staging/ for the

@@ -2,8 +2,7 @@
 //! `personal_access_tokens` table (COMPAT §2, K4, K15, D9).
 
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use chrono::NaiveDateTime;
@@ -13,8 +12,8 @@ use sqlx::MySqlPool;
 use subtle::ConstantTimeEq;
 
 use crate::auth::bearer::{parse_authorization, BearerToken};
+use crate::auth::tokens::TokenStore;
 use crate::cache::TtlCache;
-use crate::error::mysql_error_number;
 use crate::laravel::dates::{format_wall, local_to_utc, normalize, parse_wall};
 
 /// The authenticated user `U` and the current token.
@@ -47,28 +46,12 @@ pub struct Sanctum {
     cache: TtlCache<Vec<u8>, Resolved>,
     /// When this process last wrote `last_used_at` for a token (D9).
     touched: Mutex<HashMap<u64, Instant>>,
-    /// Older installs have no `expires_at` column (added in product 9.6).
-    has_expires_at: AtomicBool,
+    /// The token table (lookups by id are batched under load).
+    tokens: Arc<TokenStore>,
 }
 
 fn sha256_hex(secret: &[u8]) -> String {
     hex::encode(Sha256::digest(secret))
-}
-
-/// A token row with its user (LEFT JOIN: the user columns are NULL when the
-/// user was deleted). One statement per lookup instead of two.
-#[derive(sqlx::FromRow)]
-struct TokenRow {
-    id: u64,
-    token: String,
-    tokenable_type: String,
-    tokenable_id: u64,
-    created_at: Option<String>,
-    expires_at: Option<String>,
-    user_type: Option<String>,
-    name: Option<String>,
-    email: Option<String>,
-    banned: Option<i64>,
 }
 
 impl Sanctum {
@@ -81,14 +64,14 @@ impl Sanctum {
         cache_ttl: Duration,
     ) -> Self {
         Sanctum {
-            pool,
             tz,
             tokenable_type,
             expiration_minutes,
             touch_interval,
             cache: TtlCache::new(cache_ttl, 100_000),
             touched: Mutex::new(HashMap::new()),
-            has_expires_at: AtomicBool::new(true),
+            tokens: TokenStore::new(pool.clone()),
+            pool,
         }
     }
 
@@ -126,7 +109,7 @@ impl Sanctum {
     async fn lookup(&self, token: &BearerToken) -> Result<Option<Resolved>, sqlx::Error> {
         let row = match token {
             BearerToken::IdSecret { id, secret } => {
-                let Some(row) = self.token_row("id = ?", Bind::Id(*id)).await? else {
+                let Some(row) = self.tokens.by_id(*id).await? else {
                     return Ok(None);
                 };
                 let expected = sha256_hex(secret);
@@ -136,10 +119,7 @@ impl Sanctum {
                 }
                 row
             }
-            BearerToken::Plain(t) => match self
-                .token_row("token = ?", Bind::Hash(sha256_hex(t)))
-                .await?
-            {
+            BearerToken::Plain(t) => match self.tokens.by_hash(&sha256_hex(t)).await? {
                 Some(row) => row,
                 None => return Ok(None),
             },
@@ -164,41 +144,6 @@ impl Sanctum {
             created_at: row.created_at,
             expires_at: row.expires_at,
         }))
-    }
-
-    async fn token_row(
-        &self,
-        condition: &str,
-        bind: Bind,
-    ) -> Result<Option<TokenRow>, sqlx::Error> {
-        loop {
-            let with_expiry = self.has_expires_at.load(Ordering::Relaxed);
-            let expires = if with_expiry {
-                "CAST(t.expires_at AS CHAR)"
-            } else {
-                "NULL"
-            };
-            let sql = format!(
-                "SELECT t.id, t.token, t.tokenable_type, t.tokenable_id, \
-                 CAST(t.created_at AS CHAR) AS created_at, {expires} AS expires_at, \
-                 u.user_type, u.name, u.email, CAST(u.banned AS SIGNED) AS banned \
-                 FROM personal_access_tokens t LEFT JOIN users u ON u.id = t.tokenable_id \
-                 WHERE t.{condition} LIMIT 1"
-            );
-            let query = sqlx::query_as::<_, TokenRow>(&sql);
-            let query = match &bind {
-                Bind::Id(id) => query.bind(*id),
-                Bind::Hash(h) => query.bind(h.clone()),
-            };
-            match query.fetch_optional(&self.pool).await {
-                // ER_BAD_FIELD_ERROR: a pre-9.6 table without `expires_at`.
-                Err(e) if with_expiry && mysql_error_number(&e) == Some(1054) => {
-                    tracing::warn!("personal_access_tokens has no expires_at column; token expiry dates are not checked");
-                    self.has_expires_at.store(false, Ordering::Relaxed);
-                }
-                other => return other,
-            }
-        }
     }
 
     /// The time checks of §2, on naive values read in APP_TIMEZONE (§6.4).
@@ -278,15 +223,15 @@ impl Sanctum {
         Ok(())
     }
 
+    /// Starts batching token lookups on the current runtime (start-up).
+    pub fn start_batching(&self) {
+        self.tokens.start_batching();
+    }
+
     /// Drops cached lookups of a token (after it was deleted).
     pub fn forget_token(&self, token_id: u64) {
         self.cache.retain(|_, r| r.user.token_id != token_id);
     }
-}
-
-enum Bind {
-    Id(u64),
-    Hash(String),
 }
 
 #[cfg(test)]
