@@ -141,7 +141,7 @@ def main(src, dst):
     w(f"- **DB ceiling**: `dbceiling` (`bench/tools/`) sends the endpoint's own statements (same SQL text, "
       "prepared, same binds) straight to MariaDB on as many connections as wrk has, "
       f"{env.get('db_duration', '?'):g} s per run. `full` = every statement of a request whose "
-      "per-request caches miss (token + user lookup, participants); `hot` = only the statements left "
+      "per-request caches miss (the token lookup with its user, participants); `hot` = only the statements left "
       "when those hit. Both leave out the 60 s caches (translations, settings, uploads) and the "
       "once-a-minute `last_used_at` touch. The `% of ceiling` column is shopchat's req/s divided by "
       "the `full` ceiling.")

@@ -150,6 +150,10 @@ else
 fi
 
 # --- cargo ------------------------------------------------------------------------------------------
+# tests/api/nginx.rs runs the cutover kit of deploy/nginx/ in a real nginx (Debian's nginx-light).
+if ! command -v nginx >/dev/null 2>&1 && [[ ! -x /usr/sbin/nginx ]]; then
+    pmdb_apt_install nginx-light || note "warning: nginx-light could not be installed; the nginx test will fail"
+fi
 if [[ "$run_fmt" -eq 1 ]]; then
     run_step "cargo fmt --all -- --check" cargo fmt --all -- --check
 fi

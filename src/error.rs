@@ -37,8 +37,11 @@ pub enum ApiError {
 
 /// MySQL error numbers that mean "the database is not usable right now"
 /// (§1.3): lock wait timeout, too many connections, shutdown in progress,
-/// query interrupted, connection errors reported by the server.
-const UNAVAILABLE_NUMBERS: &[u16] = &[1205, 1040, 1053, 1317, 2002, 2003, 2006, 2013];
+/// query interrupted (`KILL QUERY`), connection errors reported by the
+/// server, MariaDB's "connection was killed" (1927: `KILL CONNECTION`, a
+/// server shutting down) and MySQL 8's idle disconnect (4031).
+/// `tests/api/faults.rs` produces these by stopping and killing.
+const UNAVAILABLE_NUMBERS: &[u16] = &[1205, 1040, 1053, 1317, 1927, 2002, 2003, 2006, 2013, 4031];
 
 /// The MySQL error number (`1366`, …) of a database error. sqlx's
 /// `DatabaseError::code()` gives the SQLSTATE instead, which is too coarse.

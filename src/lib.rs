@@ -11,6 +11,8 @@ pub mod http;
 pub mod laravel;
 pub mod mail;
 pub mod openapi;
+pub mod ops;
+pub mod shadow;
 pub mod startup;
 pub mod state;
 pub mod telemetry;

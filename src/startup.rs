@@ -5,7 +5,10 @@ use std::net::TcpListener;
 use std::sync::Arc;
 use std::time::Duration;
 
-use actix_web::dev::Server;
+use actix_http::HttpService;
+use actix_server::Server;
+use actix_service::{fn_service, map_config, IntoServiceFactory, ServiceFactoryExt};
+use actix_web::dev::AppConfig;
 use actix_web::{web, App, HttpServer};
 use anyhow::Context;
 use sqlx::mysql::{MySqlConnectOptions, MySqlPoolOptions};
@@ -13,6 +16,7 @@ use sqlx::{ConnectOptions, Executor, MySqlPool};
 use tokio::sync::watch;
 
 use crate::config::{DatabaseSettings, MailerKind, Settings};
+use crate::http::limits::{Guarded, HeadLimits};
 use crate::http::pipeline;
 use crate::mail::outbox::{Outbox, RetryPolicy};
 use crate::mail::smtp::{encryption_from_env, Mailer, SmtpSettings};
@@ -96,12 +100,86 @@ pub fn mailer(settings: &Settings) -> Mailer {
     }
 }
 
+/// The HTTP/1.1 server: actix-web's stack, with each connection wrapped in
+/// [`Guarded`] so that step 0 of the pipeline (§1.2: header size, client
+/// timeout) answers as the contract says rather than as actix-http would
+/// (`http::limits`). This is what `HttpServer::listen` builds, plus the
+/// wrapper.
+fn http_server(state: web::Data<AppState>, listener: TcpListener) -> anyhow::Result<Server> {
+    let s = &state.settings;
+    let limits = HeadLimits {
+        max_head_bytes: s.max_header_bytes,
+        client_timeout: s.client_timeout,
+    };
+    let addr = listener.local_addr()?;
+    let workers = std::thread::available_parallelism().map_or(2, |n| n.get());
+    // actix-server counts connections per worker thread.
+    let per_worker = s.max_connections.div_ceil(workers).max(1);
+    let server = Server::build()
+        .workers(workers)
+        .max_concurrent_connections(per_worker)
+        // Signals are handled by the caller (main: SIGTERM/SIGINT → Stopper::stop), so that
+        // /ready and the long-poll learn about the drain before the listener closes.
+        .disable_signals()
+        .shutdown_timeout(s.shutdown_timeout.as_secs())
+        .listen("shopchat-http", listener, move || {
+            let app = App::new()
+                .app_data(state.clone())
+                .default_service(web::to(pipeline::entry))
+                .into_factory()
+                .map_err(|e: actix_web::Error| e.as_response_error().error_response());
+            let h1 = HttpService::<Guarded, _, _, _, _>::build()
+                // The head timeout is the wrapper's: actix's would answer 408.
+                .client_request_timeout(Duration::ZERO)
+                .client_disconnect_timeout(Duration::from_secs(1))
+                .local_addr(addr)
+                .h1(map_config(app, |_| AppConfig::default()));
+            fn_service(move |io: tokio::net::TcpStream| {
+                let peer = io.peer_addr().ok();
+                std::future::ready(Ok::<_, actix_http::error::DispatchError>((
+                    Guarded::new(io, limits),
+                    peer,
+                )))
+            })
+            .and_then(h1)
+        })?
+        .run();
+    Ok(server)
+}
+
 pub struct Application {
     port: u16,
     server: Server,
+    /// The separate `/metrics` listener (`SHOPCHAT_METRICS_LISTEN`), when configured.
+    metrics_server: Option<(u16, Server)>,
     state: web::Data<AppState>,
     shutdown: watch::Sender<bool>,
     worker: tokio::task::JoinHandle<()>,
+}
+
+/// Stops an [`Application`] gracefully from another task (the signal handler, tests).
+#[derive(Clone)]
+pub struct Stopper {
+    server: actix_web::dev::ServerHandle,
+    state: web::Data<AppState>,
+}
+
+impl Stopper {
+    /// Drains: `/ready` fails and long-poll waiters are released, the listener stops
+    /// accepting, in-flight requests get `SHOPCHAT_SHUTDOWN_TIMEOUT` to finish. Returns when
+    /// the server has stopped.
+    pub async fn stop(&self) {
+        self.state.ops.begin_drain();
+        // Held long-polls answer now with what the database has (§5.4), instead of holding
+        // the shutdown for up to SHOPCHAT_LONG_POLL_MAX_SECONDS.
+        self.state.watcher.release_all();
+        self.server.stop(true).await;
+    }
+
+    /// Stops at once, dropping in-flight requests (a second signal).
+    pub async fn stop_now(&self) {
+        self.server.stop(false).await;
+    }
 }
 
 impl Application {
@@ -116,6 +194,13 @@ impl Application {
         listener: TcpListener,
     ) -> anyhow::Result<Application> {
         let port = listener.local_addr()?.port();
+        let metrics_listener = match settings.metrics_listen {
+            Some(addr) => Some(
+                TcpListener::bind(addr)
+                    .with_context(|| format!("SHOPCHAT_METRICS_LISTEN: cannot listen on {addr}"))?,
+            ),
+            None => None,
+        };
         let pool = pool(&settings.database)?;
         let outbox_dir = settings.mail.outbox_dir.clone();
         let outbox = Arc::new(Outbox::open(&outbox_dir).with_context(|| {
@@ -134,26 +219,50 @@ impl Application {
 
         let (shutdown, shutdown_rx) = watch::channel(false);
         tokio::spawn(state.watcher.clone().run(pool.clone(), shutdown_rx.clone()));
+        state.sanctum.start_batching();
+        let counters = state.ops.metrics.mail_counters();
         let worker = tokio::spawn(async move {
-            recover_staging(&outbox, &pool).await;
-            worker::run_worker(outbox, mailer, policy, Duration::from_secs(1), shutdown_rx).await;
+            // Recovery waits for the database; a shutdown meanwhile leaves staging/ for the
+            // next start (§8.6 step 3), nothing is lost.
+            let mut stop = shutdown_rx.clone();
+            tokio::select! {
+                _ = recover_staging(&outbox, &pool) => {}
+                _ = stop.wait_for(|s| *s) => return,
+            }
+            worker::run_worker_counted(
+                outbox,
+                mailer,
+                policy,
+                Duration::from_secs(1),
+                shutdown_rx,
+                counters,
+            )
+            .await;
         });
 
-        let s = &state.settings;
-        let server_state = state.clone();
-        let server = HttpServer::new(move || {
-            App::new()
-                .app_data(server_state.clone())
-                .default_service(web::to(pipeline::entry))
-        })
-        .client_request_timeout(s.client_timeout)
-        .client_disconnect_timeout(Duration::from_secs(1))
-        .shutdown_timeout(30)
-        .listen(listener)?
-        .run();
+        let server = http_server(state.clone(), listener)?;
+        let metrics_server = match metrics_listener {
+            Some(listener) => {
+                let port = listener.local_addr()?.port();
+                let metrics_state = state.clone();
+                let server = HttpServer::new(move || {
+                    App::new()
+                        .app_data(metrics_state.clone())
+                        .default_service(web::to(ops_listener_entry))
+                })
+                .workers(1)
+                .disable_signals()
+                .shutdown_timeout(1)
+                .listen(listener)?
+                .run();
+                Some((port, server))
+            }
+            None => None,
+        };
         Ok(Application {
             port,
             server,
+            metrics_server,
             state,
             shutdown,
             worker,
@@ -164,17 +273,89 @@ impl Application {
         self.port
     }
 
+    /// The port of the separate metrics listener, if one is configured.
+    pub fn metrics_port(&self) -> Option<u16> {
+        self.metrics_server.as_ref().map(|(port, _)| *port)
+    }
+
     pub fn state(&self) -> &web::Data<AppState> {
         &self.state
     }
 
-    /// Serves until the server stops (SIGTERM/SIGINT: graceful), then lets
-    /// the outbox worker finish the mail in flight.
+    pub fn stopper(&self) -> Stopper {
+        Stopper {
+            server: self.server.handle(),
+            state: self.state.clone(),
+        }
+    }
+
+    /// Serves until stopped through a [`Stopper`], then stops the metrics listener and lets
+    /// the outbox worker finish the mail in flight (within `SHOPCHAT_SHUTDOWN_TIMEOUT`; a
+    /// mail abandoned then stays claimed and is retried after 10 minutes, §8.6 step 4).
     pub async fn run_until_stopped(self) -> std::io::Result<()> {
+        let metrics = self.metrics_server.map(|(_, server)| {
+            let handle = server.handle();
+            (handle, tokio::spawn(server))
+        });
         let result = self.server.await;
+        if let Some((handle, task)) = metrics {
+            handle.stop(true).await;
+            let _ = task.await;
+        }
         let _ = self.shutdown.send(true);
-        let _ = self.worker.await;
+        let grace = self.state.settings.shutdown_timeout;
+        if tokio::time::timeout(grace, self.worker).await.is_err() {
+            tracing::warn!("outbox worker still busy after SHOPCHAT_SHUTDOWN_TIMEOUT; the mail in flight is retried later");
+        }
+        tracing::info!("shopchat stopped");
         result
+    }
+}
+
+/// Waits for SIGTERM or SIGINT (the binary's `serve`).
+pub async fn shutdown_signal() -> std::io::Result<&'static str> {
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{signal, SignalKind};
+        let mut term = signal(SignalKind::terminate())?;
+        let mut int = signal(SignalKind::interrupt())?;
+        tokio::select! {
+            _ = term.recv() => Ok("SIGTERM"),
+            _ = int.recv() => Ok("SIGINT"),
+        }
+    }
+    #[cfg(not(unix))]
+    {
+        tokio::signal::ctrl_c().await?;
+        Ok("Ctrl-C")
+    }
+}
+
+/// The separate metrics listener: `/metrics`, `/health` and `/ready` (so probes can use the
+/// internal port too); anything else is 404.
+async fn ops_listener_entry(
+    req: actix_web::HttpRequest,
+    state: web::Data<AppState>,
+) -> actix_web::HttpResponse {
+    use actix_web::http::{Method, StatusCode};
+    if req.method() != Method::GET && req.method() != Method::HEAD {
+        return crate::http::response::with_body(
+            StatusCode::METHOD_NOT_ALLOWED,
+            "text/plain; charset=utf-8",
+            "method not allowed\n".into(),
+        );
+    }
+    match req.path().trim_end_matches('/') {
+        "/metrics" => crate::ops::metrics::answer(&state).await,
+        "/ready" => crate::ops::ready::answer(&state).await,
+        "/health" => {
+            crate::http::response::json(StatusCode::OK, &serde_json::json!({"status": "ok"}))
+        }
+        _ => crate::http::response::with_body(
+            StatusCode::NOT_FOUND,
+            "text/plain; charset=utf-8",
+            "not found\n".into(),
+        ),
     }
 }
 

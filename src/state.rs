@@ -15,6 +15,7 @@ use crate::laravel::assets::Assets;
 use crate::laravel::encrypter::Encrypter;
 use crate::laravel::translate::Translator;
 use crate::mail::Mailbox;
+use crate::ops::Ops;
 
 pub struct AppState {
     pub settings: Settings,
@@ -25,9 +26,13 @@ pub struct AppState {
     pub limiter: RateLimiter,
     pub maintenance: Maintenance,
     pub participants: Participants,
+    /// In-process queue in front of the create-conversation named lock.
+    pub pair_locks: crate::chat::create_conversation::PairLocks,
     pub watcher: Arc<Watcher>,
     pub mailbox: Mailbox,
     pub encrypter: Encrypter,
+    /// Metrics, readiness and the drain signal (the Operability issue).
+    pub ops: Ops,
 }
 
 impl AppState {
@@ -51,9 +56,11 @@ impl AppState {
             limiter: RateLimiter::new(s.rate_limit),
             maintenance: Maintenance::new(s.maintenance_forced, s.laravel_root.clone()),
             participants: Participants::default(),
+            pair_locks: Default::default(),
             watcher: Arc::new(Watcher::default()),
             mailbox,
             encrypter: Encrypter::new(s.app_key, s.app_previous_keys.clone()),
+            ops: Ops::new(s),
             pool,
             settings,
         }

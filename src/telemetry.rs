@@ -1,6 +1,8 @@
 //! Logging: one line per request (see the pipeline), level from `RUST_LOG`,
 //! text or JSON (`SHOPCHAT_LOG_FORMAT`).
 
+use std::io::IsTerminal;
+
 use tracing_subscriber::EnvFilter;
 
 pub fn init(json: bool) {
@@ -8,6 +10,8 @@ pub fn init(json: bool) {
         EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info,sqlx=warn"));
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
+        // Colour codes only on a terminal: journald and log files get plain `key=value` text.
+        .with_ansi(std::io::stderr().is_terminal())
         .with_writer(std::io::stderr);
     // Ignore the error of a second initialisation (tests start several apps).
     let _ = if json {

@@ -2,3 +2,4 @@
 
 pub mod bearer;
 pub mod sanctum;
+pub mod tokens;

@@ -2,8 +2,7 @@
 //! `personal_access_tokens` table (COMPAT §2, K4, K15, D9).
 
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use chrono::NaiveDateTime;
@@ -13,8 +12,8 @@ use sqlx::MySqlPool;
 use subtle::ConstantTimeEq;
 
 use crate::auth::bearer::{parse_authorization, BearerToken};
+use crate::auth::tokens::TokenStore;
 use crate::cache::TtlCache;
-use crate::error::mysql_error_number;
 use crate::laravel::dates::{format_wall, local_to_utc, normalize, parse_wall};
 
 /// The authenticated user `U` and the current token.
@@ -47,15 +46,13 @@ pub struct Sanctum {
     cache: TtlCache<Vec<u8>, Resolved>,
     /// When this process last wrote `last_used_at` for a token (D9).
     touched: Mutex<HashMap<u64, Instant>>,
-    /// Older installs have no `expires_at` column (added in product 9.6).
-    has_expires_at: AtomicBool,
+    /// The token table (lookups by id are batched under load).
+    tokens: Arc<TokenStore>,
 }
 
 fn sha256_hex(secret: &[u8]) -> String {
     hex::encode(Sha256::digest(secret))
 }
-
-type TokenRow = (u64, String, String, u64, Option<String>, Option<String>);
 
 impl Sanctum {
     pub fn new(
@@ -67,14 +64,14 @@ impl Sanctum {
         cache_ttl: Duration,
     ) -> Self {
         Sanctum {
-            pool,
             tz,
             tokenable_type,
             expiration_minutes,
             touch_interval,
             cache: TtlCache::new(cache_ttl, 100_000),
             touched: Mutex::new(HashMap::new()),
-            has_expires_at: AtomicBool::new(true),
+            tokens: TokenStore::new(pool.clone()),
+            pool,
         }
     }
 
@@ -112,82 +109,41 @@ impl Sanctum {
     async fn lookup(&self, token: &BearerToken) -> Result<Option<Resolved>, sqlx::Error> {
         let row = match token {
             BearerToken::IdSecret { id, secret } => {
-                let Some(row) = self.token_row("id = ?", Bind::Id(*id)).await? else {
+                let Some(row) = self.tokens.by_id(*id).await? else {
                     return Ok(None);
                 };
                 let expected = sha256_hex(secret);
                 // Constant-time comparison of the stored hash (§2).
-                if !bool::from(row.1.as_bytes().ct_eq(expected.as_bytes())) {
+                if !bool::from(row.token.as_bytes().ct_eq(expected.as_bytes())) {
                     return Ok(None);
                 }
                 row
             }
-            BearerToken::Plain(t) => match self
-                .token_row("token = ?", Bind::Hash(sha256_hex(t)))
-                .await?
-            {
+            BearerToken::Plain(t) => match self.tokens.by_hash(&sha256_hex(t)).await? {
                 Some(row) => row,
                 None => return Ok(None),
             },
         };
-        let (token_id, _, tokenable_type, tokenable_id, created_at, expires_at) = row;
         // An unknown model class is a 500 in PHP; shopchat answers 401.
-        if tokenable_type != self.tokenable_type {
+        if row.tokenable_type != self.tokenable_type {
             return Ok(None);
         }
-        let user: Option<(String, String, Option<String>, i64)> = sqlx::query_as(
-            "SELECT user_type, name, email, CAST(banned AS SIGNED) FROM users WHERE id = ?",
-        )
-        .bind(tokenable_id)
-        .fetch_optional(&self.pool)
-        .await?;
-        let Some((user_type, name, email, banned)) = user else {
+        // A token of a deleted user: 401.
+        let (Some(user_type), Some(name)) = (row.user_type, row.name) else {
             return Ok(None);
         };
         Ok(Some(Resolved {
             user: AuthUser {
-                token_id,
-                user_id: tokenable_id,
+                token_id: row.id,
+                user_id: row.tokenable_id,
                 user_type,
                 name,
-                email,
-                banned: banned == 1,
+                email: row.email,
+                banned: row.banned == Some(1),
             },
-            created_at,
-            expires_at,
+            created_at: row.created_at,
+            expires_at: row.expires_at,
         }))
-    }
-
-    async fn token_row(
-        &self,
-        condition: &str,
-        bind: Bind,
-    ) -> Result<Option<TokenRow>, sqlx::Error> {
-        loop {
-            let with_expiry = self.has_expires_at.load(Ordering::Relaxed);
-            let expires = if with_expiry {
-                "CAST(expires_at AS CHAR)"
-            } else {
-                "NULL"
-            };
-            let sql = format!(
-                "SELECT id, token, tokenable_type, tokenable_id, CAST(created_at AS CHAR), {expires} \
-                 FROM personal_access_tokens WHERE {condition} LIMIT 1"
-            );
-            let query = sqlx::query_as::<_, TokenRow>(&sql);
-            let query = match &bind {
-                Bind::Id(id) => query.bind(*id),
-                Bind::Hash(h) => query.bind(h.clone()),
-            };
-            match query.fetch_optional(&self.pool).await {
-                // ER_BAD_FIELD_ERROR: a pre-9.6 table without `expires_at`.
-                Err(e) if with_expiry && mysql_error_number(&e) == Some(1054) => {
-                    tracing::warn!("personal_access_tokens has no expires_at column; token expiry dates are not checked");
-                    self.has_expires_at.store(false, Ordering::Relaxed);
-                }
-                other => return other,
-            }
-        }
     }
 
     /// The time checks of §2, on naive values read in APP_TIMEZONE (§6.4).
@@ -267,15 +223,15 @@ impl Sanctum {
         Ok(())
     }
 
+    /// Starts batching token lookups on the current runtime (start-up).
+    pub fn start_batching(&self) {
+        self.tokens.start_batching();
+    }
+
     /// Drops cached lookups of a token (after it was deleted).
     pub fn forget_token(&self, token_id: u64) {
         self.cache.retain(|_, r| r.user.token_id != token_id);
     }
-}
-
-enum Bind {
-    Id(u64),
-    Hash(String),
 }
 
 #[cfg(test)]

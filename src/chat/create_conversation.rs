@@ -6,6 +6,8 @@
 //! first message and — for a new conversation — stages the seller's e-mail
 //! before the commit. Nothing is written on any error.
 
+use std::collections::HashMap;
+use std::sync::Arc;
 use std::time::Duration;
 
 use actix_web::http::StatusCode;
@@ -23,9 +25,17 @@ use crate::http::response;
 use crate::mail::render::{link, render, Labels, Notification};
 use crate::mail::Staged;
 
-pub async fn handle(ctx: &Ctx<'_>) -> Result<HttpResponse, ApiError> {
-    let state = ctx.state;
-    let pool = &state.pool;
+/// What steps 1–2 established.
+pub struct Checked {
+    pub message: String,
+    pub title: Option<String>,
+    pub owner_id: i64,
+    pub owner: UserBrief,
+}
+
+/// Steps 1–2 without any write (no lock, no mail): shadow mode stops here (§11.2).
+pub async fn check(ctx: &Ctx<'_>) -> Result<Checked, ApiError> {
+    let pool = &ctx.state.pool;
     // 1. Validation (D2), field order product_id, message, title.
     let mut v = Validator::default();
     let product = v.integer(&ctx.input, "product_id");
@@ -47,13 +57,35 @@ pub async fn handle(ctx: &Ctx<'_>) -> Result<HttpResponse, ApiError> {
         .await?
         .remove(&owner_id)
         .ok_or_else(not_found)?;
+    Ok(Checked {
+        message,
+        title,
+        owner_id,
+        owner,
+    })
+}
 
-    // 3. Serialise per (U, O) across processes (D6). The transaction runs on
-    // the lock's own connection: a request never holds two pool connections at
-    // once, so concurrent creates cannot exhaust the pool waiting for their
-    // second one (with 10 connections, 10 lock holders would deadlock until
-    // the acquire timeout).
+pub async fn handle(ctx: &Ctx<'_>) -> Result<HttpResponse, ApiError> {
+    let state = ctx.state;
+    let pool = &state.pool;
+    let Checked {
+        message,
+        title,
+        owner_id,
+        owner,
+    } = check(ctx).await?;
+
+    // 3. Serialise per (U, O) across processes (D6). Requests of this
+    // process for the same pair queue in memory first: a request waiting in
+    // GET_LOCK holds a pooled connection, and a burst of taps for one pair
+    // would otherwise take every connection. The transaction then runs on the
+    // lock's own connection: a request never holds two pooled connections at
+    // once, so creates for *different* pairs cannot exhaust the pool either
+    // (with 10 connections, 10 lock holders each waiting for a second one
+    // would wait until the acquire timeout: 503s, seen by bench/run.sh).
     let lock_name = format!("shopchat:cc:{}:{}", ctx.user.user_id, owner_id);
+    let timeout = Duration::from_secs(u64::from(state.settings.lock_timeout_seconds));
+    let _queued = state.pair_locks.enter(&lock_name, timeout).await?;
     let mut lock =
         NamedLock::acquire(pool, &lock_name, state.settings.lock_timeout_seconds).await?;
     let outcome = match lock.connection() {
@@ -109,6 +141,7 @@ async fn create_or_reuse(
             .fetch_all(&mut *tx)
             .await?;
     if let Some((id, _)) = candidates.into_iter().find(|(_, t)| t.as_deref() == title) {
+        repo::lock_conversation(&mut tx, id).await?;
         repo::insert_message(&mut tx, id, user_id, message, &ctx.now_s)
             .await
             .map_err(|e| storage_guard(e, "message", MESSAGE_LIMIT))?;
@@ -199,6 +232,61 @@ async fn notification(
         &mail.from_name,
         conversation_id as u64,
     )))
+}
+
+/// Per-process queues, one per lock name, in front of `GET_LOCK`.
+#[derive(Default)]
+pub struct PairLocks {
+    queues: std::sync::Mutex<HashMap<String, Arc<tokio::sync::Mutex<()>>>>,
+}
+
+/// A place at the head of a pair's queue; leaving drops the queue when no
+/// one else waits in it.
+pub struct PairTurn<'a> {
+    locks: &'a PairLocks,
+    name: String,
+    queue: Arc<tokio::sync::Mutex<()>>,
+    guard: Option<tokio::sync::OwnedMutexGuard<()>>,
+}
+
+impl PairLocks {
+    /// Waits for this process's turn on `name`, at most `timeout` (like
+    /// `GET_LOCK`: not getting it is "database unavailable", §1.3).
+    pub async fn enter(&self, name: &str, timeout: Duration) -> Result<PairTurn<'_>, ApiError> {
+        let queue = self
+            .queues
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .entry(name.to_string())
+            .or_default()
+            .clone();
+        let mut turn = PairTurn {
+            locks: self,
+            name: name.to_string(),
+            queue: queue.clone(),
+            guard: None,
+        };
+        match tokio::time::timeout(timeout, queue.lock_owned()).await {
+            Ok(guard) => {
+                turn.guard = Some(guard);
+                Ok(turn)
+            }
+            Err(_) => Err(ApiError::Unavailable(format!(
+                "{name}: queue not left within the lock timeout"
+            ))),
+        }
+    }
+}
+
+impl Drop for PairTurn<'_> {
+    fn drop(&mut self) {
+        self.guard.take();
+        let mut queues = self.locks.queues.lock().unwrap_or_else(|e| e.into_inner());
+        // Ours and the map's: nobody else holds or waits for this queue.
+        if Arc::strong_count(&self.queue) == 2 {
+            queues.remove(&self.name);
+        }
+    }
 }
 
 /// A MySQL named lock held on a dedicated connection (§5.5 step 3).

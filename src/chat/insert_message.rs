@@ -3,13 +3,16 @@
 use actix_web::http::StatusCode;
 use actix_web::HttpResponse;
 
-use crate::chat::validation::{storage_guard, Validator, MESSAGE_LIMIT};
+use crate::chat::repo::Parties;
+use crate::chat::validation::{storage_guard, IntField, Validator, MESSAGE_LIMIT};
 use crate::chat::{items, repo, Ctx};
 use crate::error::ApiError;
 use crate::http::response;
 use crate::laravel::paginate::envelope;
 
-pub async fn handle(ctx: &Ctx<'_>) -> Result<HttpResponse, ApiError> {
+/// Steps 1–2 without any write: what the request would be accepted as.
+/// Shadow mode stops here (§11.2).
+pub async fn check(ctx: &Ctx<'_>) -> Result<(IntField, String, Parties), ApiError> {
     let state = ctx.state;
     // 1. Validation (D2); `user_id` sent by the app is ignored (D5).
     let mut v = Validator::default();
@@ -29,8 +32,15 @@ pub async fn handle(ctx: &Ctx<'_>) -> Result<HttpResponse, ApiError> {
     if !parties.includes(ctx.user.user_id) {
         return Err(not_found());
     }
+    Ok((cid, message, parties))
+}
+
+pub async fn handle(ctx: &Ctx<'_>) -> Result<HttpResponse, ApiError> {
+    let state = ctx.state;
+    let (cid, message, parties) = check(ctx).await?;
     // 3. One transaction: the message and the D5 flags (D3).
     let mut tx = state.pool.begin().await?;
+    repo::lock_conversation(&mut tx, cid.value).await?;
     let id = repo::insert_message(&mut tx, cid.value, ctx.user.user_id, &message, &ctx.now_s)
         .await
         .map_err(|e| storage_guard(e, "message", MESSAGE_LIMIT))?;

@@ -51,23 +51,21 @@ pub async fn conversation_items(
     ctx: &Ctx<'_>,
     rows: &[ConversationRow],
 ) -> Result<Vec<Value>, sqlx::Error> {
-    let pool = &ctx.state.pool;
-    let mut receiver_ids: Vec<i64> = rows.iter().map(|r| r.receiver_id).collect();
-    receiver_ids.sort_unstable();
-    receiver_ids.dedup();
-    let users = repo::users(pool, &receiver_ids).await?;
-    let sellers: Vec<i64> = users
+    // Receivers come with the rows (a join); their shops in one batch.
+    let mut sellers: Vec<i64> = rows
         .iter()
-        .filter(|(_, u)| u.user_type != "admin")
-        .map(|(id, _)| *id)
+        .filter(|r| r.receiver_type.as_deref().is_some_and(|t| t != "admin"))
+        .map(|r| r.receiver_id)
         .collect();
-    let shops: HashMap<i64, ShopBrief> = repo::first_shops(pool, &sellers).await?;
+    sellers.sort_unstable();
+    sellers.dedup();
+    let shops: HashMap<i64, ShopBrief> = repo::first_shops(&ctx.state.pool, &sellers).await?;
     let mut items = Vec::with_capacity(rows.len());
     for row in rows {
-        let (receiver_type, face) = match users.get(&row.receiver_id) {
+        let (receiver_type, face) = match row.receiver() {
             Some(user) => (
                 json!(user.user_type),
-                shop_face(ctx, user, shops.get(&row.receiver_id)).await?,
+                shop_face(ctx, &user, shops.get(&row.receiver_id)).await?,
             ),
             None => (
                 json!("deleted"),

@@ -47,7 +47,8 @@ pub async fn handle(
     let wait = ctx
         .input
         .positive_int("wait")
-        .filter(|_| max_wait > 0)
+        // A process that is shutting down answers at once (graceful shutdown, Operability).
+        .filter(|_| max_wait > 0 && !state.ops.is_draining())
         .map(|w| Duration::from_secs((w as u64).min(max_wait)));
     let Some(wait) = wait else {
         let (total, data) = page_of(ctx, id, Some(after), page).await?;

@@ -10,6 +10,7 @@ pub mod repo;
 pub mod validation;
 pub mod watch;
 
+use actix_web::http::StatusCode;
 use actix_web::HttpResponse;
 
 use crate::auth::sanctum::AuthUser;
@@ -41,7 +42,7 @@ impl Ctx<'_> {
     pub async fn t(&self, text: &str) -> Result<String, sqlx::Error> {
         self.state
             .translator
-            .translate(text, &self.locale, &self.now_s, true)
+            .translate(text, &self.locale, &self.now_s, self.info.mode.writes())
             .await
     }
 }
@@ -54,10 +55,24 @@ pub async fn dispatch(ctx: &Ctx<'_>, route: &Route) -> Result<HttpResponse, ApiE
             conversation_id,
             last_message_id,
         } => messages::handle(ctx, conversation_id, Some(last_message_id)).await,
+        // Shadow mode (§11.2): a write is only checked — validation and the
+        // participant / product lookups — never executed, never mailed.
+        Route::InsertMessage if !ctx.info.mode.writes() => {
+            insert_message::check(ctx).await.map(|_| shadow_accepted())
+        }
+        Route::CreateConversation if !ctx.info.mode.writes() => create_conversation::check(ctx)
+            .await
+            .map(|_| shadow_accepted()),
         Route::InsertMessage => insert_message::handle(ctx).await,
         Route::CreateConversation => create_conversation::handle(ctx).await,
         other => Err(ApiError::Internal(format!(
             "route {other:?} reached the chat dispatcher"
         ))),
     }
+}
+
+/// The stand-in answer of a write that shadow mode would accept; only its
+/// status class is ever compared.
+fn shadow_accepted() -> HttpResponse {
+    crate::http::response::json(StatusCode::OK, &serde_json::json!({"shadow": "accepted"}))
 }

@@ -85,6 +85,19 @@ pub struct ConversationRow {
     pub sender_viewed: i64,
     pub receiver_viewed: i64,
     pub updated_at: Option<String>,
+    /// The receiver's `user_type` and `name`; NULL when the receiver was deleted (D4).
+    pub receiver_type: Option<String>,
+    pub receiver_name: Option<String>,
+}
+
+impl ConversationRow {
+    pub fn receiver(&self) -> Option<UserBrief> {
+        Some(UserBrief {
+            user_type: self.receiver_type.clone()?,
+            name: self.receiver_name.clone()?,
+            email: None,
+        })
+    }
 }
 
 pub async fn count_conversations(pool: &MySqlPool, sender_id: u64) -> Result<i64, sqlx::Error> {
@@ -100,9 +113,11 @@ pub async fn list_conversations(
     offset: i64,
 ) -> Result<Vec<ConversationRow>, sqlx::Error> {
     sqlx::query_as(
-        "SELECT id, receiver_id, title, CAST(sender_viewed AS SIGNED) AS sender_viewed, \
-         CAST(receiver_viewed AS SIGNED) AS receiver_viewed, CAST(updated_at AS CHAR) AS updated_at \
-         FROM conversations WHERE sender_id = ? ORDER BY id DESC LIMIT 10 OFFSET ?",
+        "SELECT c.id, c.receiver_id, c.title, CAST(c.sender_viewed AS SIGNED) AS sender_viewed, \
+         CAST(c.receiver_viewed AS SIGNED) AS receiver_viewed, CAST(c.updated_at AS CHAR) AS updated_at, \
+         u.user_type AS receiver_type, u.name AS receiver_name \
+         FROM conversations c LEFT JOIN users u ON u.id = c.receiver_id \
+         WHERE c.sender_id = ? ORDER BY c.id DESC LIMIT 10 OFFSET ?",
     )
     .bind(sender_id)
     .bind(offset)
@@ -256,6 +271,23 @@ pub async fn insert_message(
         .execute(&mut **tx)
         .await?;
     Ok(done.last_insert_id() as i64)
+}
+
+/// Locks the conversation row for the rest of the transaction, before its
+/// message is inserted. Concurrent posts to one conversation then take their
+/// message ids in the order they update the flags, so the flags always
+/// belong to the author of the newest message (D5). Without it, two
+/// transactions can insert in one order and update the flags in the other
+/// (the flag `UPDATE` is the only statement that waits for the row).
+pub async fn lock_conversation(
+    tx: &mut sqlx::Transaction<'_, MySql>,
+    conversation_id: i64,
+) -> Result<(), sqlx::Error> {
+    sqlx::query("SELECT id FROM conversations WHERE id = ? FOR UPDATE")
+        .bind(conversation_id)
+        .execute(&mut **tx)
+        .await?;
+    Ok(())
 }
 
 /// D5: the author's own side is "viewed", the other side "unread":

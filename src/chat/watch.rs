@@ -29,9 +29,9 @@ use tokio::sync::{watch, Notify};
 /// Longest age of the scan that vouches for a "nothing new" answer (§11.1: 250 ms).
 pub const STALENESS: Duration = Duration::from_millis(250);
 /// A learned "nothing above L" is re-checked against the database this often.
-pub const REVERIFY: Duration = Duration::from_secs(5);
+pub const REVERIFY: Duration = Duration::from_secs(60);
 /// Ids seen within this time are scanned again (rows committed out of id order).
-const RESCAN: Duration = Duration::from_secs(2);
+const RESCAN: Duration = Duration::from_secs(10);
 /// Scan period while anyone polls.
 const PERIOD: Duration = Duration::from_millis(100);
 /// Without polls for this long the watcher idles (no queries at all).

@@ -121,9 +121,22 @@ pub struct Settings {
     pub settings_ttl: Duration,
     pub long_poll_max_seconds: u64,
     pub max_body_bytes: usize,
+    /// `SHOPCHAT_MAX_HEADER_BYTES`: the largest request head (request line and
+    /// headers) accepted; larger → 431 (§1.2 step 0, `http::limits`).
+    pub max_header_bytes: usize,
     pub client_timeout: Duration,
+    /// `SHOPCHAT_MAX_CONNECTIONS`: open client connections at most; more wait
+    /// in the listen backlog.
+    pub max_connections: usize,
     pub lock_timeout_seconds: u32,
     pub log_json: bool,
+    /// `SHOPCHAT_SHUTDOWN_TIMEOUT`: how long in-flight requests (and the mail being sent) may
+    /// take to finish after SIGTERM.
+    pub shutdown_timeout: Duration,
+    /// `SHOPCHAT_READY_TIMEOUT_MS`: `/ready` fails when the database does not answer in time.
+    pub ready_timeout: Duration,
+    /// `SHOPCHAT_READY_CACHE_SECONDS`: how long `/ready` reuses its schema check; `0` = never.
+    pub ready_cache: Duration,
 }
 
 /// The merged key → value map (keys lower-cased by `config`), with Laravel's
@@ -406,8 +419,13 @@ impl Settings {
             settings_ttl: Duration::from_secs(v.parse("SHOPCHAT_SETTINGS_TTL")?),
             long_poll_max_seconds: v.parse("SHOPCHAT_LONG_POLL_MAX_SECONDS")?,
             max_body_bytes: positive::<usize>(v, "SHOPCHAT_MAX_BODY_BYTES")?,
+            max_header_bytes: max_header_bytes(v)?,
             client_timeout: Duration::from_secs(positive::<u64>(v, "SHOPCHAT_CLIENT_TIMEOUT")?),
+            max_connections: positive::<usize>(v, "SHOPCHAT_MAX_CONNECTIONS")?,
             lock_timeout_seconds: v.parse("SHOPCHAT_LOCK_TIMEOUT")?,
+            shutdown_timeout: Duration::from_secs(v.parse("SHOPCHAT_SHUTDOWN_TIMEOUT")?),
+            ready_timeout: Duration::from_millis(positive(v, "SHOPCHAT_READY_TIMEOUT_MS")?),
+            ready_cache: Duration::from_secs(v.parse("SHOPCHAT_READY_CACHE_SECONDS")?),
             log_json: match v.string("SHOPCHAT_LOG_FORMAT").as_str() {
                 "json" => true,
                 "text" | "" => false,
@@ -429,6 +447,23 @@ impl Settings {
             &self.default_language
         }
     }
+}
+
+/// actix-http buffers at most 128 KiB of a request head and answers 431 by
+/// itself beyond that; shopchat's own limit must stay below so that the
+/// contract's 431 answer is the one given (`http::limits`).
+const MAX_HEADER_BYTES_CEILING: usize = 65_536;
+
+fn max_header_bytes(v: &Values) -> Result<usize, ConfigError> {
+    const NAME: &str = "SHOPCHAT_MAX_HEADER_BYTES";
+    let value: usize = v.parse(NAME)?;
+    if !(1024..=MAX_HEADER_BYTES_CEILING).contains(&value) {
+        return Err(bad(
+            NAME,
+            format!("must be between 1024 and {MAX_HEADER_BYTES_CEILING}"),
+        ));
+    }
+    Ok(value)
 }
 
 fn positive<T>(v: &Values, name: &str) -> Result<T, ConfigError>
@@ -468,6 +503,34 @@ mod tests {
         assert_eq!(s.mail.mailer, MailerKind::Smtp);
         assert_eq!(s.mail.encryption, None);
         assert_eq!(s.filesystem, FileSystem::Local);
+        assert_eq!(s.max_header_bytes, 32_768);
+        assert_eq!(s.max_connections, 10_000);
+        assert_eq!(s.client_timeout, Duration::from_secs(10));
+    }
+
+    #[test]
+    fn request_limits_are_validated() {
+        for (name, value) in [
+            ("SHOPCHAT_MAX_HEADER_BYTES", "100"),
+            ("SHOPCHAT_MAX_HEADER_BYTES", "200000"),
+            ("SHOPCHAT_MAX_CONNECTIONS", "0"),
+            ("SHOPCHAT_MAX_BODY_BYTES", "x"),
+            ("SHOPCHAT_CLIENT_TIMEOUT", "0"),
+        ] {
+            let err =
+                Settings::load_from(None, env(&[("APP_KEY", KEY), (name, value)])).unwrap_err();
+            assert_eq!(err.name, name, "{value}");
+        }
+        let s = Settings::load_from(
+            None,
+            env(&[
+                ("APP_KEY", KEY),
+                ("SHOPCHAT_MAX_HEADER_BYTES", "4096"),
+                ("SHOPCHAT_MAX_CONNECTIONS", "3"),
+            ]),
+        )
+        .unwrap();
+        assert_eq!((s.max_header_bytes, s.max_connections), (4096, 3));
     }
 
     #[test]
@@ -522,6 +585,40 @@ mod tests {
         let err = Settings::load_from(None, env(&[("APP_KEY", KEY), ("DB_CONNECTION", "pgsql")]))
             .unwrap_err();
         assert_eq!(err.name, "DB_CONNECTION");
+    }
+
+    /// docs/operations.md is the operator's configuration reference: every key of
+    /// config/default.toml and every variable this module reads must be documented there.
+    #[test]
+    fn every_setting_is_documented_in_operations_md() {
+        let doc = include_str!("../../docs/operations.md");
+        let mut names: Vec<String> = DEFAULTS
+            .lines()
+            .filter_map(|l| l.split_once('=').map(|(k, _)| k.trim()))
+            .filter(|k| !k.is_empty() && !k.starts_with('#'))
+            .map(str::to_ascii_uppercase)
+            .collect();
+        assert!(names.iter().any(|n| n.starts_with("SHOPCHAT_")));
+        // Every upper-case string literal of this file outside the tests: the variables it reads.
+        let source = include_str!("mod.rs")
+            .split("#[cfg(test)]")
+            .next()
+            .unwrap_or_default();
+        for piece in source.split('"').skip(1).step_by(2) {
+            let is_var = piece.len() > 3
+                && piece.contains('_')
+                && piece
+                    .chars()
+                    .all(|c| c.is_ascii_uppercase() || c.is_ascii_digit() || c == '_');
+            if is_var {
+                names.push(piece.to_string());
+            }
+        }
+        let missing: Vec<&String> = names
+            .iter()
+            .filter(|n| !doc.contains(&format!("`{n}`")))
+            .collect();
+        assert!(missing.is_empty(), "not in docs/operations.md: {missing:?}");
     }
 
     #[test]

@@ -14,6 +14,7 @@
 
 use std::net::{IpAddr, Ipv4Addr};
 
+use actix_web::error::PayloadError;
 use actix_web::http::header::{self, HeaderMap, HeaderName, HeaderValue};
 use actix_web::http::{Method, StatusCode};
 use actix_web::{web, HttpRequest, HttpResponse};
@@ -33,6 +34,25 @@ use crate::laravel::accept::is_json_client;
 use crate::laravel::dates::now_naive;
 use crate::state::AppState;
 
+/// How a request is executed. `Shadow` is used only by `shopchat shadow`
+/// (src/shadow/, COMPAT §11.2): the answer is computed for comparison with the
+/// primary's and thrown away, so it must leave no trace — no token touch (D9),
+/// no translation insert (§7.1), no throttle charge (§1.4), no token delete
+/// (K6), and POST routes only validate (see [`crate::chat::dispatch`]).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum Mode {
+    #[default]
+    Serve,
+    Shadow,
+}
+
+impl Mode {
+    /// Whether this request may write (the database, the throttle counters).
+    pub fn writes(self) -> bool {
+        self == Mode::Serve
+    }
+}
+
 /// Everything known about a request once it passed the Host check.
 pub struct RequestInfo {
     pub route: Route,
@@ -43,6 +63,8 @@ pub struct RequestInfo {
     pub json_client: bool,
     pub client_ip: IpAddr,
     pub now: NaiveDateTime,
+    /// Serve, or shadow (no side effects).
+    pub mode: Mode,
 }
 
 pub async fn entry(
@@ -50,9 +72,20 @@ pub async fn entry(
     payload: web::Payload,
     state: web::Data<AppState>,
 ) -> HttpResponse {
+    entry_in_mode(req, payload, &state, Mode::Serve).await
+}
+
+/// [`entry`] with an explicit [`Mode`]; `shopchat shadow` calls it with
+/// `Mode::Shadow` on an in-memory copy of the client's request.
+pub async fn entry_in_mode(
+    req: HttpRequest,
+    payload: web::Payload,
+    state: &AppState,
+    mode: Mode,
+) -> HttpResponse {
     let request_id = origin::request_id(header_str(req.headers(), "x-request-id"));
     let started = std::time::Instant::now();
-    let (route_name, mut res) = answer(&req, payload, &state).await;
+    let (route_name, mut res) = answer(&req, payload, state, mode).await;
     res.headers_mut().insert(
         header::CACHE_CONTROL,
         HeaderValue::from_static("no-cache, private"),
@@ -61,21 +94,30 @@ pub async fn entry(
         res.headers_mut()
             .insert(HeaderName::from_static("x-request-id"), v);
     }
+    let elapsed = started.elapsed();
+    state.ops.metrics.observe(route_name, res.status(), elapsed);
+    // The token's user when known; never the bearer secret or the message text.
+    let user_id = res.extensions().get::<LoggedUser>().map(|u| u.0);
     tracing::info!(
         method = %req.method(),
         route = route_name,
         status = res.status().as_u16(),
-        latency_ms = started.elapsed().as_secs_f64() * 1000.0,
+        latency_ms = elapsed.as_secs_f64() * 1000.0,
+        user_id,
         request_id = %request_id,
         "request"
     );
     res
 }
 
+/// The user of a request's valid bearer token, handed from [`routed`] to the log line.
+struct LoggedUser(u64);
+
 async fn answer(
     req: &HttpRequest,
     payload: web::Payload,
     state: &AppState,
+    mode: Mode,
 ) -> (&'static str, HttpResponse) {
     let settings = &state.settings;
     // Step 0: a declared body above the limit is refused before it is read.
@@ -101,8 +143,14 @@ async fn answer(
     };
 
     // Step 1: the Host check (§4.3).
+    // A Host that is not even visible ASCII fails the check (it cannot match
+    // the allowed characters); it must not count as "no Host".
     let host = forwarded("x-forwarded-host")
-        .or_else(|| header_str(req.headers(), "host"))
+        .or_else(|| {
+            req.headers()
+                .get(header::HOST)
+                .map(|v| v.to_str().unwrap_or(" "))
+        })
         .filter(|h| !h.is_empty());
     let origin_url = match host {
         Some(h) if !origin::valid_host(h) => {
@@ -135,7 +183,7 @@ async fn answer(
         _ => (Route::Outside, raw_path),
     };
     let json_client = json_client(req.headers());
-    if let Some(res) = short_circuit(req.method(), &route, rel_path, json_client, state) {
+    if let Some(res) = short_circuit(req.method(), &route, rel_path, json_client, state).await {
         return (route.name(), res);
     }
 
@@ -151,14 +199,15 @@ async fn answer(
         ),
         now: now_naive(settings.timezone),
         route,
+        mode,
     };
     let name = info.route.name();
     (name, routed(req, payload, state, info).await)
 }
 
 /// The answers given right after the Host check, without throttle, token or
-/// System-Key (§1.1): OPTIONS, 405, paths outside `/api/`.
-fn short_circuit(
+/// System-Key (§1.1): OPTIONS, 405, paths outside `/api/`, the operational endpoints.
+async fn short_circuit(
     method: &Method,
     route: &Route,
     rel_path: &str,
@@ -176,8 +225,12 @@ fn short_circuit(
             ))
         }
         Route::Health => return Some(response::json(StatusCode::OK, &json!({"status": "ok"}))),
-        Route::Ready | Route::Metrics => return None,
-        Route::Outside => {
+        Route::Ready => return Some(crate::ops::ready::answer(state).await),
+        // With SHOPCHAT_METRICS_LISTEN set, /metrics lives only on that listener.
+        Route::Metrics if state.settings.metrics_listen.is_none() => {
+            return Some(crate::ops::metrics::answer(state).await)
+        }
+        Route::Outside | Route::Metrics => {
             let trimmed = rel_path.trim_matches('/');
             let shown = if trimmed.is_empty() { "/" } else { trimmed };
             return Some(response::mirrored_error(
@@ -265,27 +318,48 @@ async fn routed(
         Ok(Some(user)) => RateKey::User(user.user_id),
         _ => RateKey::Ip(info.client_ip),
     };
-    // Step 2.
-    let decision = state.limiter.hit(key);
-    if let Decision::Limited { limit, retry_after } = decision {
-        return too_many_attempts(limit, retry_after, info.json_client);
-    }
-    let mut res = match steps_3_to_8(req, state, &info, route, auth, body).await {
-        Ok(res) => res,
-        Err(e) => e.render(info.json_client, &info.root),
+    // Step 2. A shadow request is not counted (§11.2): it reports the limit
+    // with nothing used, a value the comparison ignores.
+    let decision = match info.mode {
+        Mode::Serve => state.limiter.hit(key),
+        Mode::Shadow if settings.rate_limit == 0 => Decision::Off,
+        Mode::Shadow => Decision::Allowed {
+            limit: settings.rate_limit,
+            remaining: settings.rate_limit,
+        },
     };
+    let user_id = auth
+        .as_ref()
+        .ok()
+        .and_then(Option::as_ref)
+        .map(|u| u.user_id);
+    let mut res = if let Decision::Limited { limit, retry_after } = decision {
+        too_many_attempts(limit, retry_after, info.json_client)
+    } else {
+        match steps_3_to_8(req, state, &info, route, auth, body).await {
+            Ok(res) => res,
+            Err(e) => e.render(info.json_client, &info.root),
+        }
+    };
+    if let Some(id) = user_id {
+        res.extensions_mut().insert(LoggedUser(id));
+    }
     if let Decision::Allowed { limit, remaining } = decision {
-        let h = res.headers_mut();
-        h.insert(
-            HeaderName::from_static("x-ratelimit-limit"),
-            HeaderValue::from(limit),
-        );
-        h.insert(
-            HeaderName::from_static("x-ratelimit-remaining"),
-            HeaderValue::from(remaining),
-        );
+        ratelimit_headers(res.headers_mut(), limit, remaining);
     }
     res
+}
+
+/// `X-RateLimit-Limit` and `X-RateLimit-Remaining` (§1.4).
+fn ratelimit_headers(h: &mut HeaderMap, limit: u32, remaining: u32) {
+    h.insert(
+        HeaderName::from_static("x-ratelimit-limit"),
+        HeaderValue::from(limit),
+    );
+    h.insert(
+        HeaderName::from_static("x-ratelimit-remaining"),
+        HeaderValue::from(remaining),
+    );
 }
 
 async fn steps_3_to_8(
@@ -301,7 +375,9 @@ async fn steps_3_to_8(
     // Step 3: Sanctum, then the token touch (D9).
     let user = if route.is_chat() {
         let user = auth?.ok_or(ApiError::Unauthenticated)?;
-        state.sanctum.touch(user.token_id, info.now).await?;
+        if info.mode.writes() {
+            state.sanctum.touch(user.token_id, info.now).await?;
+        }
         Some(user)
     } else {
         None
@@ -314,7 +390,7 @@ async fn steps_3_to_8(
                 "We are Under Maintenance",
                 settings.fallback_language(),
                 &now_s,
-                true,
+                info.mode.writes(),
             )
             .await?;
         return Ok(response::json(
@@ -346,10 +422,12 @@ async fn steps_3_to_8(
     };
     // Step 7 (K6).
     if user.banned {
-        state.sanctum.delete_token(&user).await?;
+        if info.mode.writes() {
+            state.sanctum.delete_token(&user).await?;
+        }
         let message = state
             .translator
-            .translate("user is banned", &locale, &now_s, true)
+            .translate("user is banned", &locale, &now_s, info.mode.writes())
             .await?;
         return Ok(response::json(
             StatusCode::OK,
@@ -382,7 +460,14 @@ async fn read_body(
     let read = async {
         let mut body = Vec::new();
         while let Some(chunk) = payload.next().await {
-            let chunk = chunk.map_err(|_| timeout_answer())?;
+            let chunk = chunk.map_err(|e| match e {
+                PayloadError::Overflow => too_large(),
+                // The body ended early or its chunked encoding is broken
+                // (actix reports both as incomplete): malformed HTTP,
+                // answered like the HTTP server answers other malformed
+                // requests. A slow body is the timeout below (408).
+                _ => malformed_answer(),
+            })?;
             if body.len() + chunk.len() > limit {
                 return Err(too_large());
             }
@@ -404,6 +489,13 @@ fn too_large() -> HttpResponse {
     res
 }
 
+fn malformed_answer() -> HttpResponse {
+    let mut res = HttpResponse::BadRequest().finish();
+    res.headers_mut()
+        .insert(header::CONNECTION, HeaderValue::from_static("close"));
+    res
+}
+
 fn timeout_answer() -> HttpResponse {
     let mut res = response::pretty_message(StatusCode::REQUEST_TIMEOUT, "Request Timeout");
     res.headers_mut()
@@ -420,14 +512,7 @@ fn too_many_attempts(limit: u32, retry_after: u64, json_client: bool) -> HttpRes
     );
     let reset = chrono::Utc::now().timestamp() + retry_after as i64;
     let h = res.headers_mut();
-    h.insert(
-        HeaderName::from_static("x-ratelimit-limit"),
-        HeaderValue::from(limit),
-    );
-    h.insert(
-        HeaderName::from_static("x-ratelimit-remaining"),
-        HeaderValue::from(0),
-    );
+    ratelimit_headers(h, limit, 0);
     h.insert(header::RETRY_AFTER, HeaderValue::from(retry_after));
     h.insert(
         HeaderName::from_static("x-ratelimit-reset"),

@@ -72,7 +72,11 @@ impl Translator {
     /// (case-insensitive) like PHP.
     async fn map(&self, lang: &str) -> Result<LangMap, sqlx::Error> {
         // D11: a locale with a path separator is a locale without translations.
-        if lang.contains('/') || lang.contains('\\') {
+        // So is one with a character beyond U+FFFF: `translations.lang` is a
+        // utf8mb3 column, and comparing it with such a value is MySQL error
+        // 1267 (illegal mix of collations) — a 500 in PHP — while no stored
+        // value could match it anyway.
+        if lang.contains('/') || lang.contains('\\') || lang.chars().any(|c| c > '\u{FFFF}') {
             return Ok(Arc::new(HashMap::new()));
         }
         if let Some(map) = self.maps.get(&lang.to_string()) {

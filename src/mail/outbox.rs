@@ -128,6 +128,15 @@ impl std::fmt::Display for EntryState {
     }
 }
 
+/// Entries per directory ([`Outbox::counts`]).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
+pub struct Counts {
+    pub staging: usize,
+    pub pending: usize,
+    pub sending: usize,
+    pub dead: usize,
+}
+
 /// One line of `shopchat outbox list` (§8.6 step 5).
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct EntrySummary {
@@ -320,6 +329,31 @@ impl Outbox {
             remove_old_temp_files(&self.dir(dir), older_than)?;
         }
         Ok(returned)
+    }
+
+    /// How many entries each directory holds, from names alone (no file is opened): cheap
+    /// enough for every `/metrics` scrape even with a large backlog.
+    pub fn counts(&self) -> io::Result<Counts> {
+        let n = |dir: &str| entry_names(&self.dir(dir)).map(|names| names.len());
+        Ok(Counts {
+            staging: n(STAGING)?,
+            pending: n(PENDING)?,
+            sending: n(SENDING)?,
+            dead: n(DEAD)?,
+        })
+    }
+
+    /// A file in `staging/` that every scan ignores (`.tmp-` prefix), written and removed again:
+    /// proves the outbox accepts new mail (`/ready`), since staging is where a request writes.
+    pub fn probe_writable(&self) -> io::Result<()> {
+        let path = self.dir(STAGING).join(format!(
+            "{TMP_PREFIX}ready-{}-{:016x}",
+            std::process::id(),
+            rand::thread_rng().gen::<u64>()
+        ));
+        let result = fs::write(&path, b"ready");
+        let _ = fs::remove_file(&path);
+        result
     }
 
     /// `shopchat outbox list` (§8.6 step 5): pending, sending and dead entries, each directory in

@@ -129,6 +129,16 @@ pub async fn deliver(mailer: &Mailer, n: &Notification) -> Result<(), DeliveryEr
     }
 }
 
+/// `shopchat check --smtp`: connects, negotiates TLS and AUTH as a delivery would, sends NOOP.
+pub async fn probe(settings: &SmtpSettings) -> Result<(), String> {
+    let transport = transport(settings).map_err(|e| e.message)?;
+    match transport.test_connection().await {
+        Ok(true) => Ok(()),
+        Ok(false) => Err("the server did not answer NOOP".into()),
+        Err(e) => Err(error_chain(&e)),
+    }
+}
+
 /// §8.1: From with display name, To, subject (RFC 2047-encoded by lettre when not ASCII), one
 /// `text/html; charset=utf-8` part.
 fn build_message(n: &Notification) -> Result<Message, DeliveryError> {

@@ -10,6 +10,7 @@ use tokio::sync::watch;
 
 use crate::mail::outbox::{unix_now, Claimed, FailOutcome, Outbox, RetryPolicy};
 use crate::mail::smtp::{deliver, Mailer};
+use crate::ops::metrics::MailCounters;
 
 /// §8.6 step 4: a claim older than this belongs to a dead worker.
 pub const STALE_CLAIM_AFTER: Duration = Duration::from_secs(10 * 60);
@@ -28,7 +29,27 @@ pub async fn run_worker(
     mailer: Arc<Mailer>,
     policy: RetryPolicy,
     poll: Duration,
+    shutdown: watch::Receiver<bool>,
+) {
+    run_worker_counted(
+        outbox,
+        mailer,
+        policy,
+        poll,
+        shutdown,
+        MailCounters::default(),
+    )
+    .await
+}
+
+/// [`run_worker`] that also counts delivered, retried and dead mail (`/metrics`).
+pub async fn run_worker_counted(
+    outbox: Arc<Outbox>,
+    mailer: Arc<Mailer>,
+    policy: RetryPolicy,
+    poll: Duration,
     mut shutdown: watch::Receiver<bool>,
+    counters: MailCounters,
 ) {
     let mut last_stale_scan: Option<Instant> = None;
     loop {
@@ -50,7 +71,7 @@ pub async fn run_worker(
         let ob = Arc::clone(&outbox);
         match blocking(move || ob.claim_next(unix_now())).await {
             Ok(Some(claimed)) => {
-                send_one(claimed, &mailer, policy).await;
+                send_one(claimed, &mailer, policy, &counters).await;
                 // Go straight on to the next due entry: a backlog drains at full speed.
             }
             Ok(None) => {
@@ -69,7 +90,7 @@ pub async fn run_worker(
     tracing::debug!("mail worker stopped");
 }
 
-async fn send_one(claimed: Claimed, mailer: &Mailer, policy: RetryPolicy) {
+async fn send_one(claimed: Claimed, mailer: &Mailer, policy: RetryPolicy, counters: &MailCounters) {
     let result = match tokio::time::timeout(
         DELIVERY_DEADLINE,
         deliver(mailer, claimed.notification()),
@@ -87,6 +108,7 @@ async fn send_one(claimed: Claimed, mailer: &Mailer, policy: RetryPolicy) {
     match result {
         Ok(()) => {
             tracing::info!(%file, conversation_id, "mail delivered");
+            counters.delivered.inc();
             if let Err(e) = blocking(move || claimed.delivered()).await {
                 // The mail went out but the claim stays; after 10 min it is sent again
                 // (a duplicate, never a loss: §8.6 is at-least-once).
@@ -99,14 +121,20 @@ async fn send_one(claimed: Claimed, mailer: &Mailer, policy: RetryPolicy) {
             let outcome =
                 blocking(move || claimed.failed(&message, permanent, policy, unix_now())).await;
             match outcome {
-                Ok(FailOutcome::Retry { next_attempt_at }) => tracing::warn!(
-                    %file, conversation_id, error = %err.message, next_attempt_at,
-                    "mail delivery failed; will retry"
-                ),
-                Ok(FailOutcome::Dead) => tracing::error!(
-                    %file, conversation_id, error = %err.message, permanent,
-                    "mail delivery failed; moved to dead/"
-                ),
+                Ok(FailOutcome::Retry { next_attempt_at }) => {
+                    counters.retried.inc();
+                    tracing::warn!(
+                        %file, conversation_id, error = %err.message, next_attempt_at,
+                        "mail delivery failed; will retry"
+                    )
+                }
+                Ok(FailOutcome::Dead) => {
+                    counters.dead.inc();
+                    tracing::error!(
+                        %file, conversation_id, error = %err.message, permanent,
+                        "mail delivery failed; moved to dead/"
+                    )
+                }
                 // The claim file is still in sending/ and returns as stale in 10 min.
                 Err(e) => tracing::error!(
                     %file, error = %e, "outbox: recording a failed delivery failed"

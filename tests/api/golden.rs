@@ -79,7 +79,7 @@ fn normalise(text: &str, w: &Window) -> String {
 
 /// Builds the request of one case: headers over the defaults (`null` removes
 /// one), `{tok:…}`/`{secret:…}` substitutions, form / JSON / raw bodies.
-fn request_of(
+pub(crate) fn request_of(
     case: &Value,
     spec: &Value,
     host: &str,
@@ -152,6 +152,22 @@ fn request_of(
     )
 }
 
+/// Sends one golden case to `addr`; returns its method, path and the answer.
+pub(crate) async fn send_case(
+    addr: &str,
+    case: &Value,
+    spec: &Value,
+    host: &str,
+) -> (String, String, Response) {
+    let (method, path, headers, body) = request_of(case, spec, host);
+    let refs: Vec<(&str, &str)> = headers
+        .iter()
+        .map(|(k, v)| (k.as_str(), v.as_str()))
+        .collect();
+    let res = raw_http::send(addr, &method, &path, &refs, &body).await;
+    (method, path, res)
+}
+
 struct Service(Child);
 
 impl Drop for Service {
@@ -203,12 +219,7 @@ async fn golden_set_replays_byte_for_byte() {
     let started = now_f64();
     let mut answers: Vec<(Response, Option<Vec<Vec<String>>>)> = Vec::new();
     for case in spec["cases"].as_array().unwrap() {
-        let (method, path, headers, body) = request_of(case, &spec, host);
-        let refs: Vec<(&str, &str)> = headers
-            .iter()
-            .map(|(k, v)| (k.as_str(), v.as_str()))
-            .collect();
-        let res = raw_http::send(&addr, &method, &path, &refs, &body).await;
+        let (_, _, res) = send_case(&addr, case, &spec, host).await;
         let rows = match case["sql_after"].as_str() {
             Some(sql) => Some(db.rows(sql).await),
             None => None,

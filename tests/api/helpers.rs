@@ -215,8 +215,7 @@ pub async fn spawn_app_with(overrides: &[(&str, &str)]) -> TestApp {
 }
 
 impl TestApp {
-    /// A request with the fixture defaults: `Host: shop.test`, `Accept: application/json`,
-    /// the System-Key and (when `token` is given) the bearer token.
+    /// A request with the fixture defaults (see [`request_with`]).
     pub async fn call(
         &self,
         method: &str,
@@ -225,22 +224,7 @@ impl TestApp {
         extra: &[(&str, &str)],
         body: &[u8],
     ) -> Response {
-        let auth = token.map(|t| format!("Bearer {t}"));
-        let mut headers: Vec<(&str, &str)> = Vec::new();
-        for (name, value) in [
-            ("Host", "shop.test"),
-            ("Accept", "application/json"),
-            ("System-Key", SYSTEM_KEY),
-        ] {
-            if !extra.iter().any(|(k, _)| k.eq_ignore_ascii_case(name)) {
-                headers.push((name, value));
-            }
-        }
-        if let Some(a) = &auth {
-            headers.push(("Authorization", a));
-        }
-        headers.extend(extra.iter().filter(|(_, v)| !v.is_empty()).copied());
-        raw_http::send(&self.addr, method, target, &headers, body).await
+        request_with(&self.addr, method, target, token, extra, body).await
     }
 
     pub async fn get(&self, target: &str, token: &str) -> Response {
@@ -275,6 +259,36 @@ impl TestApp {
     }
 }
 
+/// A request to any shopchat address with the fixture defaults: `Host: shop.test`,
+/// `Accept: application/json`, the System-Key and (when `token` is given) the
+/// bearer token; `extra` headers replace defaults of the same name, and an
+/// empty value removes it.
+pub async fn request_with(
+    addr: &str,
+    method: &str,
+    target: &str,
+    token: Option<&str>,
+    extra: &[(&str, &str)],
+    body: &[u8],
+) -> Response {
+    let auth = token.map(|t| format!("Bearer {t}"));
+    let mut headers: Vec<(&str, &str)> = Vec::new();
+    for (name, value) in [
+        ("Host", "shop.test"),
+        ("Accept", "application/json"),
+        ("System-Key", SYSTEM_KEY),
+    ] {
+        if !extra.iter().any(|(k, _)| k.eq_ignore_ascii_case(name)) {
+            headers.push((name, value));
+        }
+    }
+    if let Some(a) = &auth {
+        headers.push(("Authorization", a));
+    }
+    headers.extend(extra.iter().filter(|(_, v)| !v.is_empty()).copied());
+    raw_http::send(addr, method, target, &headers, body).await
+}
+
 /// A request with the fixture defaults to any shopchat address (another
 /// process, the real binary): `Host: shop.test`, JSON client, System-Key,
 /// the bearer `token`, and a body of `content_type` when given.
@@ -285,21 +299,20 @@ pub async fn request_at(
     token: &str,
     body: Option<(&str, &[u8])>,
 ) -> Response {
-    let auth = format!("Bearer {token}");
-    let mut headers = vec![
-        ("Host", "shop.test"),
-        ("Accept", "application/json"),
-        ("System-Key", SYSTEM_KEY),
-        ("Authorization", auth.as_str()),
-    ];
-    let bytes = match body {
+    match body {
         Some((content_type, bytes)) => {
-            headers.push(("Content-Type", content_type));
-            bytes
+            request_with(
+                addr,
+                method,
+                target,
+                Some(token),
+                &[("Content-Type", content_type)],
+                bytes,
+            )
+            .await
         }
-        None => b"",
-    };
-    raw_http::send(addr, method, target, &headers, bytes).await
+        None => request_with(addr, method, target, Some(token), &[], b"").await,
+    }
 }
 
 /// Waits until something accepts connections on `addr`.

@@ -411,3 +411,40 @@ async fn request_limits() {
     assert_eq!(app.db.scalar("SELECT COUNT(*) FROM messages").await, "42");
     app.finish().await;
 }
+
+#[tokio::test]
+async fn concurrent_token_lookups_are_answered_each_for_its_own_token() {
+    // Lookups by id are batched into shared statements under load: every
+    // caller must still get exactly its own user (or its own 401).
+    let app = spawn_app_with(&[
+        ("SHOPCHAT_AUTH_CACHE_MS", "0"),
+        ("SHOPCHAT_RATE_LIMIT", "0"),
+    ])
+    .await;
+    let tokens = [
+        (CUST1, 200, 2),
+        (CUST2, 200, 1),
+        (CUST3, 200, 1),
+        (SELLER1, 200, 0),
+        (CUST1_EXPIRED, 401, 0),
+        ("999|nope", 401, 0),
+        ("5|wrong-secret", 401, 0),
+    ];
+    let mut tasks = Vec::new();
+    for round in 0..30 {
+        for (token, status, conversations) in tokens {
+            let addr = app.addr.clone();
+            tasks.push(tokio::spawn(async move {
+                let res = request_at(&addr, "GET", LIST, token, None).await;
+                assert_eq!(res.status, status, "round {round} token {token}");
+                if status == 200 {
+                    assert_eq!(res.json()["meta"]["total"], conversations, "token {token}");
+                }
+            }));
+        }
+    }
+    for t in tasks {
+        t.await.unwrap();
+    }
+    app.finish().await;
+}

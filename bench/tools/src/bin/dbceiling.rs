@@ -9,18 +9,18 @@
 //!             --concurrency N --duration SECONDS [--max-statement-seconds S]
 //!
 //! Scenarios (`full` = every statement of a request whose per-request caches miss: the token
-//! lookup of `src/auth/sanctum.rs` and the participants lookup of `src/chat/repo.rs`; `hot` = only
+//! lookup of `src/auth/tokens.rs` and the participants lookup of `src/chat/repo.rs`; `hot` = only
 //! what is left when those caches hit). The long-TTL caches of shopchat (translations, settings,
 //! uploads: 60 s) and the `last_used_at` touch (once a minute per token, D9) are left out of both.
 //!
-//!   get-new-messages-full / -hot   token, user, participants, COUNT(after) [+ page when > 0]
-//!   messages-full / -hot           token, user, participants, COUNT, page of 10 with authors
-//!   conversations-full / -hot      token, user, COUNT, page of 10, receivers IN (…), shops IN (…)
-//!   insert-message-full            token, user, participants, BEGIN, INSERT, UPDATE flags,
-//!                                  SELECT the new row, COMMIT
-//!   create-conversation-full       token, user, product owner, owner, GET_LOCK, BEGIN, D6
-//!                                  candidates, INSERT conversation (or reuse), INSERT message,
-//!                                  COMMIT, RELEASE_LOCK, owner's shop
+//!   get-new-messages-full / -hot   token+user, participants, COUNT(after) [+ page when > 0]
+//!   messages-full / -hot           token+user, participants, COUNT, page of 10 with authors
+//!   conversations-full / -hot      token+user, COUNT, page of 10 with receivers, shops IN (…)
+//!   insert-message-full            token+user, participants, BEGIN, SELECT … FOR UPDATE, INSERT,
+//!                                  UPDATE flags, SELECT the new row, COMMIT
+//!   create-conversation-full       token+user, product owner, owner, GET_LOCK, BEGIN, D6
+//!                                  candidates, INSERT conversation (or lock + reuse), INSERT
+//!                                  message, COMMIT, RELEASE_LOCK, owner's shop
 //!
 //! The SQL strings are copies of the service's; when a statement changes in src/, change it here.
 //!
@@ -35,17 +35,22 @@ use sqlx::{Connection, Executor, MySql};
 /// shopchat's session setup (src/startup.rs).
 const SQL_MODE: &str = "SET SESSION sql_mode = 'STRICT_ALL_TABLES,NO_ENGINE_SUBSTITUTION'";
 
-// src/auth/sanctum.rs
-const TOKEN_BY_ID: &str = "SELECT id, token, tokenable_type, tokenable_id, CAST(created_at AS CHAR), CAST(expires_at AS CHAR) FROM personal_access_tokens WHERE id = ? LIMIT 1";
-const USER_BY_ID: &str =
-    "SELECT user_type, name, email, CAST(banned AS SIGNED) FROM users WHERE id = ?";
+// src/auth/tokens.rs: the token with its user, one id (shopchat batches concurrent lookups into
+// `t.id IN (?, ?, …)`; the ceiling sends the one-id form).
+const TOKEN_WITH_USER: &str = "SELECT t.id, t.token, t.tokenable_type, t.tokenable_id, \
+     CAST(t.created_at AS CHAR) AS created_at, CAST(t.expires_at AS CHAR) AS expires_at, \
+     u.user_type, u.name, u.email, CAST(u.banned AS SIGNED) AS banned \
+     FROM personal_access_tokens t LEFT JOIN users u ON u.id = t.tokenable_id \
+     WHERE t.id IN (?)";
 // src/chat/repo.rs
 const PARTICIPANTS: &str = "SELECT sender_id, receiver_id FROM conversations WHERE id = ?";
 const COUNT_CONVERSATIONS: &str = "SELECT COUNT(*) FROM conversations WHERE sender_id = ?";
-const LIST_CONVERSATIONS: &str =
-    "SELECT id, receiver_id, title, CAST(sender_viewed AS SIGNED) AS sender_viewed, \
-     CAST(receiver_viewed AS SIGNED) AS receiver_viewed, CAST(updated_at AS CHAR) AS updated_at \
-     FROM conversations WHERE sender_id = ? ORDER BY id DESC LIMIT 10 OFFSET ?";
+const LIST_CONVERSATIONS: &str = "SELECT c.id, c.receiver_id, c.title, CAST(c.sender_viewed AS SIGNED) AS sender_viewed, \
+     CAST(c.receiver_viewed AS SIGNED) AS receiver_viewed, CAST(c.updated_at AS CHAR) AS updated_at, \
+     u.user_type AS receiver_type, u.name AS receiver_name \
+     FROM conversations c LEFT JOIN users u ON u.id = c.receiver_id \
+     WHERE c.sender_id = ? ORDER BY c.id DESC LIMIT 10 OFFSET ?";
+const LOCK_CONVERSATION: &str = "SELECT id FROM conversations WHERE id = ? FOR UPDATE";
 const COUNT_MESSAGES: &str = "SELECT COUNT(*) FROM messages WHERE conversation_id = ?";
 const COUNT_MESSAGES_AFTER: &str =
     "SELECT COUNT(*) FROM messages WHERE conversation_id = ? AND id > ?";
@@ -65,7 +70,16 @@ const CANDIDATES: &str =
 const INSERT_CONVERSATION: &str = "INSERT INTO conversations (sender_id, receiver_id, title, updated_at, created_at) VALUES (?, ?, ?, ?, ?)";
 
 type MessageRow = (i64, i64, Option<String>, Option<String>, Option<String>);
-type ConversationRow = (i64, i64, Option<String>, i64, i64, Option<String>);
+type ConversationRow = (
+    i64,
+    i64,
+    Option<String>,
+    i64,
+    i64,
+    Option<String>,
+    Option<String>,
+    Option<String>,
+);
 
 #[derive(Clone, Debug)]
 struct Client {
@@ -176,31 +190,23 @@ fn placeholders(n: usize) -> String {
     vec!["?"; n].join(",")
 }
 
-/// The token and user lookups of `Sanctum::lookup` for "Bearer id|secret".
+/// The token lookup of `src/auth/tokens.rs` (token and user in one statement).
 async fn authenticate(
     conn: &mut MySqlConnection,
     c: &Client,
     st: &mut Stats,
 ) -> Result<(), sqlx::Error> {
-    type TokenRow = (u64, String, String, u64, Option<String>, Option<String>);
-    let row: Option<TokenRow> = timed!(
+    let rows = timed!(
         st,
-        "token",
-        sqlx::query_as(TOKEN_BY_ID)
+        "token_with_user",
+        sqlx::query(TOKEN_WITH_USER)
             .bind(c.token_id)
-            .fetch_optional(&mut *conn)
+            .fetch_all(&mut *conn)
     )?;
-    let Some(row) = row else {
+    if rows.is_empty() {
         return Err(sqlx::Error::RowNotFound);
-    };
-    let user: Option<(String, String, Option<String>, i64)> = timed!(
-        st,
-        "user",
-        sqlx::query_as(USER_BY_ID)
-            .bind(row.3)
-            .fetch_optional(&mut *conn)
-    )?;
-    user.map(|_| ()).ok_or(sqlx::Error::RowNotFound)
+    }
+    Ok(())
 }
 
 async fn participants(
@@ -279,26 +285,14 @@ async fn conversation_page(
             .bind(0i64)
             .fetch_all(&mut *conn)
     )?;
-    let mut receivers: Vec<i64> = rows.iter().map(|r| r.1).collect();
-    receivers.sort_unstable();
-    receivers.dedup();
-    if receivers.is_empty() {
-        return Ok(());
-    }
-    let sql = format!(
-        "SELECT CAST(id AS SIGNED), user_type, name, email FROM users WHERE id IN ({})",
-        placeholders(receivers.len())
-    );
-    let mut q = sqlx::query_as::<MySql, (i64, String, String, Option<String>)>(&sql);
-    for id in &receivers {
-        q = q.bind(*id);
-    }
-    let users = timed!(st, "receivers_in", q.fetch_all(&mut *conn))?;
-    let sellers: Vec<i64> = users
+    // Receivers come with the rows (a join); their shops in one batch.
+    let mut sellers: Vec<i64> = rows
         .iter()
-        .filter(|u| u.1 != "admin")
-        .map(|u| u.0)
+        .filter(|r| r.6.as_deref().is_some_and(|t| t != "admin"))
+        .map(|r| r.1)
         .collect();
+    sellers.sort_unstable();
+    sellers.dedup();
     if sellers.is_empty() {
         return Ok(());
     }
@@ -332,6 +326,13 @@ async fn insert_message(
     let now = now_wall();
     let message = format!("Bench message from user {}", c.user_id);
     let mut tx = timed!(st, "begin", conn.begin())?;
+    timed!(
+        st,
+        "lock_conversation",
+        sqlx::query(LOCK_CONVERSATION)
+            .bind(c.conversation_id)
+            .execute(&mut *tx)
+    )?;
     let id = timed!(
         st,
         "insert_message",
@@ -425,7 +426,14 @@ async fn create_conversation(
             .into_iter()
             .find(|(_, t)| t.as_deref() == Some(title.as_str()))
         {
-            Some((id, _)) => id,
+            Some((id, _)) => {
+                timed!(
+                    st,
+                    "lock_conversation",
+                    sqlx::query(LOCK_CONVERSATION).bind(id).execute(&mut *tx)
+                )?;
+                id
+            }
             None => timed!(
                 st,
                 "insert_conversation",

@@ -1,0 +1,273 @@
+//! Prometheus metrics (`GET /metrics`, text exposition format 0.0.4).
+//!
+//! One registry per [`crate::state::AppState`], not the process-global one:
+//! the integration tests run several services in one process, and each must
+//! report only its own traffic. Gauges that mirror state owned elsewhere (pool,
+//! outbox directories) are sampled when `/metrics` is scraped.
+
+use std::time::Duration;
+
+use actix_web::http::StatusCode;
+use actix_web::HttpResponse;
+use prometheus::{
+    Encoder, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge, IntGaugeVec, Opts,
+    Registry, TextEncoder,
+};
+
+use crate::http::response;
+use crate::state::AppState;
+
+/// `Content-Type` of the Prometheus text format.
+pub const CONTENT_TYPE: &str = "text/plain; version=0.0.4; charset=utf-8";
+
+/// Latency buckets in seconds: from a cached poll (~1 ms) to a full long-poll
+/// (`SHOPCHAT_LONG_POLL_MAX_SECONDS`, 30 s by default).
+const LATENCY_BUCKETS: &[f64] = &[
+    0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0,
+];
+
+pub struct Metrics {
+    registry: Registry,
+    requests: IntCounterVec,
+    latency: HistogramVec,
+    query_errors: IntCounterVec,
+    rate_limited: IntCounter,
+    /// Requests currently held by the get-new-messages long-poll (§5.4),
+    /// sampled from the watcher's count at scrape time.
+    long_poll_waiters: IntGauge,
+    pool_connections: IntGaugeVec,
+    pool_max: IntGauge,
+    outbox_entries: IntGaugeVec,
+    mail: MailCounters,
+}
+
+/// Outcomes of the outbox worker (COMPAT §8.6 step 4), counted where they happen.
+#[derive(Clone)]
+pub struct MailCounters {
+    pub delivered: IntCounter,
+    pub retried: IntCounter,
+    pub dead: IntCounter,
+}
+
+impl Default for MailCounters {
+    /// Counters registered nowhere (unit tests of the worker).
+    fn default() -> Self {
+        let c = |name: &str| IntCounter::new(name, name).expect("valid metric name");
+        MailCounters {
+            delivered: c("delivered"),
+            retried: c("retried"),
+            dead: c("dead"),
+        }
+    }
+}
+
+fn counter(registry: &Registry, name: &str, help: &str) -> IntCounter {
+    let c = IntCounter::new(name, help).expect("valid metric");
+    registry
+        .register(Box::new(c.clone()))
+        .expect("unique metric");
+    c
+}
+
+fn counter_vec(registry: &Registry, name: &str, help: &str, labels: &[&str]) -> IntCounterVec {
+    let c = IntCounterVec::new(Opts::new(name, help), labels).expect("valid metric");
+    registry
+        .register(Box::new(c.clone()))
+        .expect("unique metric");
+    c
+}
+
+fn gauge(registry: &Registry, name: &str, help: &str) -> IntGauge {
+    let g = IntGauge::new(name, help).expect("valid metric");
+    registry
+        .register(Box::new(g.clone()))
+        .expect("unique metric");
+    g
+}
+
+fn gauge_vec(registry: &Registry, name: &str, help: &str, labels: &[&str]) -> IntGaugeVec {
+    let g = IntGaugeVec::new(Opts::new(name, help), labels).expect("valid metric");
+    registry
+        .register(Box::new(g.clone()))
+        .expect("unique metric");
+    g
+}
+
+impl Metrics {
+    pub fn new(pool_max: u32) -> Metrics {
+        let registry = Registry::new();
+        let r = &registry;
+        let latency = HistogramVec::new(
+            HistogramOpts::new(
+                "shopchat_http_request_duration_seconds",
+                "Time from the request's arrival to its answer, by route and status.",
+            )
+            .buckets(LATENCY_BUCKETS.to_vec()),
+            &["route", "status"],
+        )
+        .expect("valid metric");
+        registry
+            .register(Box::new(latency.clone()))
+            .expect("unique metric");
+        let build = gauge_vec(
+            r,
+            "shopchat_build_info",
+            "Always 1; the version label tells which shopchat answers.",
+            &["version"],
+        );
+        build.with_label_values(&[env!("CARGO_PKG_VERSION")]).set(1);
+        let metrics = Metrics {
+            requests: counter_vec(
+                r,
+                "shopchat_http_requests_total",
+                "Answered HTTP requests by route (the route template's name) and status.",
+                &["route", "status"],
+            ),
+            latency,
+            query_errors: counter_vec(
+                r,
+                "shopchat_query_errors_total",
+                "Requests that failed on the database or unexpectedly: kind=unavailable (503) or internal (500).",
+                &["kind"],
+            ),
+            rate_limited: counter(
+                r,
+                "shopchat_rate_limit_rejections_total",
+                "Requests refused with 429 by the throttle (COMPAT §1.4).",
+            ),
+            long_poll_waiters: gauge(
+                r,
+                "shopchat_long_poll_waiters",
+                "get-new-messages requests currently waiting for a new message (long-poll).",
+            ),
+            pool_connections: gauge_vec(
+                r,
+                "shopchat_db_pool_connections",
+                "Open database connections of the pool: state=idle or in_use.",
+                &["state"],
+            ),
+            pool_max: gauge(
+                r,
+                "shopchat_db_pool_max_connections",
+                "SHOPCHAT_DB_POOL_SIZE: the most connections the pool opens.",
+            ),
+            outbox_entries: gauge_vec(
+                r,
+                "shopchat_outbox_entries",
+                "E-mails in the outbox by state (pending, sending, dead, staging), counted at scrape time.",
+                &["state"],
+            ),
+            mail: MailCounters {
+                delivered: counter(
+                    r,
+                    "shopchat_outbox_delivered_total",
+                    "E-mails handed to the SMTP server (or logged by the log mailer).",
+                ),
+                retried: counter(
+                    r,
+                    "shopchat_outbox_retries_total",
+                    "Failed deliveries put back to pending with back-off.",
+                ),
+                dead: counter(
+                    r,
+                    "shopchat_outbox_dead_total",
+                    "E-mails moved to dead/ (permanent failure or attempts exhausted).",
+                ),
+            },
+            registry,
+        };
+        metrics.pool_max.set(i64::from(pool_max));
+        metrics
+    }
+
+    /// Counts one answered request (called once per request by the pipeline).
+    pub fn observe(&self, route: &str, status: StatusCode, elapsed: Duration) {
+        let code = status.as_str();
+        self.requests.with_label_values(&[route, code]).inc();
+        self.latency
+            .with_label_values(&[route, code])
+            .observe(elapsed.as_secs_f64());
+        // Operational endpoints answer 503 by design (/ready) and never hit the throttle.
+        if matches!(route, "health" | "ready" | "metrics") {
+            return;
+        }
+        match status.as_u16() {
+            429 => self.rate_limited.inc(),
+            503 => self.query_errors.with_label_values(&["unavailable"]).inc(),
+            500 => self.query_errors.with_label_values(&["internal"]).inc(),
+            _ => {}
+        }
+    }
+
+    /// The worker's counters, registered in this registry.
+    pub fn mail_counters(&self) -> MailCounters {
+        self.mail.clone()
+    }
+
+    /// The text exposition of every metric.
+    pub fn render(&self) -> String {
+        let mut buf = Vec::new();
+        // Encoding into a Vec only fails on invalid metric families, which `new` rules out.
+        let _ = TextEncoder::new().encode(&self.registry.gather(), &mut buf);
+        String::from_utf8(buf).unwrap_or_default()
+    }
+}
+
+/// `GET /metrics`: samples the pool and the outbox, then renders.
+pub async fn answer(state: &AppState) -> HttpResponse {
+    let m = &state.ops.metrics;
+    let size = i64::from(state.pool.size());
+    let idle = i64::try_from(state.pool.num_idle()).unwrap_or(i64::MAX);
+    m.pool_connections.with_label_values(&["idle"]).set(idle);
+    m.pool_connections
+        .with_label_values(&["in_use"])
+        .set((size - idle).max(0));
+    m.long_poll_waiters
+        .set(i64::try_from(state.watcher.waiting()).unwrap_or(i64::MAX));
+    let outbox = state.mailbox.outbox().clone();
+    // A directory listing blocks; keep it off the async threads.
+    match tokio::task::spawn_blocking(move || outbox.counts()).await {
+        Ok(Ok(c)) => {
+            for (s, n) in [
+                ("pending", c.pending),
+                ("sending", c.sending),
+                ("dead", c.dead),
+                ("staging", c.staging),
+            ] {
+                m.outbox_entries
+                    .with_label_values(&[s])
+                    .set(i64::try_from(n).unwrap_or(i64::MAX));
+            }
+        }
+        other => tracing::warn!(?other, "metrics: cannot count the outbox"),
+    }
+    response::with_body(StatusCode::OK, CONTENT_TYPE, m.render())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn requests_and_rejections_are_counted() {
+        let m = Metrics::new(10);
+        m.observe("conversations", StatusCode::OK, Duration::from_millis(3));
+        m.observe(
+            "conversations",
+            StatusCode::TOO_MANY_REQUESTS,
+            Duration::from_millis(1),
+        );
+        m.observe("messages", StatusCode::SERVICE_UNAVAILABLE, Duration::ZERO);
+        m.observe("ready", StatusCode::SERVICE_UNAVAILABLE, Duration::ZERO);
+        let text = m.render();
+        assert!(
+            text.contains("shopchat_http_requests_total{route=\"conversations\",status=\"200\"} 1")
+        );
+        assert!(text.contains("shopchat_rate_limit_rejections_total 1"));
+        assert!(text.contains("shopchat_query_errors_total{kind=\"unavailable\"} 1"));
+        assert!(text.contains(
+            "shopchat_http_request_duration_seconds_bucket{route=\"conversations\",status=\"200\",le=\"0.005\"} 1"
+        ));
+        assert!(text.contains("shopchat_db_pool_max_connections 10"));
+    }
+}

@@ -1,0 +1,45 @@
+//! Operability (the Operability issue): readiness, metrics, the `shopchat
+//! check` doctor, and the drain signal of a graceful shutdown.
+//!
+//! `/health`, `/ready` and `/metrics` are answered right after the Host check
+//! (COMPAT §1.1, §1.2): no throttle, no token, no System-Key.
+
+pub mod check;
+pub mod metrics;
+pub mod probe;
+pub mod ready;
+pub mod schema;
+
+use tokio::sync::watch;
+
+use crate::config::Settings;
+use metrics::Metrics;
+use ready::Readiness;
+
+pub struct Ops {
+    pub metrics: Metrics,
+    pub readiness: Readiness,
+    draining: watch::Sender<bool>,
+}
+
+impl Ops {
+    pub fn new(settings: &Settings) -> Ops {
+        Ops {
+            metrics: Metrics::new(settings.database.pool_size),
+            readiness: Readiness::new(settings.ready_timeout, settings.ready_cache),
+            draining: watch::Sender::new(false),
+        }
+    }
+
+    /// Called once on SIGTERM/SIGINT, before the listener stops accepting:
+    /// `/ready` fails from now on and get-new-messages no longer holds new
+    /// requests (the held ones are released through the watcher, see
+    /// [`crate::startup::Stopper::stop`]).
+    pub fn begin_drain(&self) {
+        self.draining.send_replace(true);
+    }
+
+    pub fn is_draining(&self) -> bool {
+        *self.draining.borrow()
+    }
+}
