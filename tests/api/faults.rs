@@ -167,6 +167,14 @@ async fn database_stopped_then_started_again() {
             // Each round of five is answered within a bound, not after TCP timeouts.
             assert!(started.elapsed() < Duration::from_secs(30));
         }
+        // The readiness probe says so too, so a load balancer takes the instance out.
+        let ready = raw_http::send(&bin.addr, "GET", "/ready", &[("Host", "shop.test")], b"").await;
+        assert_eq!(
+            ready.status,
+            503,
+            "/ready with the database down: {}",
+            ready.text()
+        );
         let again = private_db(&["start", &dir_path]);
         assert_eq!(again, url, "restarted on the same port");
         // The service resumes by itself.
@@ -184,6 +192,19 @@ async fn database_stopped_then_started_again() {
         for (kind, res) in each_kind(&bin.addr, round * 100 + 50).await {
             assert_eq!(res.status, 200, "{kind} after the restart: {}", res.text());
         }
+        let mut ready_again = false;
+        for _ in 0..120 {
+            if raw_http::send(&bin.addr, "GET", "/ready", &[("Host", "shop.test")], b"")
+                .await
+                .status
+                == 200
+            {
+                ready_again = true;
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(250)).await;
+        }
+        assert!(ready_again, "round {round}: /ready did not recover");
     }
     println!("faults: database stopped and restarted {faults} times; {answered_503} requests answered 503 JSON, none 500, none hung; service resumed by itself each time");
     drop(bin);
