@@ -83,6 +83,13 @@ pub async fn handle(ctx: &Ctx<'_>) -> Result<HttpResponse, ApiError> {
     // once, so creates for *different* pairs cannot exhaust the pool either
     // (with 10 connections, 10 lock holders each waiting for a second one
     // would wait until the acquire timeout: 503s, seen by bench/run.sh).
+    // The e-mail labels are translated first: translate() may query (or
+    // insert, §7.1) on a pooled connection of its own, which must not happen
+    // while this request holds the lock's connection.
+    let labels = match owner.email.as_deref() {
+        Some(e) if !e.is_empty() => Some(mail_labels(ctx).await?),
+        _ => None,
+    };
     let lock_name = format!("shopchat:cc:{}:{}", ctx.user.user_id, owner_id);
     let timeout = Duration::from_secs(u64::from(state.settings.lock_timeout_seconds));
     let _queued = state.pair_locks.enter(&lock_name, timeout).await?;
@@ -90,7 +97,16 @@ pub async fn handle(ctx: &Ctx<'_>) -> Result<HttpResponse, ApiError> {
         NamedLock::acquire(pool, &lock_name, state.settings.lock_timeout_seconds).await?;
     let outcome = match lock.connection() {
         Some(conn) => {
-            create_or_reuse(ctx, conn, owner_id, &owner, title.as_deref(), &message).await
+            create_or_reuse(
+                ctx,
+                conn,
+                owner_id,
+                &owner,
+                labels.as_ref(),
+                title.as_deref(),
+                &message,
+            )
+            .await
         }
         None => Err(ApiError::Internal("named lock without connection".into())),
     };
@@ -126,6 +142,7 @@ async fn create_or_reuse(
     conn: &mut MySqlConnection,
     owner_id: i64,
     owner: &UserBrief,
+    labels: Option<&Labels>,
     title: Option<&str>,
     message: &str,
 ) -> Result<i64, ApiError> {
@@ -171,7 +188,7 @@ async fn create_or_reuse(
         .map_err(|e| storage_guard(e, "message", MESSAGE_LIMIT))?;
 
     // §8.6 step 1: the e-mail is on disk before the commit, or nothing commits.
-    let staged = match notification(ctx, owner, id, message).await? {
+    let staged = match notification(ctx, owner, labels, id, message) {
         Some(n) => Some(
             state
                 .mailbox
@@ -203,27 +220,31 @@ async fn promote(staged: Staged) {
     }
 }
 
-/// The seller's e-mail (§8.1–§8.3), or `None` when the receiver has no address.
-async fn notification(
-    ctx: &Ctx<'_>,
-    owner: &UserBrief,
-    conversation_id: i64,
-    message: &str,
-) -> Result<Option<Notification>, ApiError> {
-    let Some(to) = owner.email.as_deref().filter(|e| !e.is_empty()) else {
-        return Ok(None);
-    };
-    let labels = Labels {
+/// The e-mail's labels in the request locale (§8.2).
+async fn mail_labels(ctx: &Ctx<'_>) -> Result<Labels, ApiError> {
+    Ok(Labels {
         message: ctx.t("Message").await?,
         sender: ctx.t("Sender").await?,
         see_details: ctx.t("See Details").await?,
         hi_you_recieved: ctx.t("Hi! You recieved a message from ").await?,
-    };
+    })
+}
+
+/// The seller's e-mail (§8.1–§8.3), or `None` when the receiver has no address.
+fn notification(
+    ctx: &Ctx<'_>,
+    owner: &UserBrief,
+    labels: Option<&Labels>,
+    conversation_id: i64,
+    message: &str,
+) -> Option<Notification> {
+    let to = owner.email.as_deref().filter(|e| !e.is_empty())?;
+    let labels = labels?;
     let token = ctx.state.encrypter.encrypt_int(conversation_id as u64);
     let href = link(ctx.root(), owner.user_type == "admin", &token);
     let mail = &ctx.state.settings.mail;
-    Ok(Some(render(
-        &labels,
+    Some(render(
+        labels,
         &ctx.user.name,
         message,
         &href,
@@ -231,7 +252,7 @@ async fn notification(
         &mail.from_address,
         &mail.from_name,
         conversation_id as u64,
-    )))
+    ))
 }
 
 /// Per-process queues, one per lock name, in front of `GET_LOCK`.

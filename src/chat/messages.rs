@@ -40,9 +40,6 @@ pub async fn handle(
     // The fast path and the watcher speak plain ids; any other cursor text
     // goes to MySQL, whose coercion ("abc" → 0, "1e3" → 1000) is the contract.
     let cursor = plain_id(after);
-    if cursor.is_some_and(|last| watcher.nothing_new(id, last)) {
-        return Ok(answer(ctx, page, 0, Vec::new()));
-    }
     let max_wait = state.settings.long_poll_max_seconds;
     let wait = ctx
         .input
@@ -51,6 +48,10 @@ pub async fn handle(
         .filter(|_| max_wait > 0 && !state.ops.is_draining())
         .map(|w| Duration::from_secs((w as u64).min(max_wait)));
     let Some(wait) = wait else {
+        // "Nothing new" without a query (§11.1); a long-poll must wait instead.
+        if cursor.is_some_and(|last| watcher.nothing_new(id, last)) {
+            return Ok(answer(ctx, page, 0, Vec::new()));
+        }
         let (total, data) = page_of(ctx, id, Some(after), page).await?;
         if total == 0 {
             if let Some(last) = cursor {

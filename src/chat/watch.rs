@@ -54,6 +54,8 @@ struct Inner {
     high: Option<i64>,
     /// (when, high) pairs of recent scans, to pick the rescan start.
     history: VecDeque<(Instant, i64)>,
+    /// Where the next scan continues after a batch that hit the limit (catch-up).
+    resume_from: Option<i64>,
     /// Start and end of the last complete scan.
     last_scan: Option<(Instant, Instant)>,
     last_poll: Option<Instant>,
@@ -156,6 +158,9 @@ impl Watcher {
                 if let Err(e) = self.scan(&pool).await {
                     tracing::debug!(error = %e, "message watcher scan failed");
                 }
+                if self.lock().resume_from.is_some() {
+                    continue; // catching up: the next batch at once
+                }
             }
             tokio::select! {
                 _ = tokio::time::sleep(PERIOD) => {}
@@ -168,16 +173,21 @@ impl Watcher {
         let started = Instant::now();
         let from = {
             let inner = self.lock();
-            inner.high.map(|high| {
-                // The oldest high-water mark of the rescan window, never above `high`.
-                inner
-                    .history
-                    .iter()
-                    .find(|(at, _)| at.elapsed() < RESCAN)
-                    .map(|(_, h)| *h)
-                    .unwrap_or(high)
-                    .min(high)
-            })
+            // Catching up after a full batch: continue after its last row.
+            if let Some(resume) = inner.resume_from {
+                Some(resume)
+            } else {
+                inner.high.map(|high| {
+                    // The oldest high-water mark of the rescan window, never above `high`.
+                    inner
+                        .history
+                        .iter()
+                        .find(|(at, _)| at.elapsed() < RESCAN)
+                        .map(|(_, h)| *h)
+                        .unwrap_or(high)
+                        .min(high)
+                })
+            }
         };
         let Some(from) = from else {
             // First scan: start at the current end of the table.
@@ -224,9 +234,13 @@ impl Watcher {
             {
                 inner.history.pop_front();
             }
-            // A batch that hit the limit has not seen everything: it vouches for nothing.
+            // A batch that hit the limit has not seen everything: it vouches for
+            // nothing, and the next scan continues right after it.
             if complete {
                 inner.last_scan = Some((started, Instant::now()));
+                inner.resume_from = None;
+            } else {
+                inner.resume_from = rows.last().map(|r| r.0);
             }
             // Forget conversations nobody waits for and nobody polled lately.
             if inner.known.len() > 100_000 {

@@ -504,7 +504,7 @@ mod tests {
         assert_eq!(s.mail.encryption, None);
         assert_eq!(s.filesystem, FileSystem::Local);
         assert_eq!(s.max_header_bytes, 32_768);
-        assert_eq!(s.max_connections, 10_000);
+        assert_eq!(s.max_connections, 25_000);
         assert_eq!(s.client_timeout, Duration::from_secs(10));
     }
 

@@ -134,3 +134,70 @@ async fn repeated_polls_never_miss_a_message() {
     assert!(seen, "the message written behind shopchat's back shows up");
     app.finish().await;
 }
+
+#[tokio::test]
+async fn a_known_empty_conversation_still_waits() {
+    let app = spawn_app().await;
+    // Teach the watcher that conversation 1 has nothing above 35 (fast path ready).
+    for _ in 0..5 {
+        app.get(POLL, CUST1).await;
+        tokio::time::sleep(Duration::from_millis(150)).await;
+    }
+    let waiting = {
+        let addr = app.addr.clone();
+        tokio::spawn(async move {
+            request_at(&addr, "GET", &format!("{POLL}?wait=30"), CUST1, None).await
+        })
+    };
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert!(
+        !waiting.is_finished(),
+        "a long-poll is held even when the fast path knows the answer"
+    );
+    insert_behind_our_back(&app, "worth the wait").await;
+    let res = tokio::time::timeout(Duration::from_secs(20), waiting)
+        .await
+        .expect("woken")
+        .unwrap();
+    assert_eq!(res.json()["data"][0]["message"], "worth the wait");
+    app.finish().await;
+}
+
+#[tokio::test]
+async fn the_watcher_catches_up_with_a_large_backlog() {
+    let app = spawn_app().await;
+    app.get(POLL, CUST1).await; // the watcher starts following the table
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let waiting = {
+        let addr = app.addr.clone();
+        tokio::spawn(async move {
+            request_at(&addr, "GET", &format!("{POLL}?wait=30"), CUST1, None).await
+        })
+    };
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    // 20,000 rows in another conversation (four scan batches), then the one that matters.
+    sqlx::query(
+        "INSERT INTO messages (conversation_id, user_id, message, created_at, updated_at) \
+         SELECT 2, 5, 'bulk', UTC_TIMESTAMP(), UTC_TIMESTAMP() FROM \
+         (SELECT 0 d UNION ALL SELECT 1 UNION ALL SELECT 2 UNION ALL SELECT 3 UNION ALL SELECT 4 \
+          UNION ALL SELECT 5 UNION ALL SELECT 6 UNION ALL SELECT 7 UNION ALL SELECT 8 UNION ALL SELECT 9) a, \
+         (SELECT 0 d UNION ALL SELECT 1 UNION ALL SELECT 2 UNION ALL SELECT 3 UNION ALL SELECT 4 \
+          UNION ALL SELECT 5 UNION ALL SELECT 6 UNION ALL SELECT 7 UNION ALL SELECT 8 UNION ALL SELECT 9) b, \
+         (SELECT 0 d UNION ALL SELECT 1 UNION ALL SELECT 2 UNION ALL SELECT 3 UNION ALL SELECT 4 \
+          UNION ALL SELECT 5 UNION ALL SELECT 6 UNION ALL SELECT 7 UNION ALL SELECT 8 UNION ALL SELECT 9) c, \
+         (SELECT 0 d UNION ALL SELECT 1 UNION ALL SELECT 2 UNION ALL SELECT 3 UNION ALL SELECT 4 \
+          UNION ALL SELECT 5 UNION ALL SELECT 6 UNION ALL SELECT 7 UNION ALL SELECT 8 UNION ALL SELECT 9) d, \
+         (SELECT 0 d UNION ALL SELECT 1) e",
+    )
+    .execute(&app.db.pool)
+    .await
+    .unwrap();
+    insert_behind_our_back(&app, "after the flood").await;
+    // Without catch-up the watcher advances one batch per rescan window (10 s).
+    let res = tokio::time::timeout(Duration::from_secs(15), waiting)
+        .await
+        .expect("woken after the backlog")
+        .unwrap();
+    assert_eq!(res.json()["data"][0]["message"], "after the flood");
+    app.finish().await;
+}
