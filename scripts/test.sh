@@ -165,7 +165,9 @@ run_step "cargo test --all-targets" cargo test --all-targets
 # --- golden replay with the shared parity tool (not copied into the project) ------------------------
 golden_replay() {
     local db=golden_replay shared_dir f listen_port mysql_cmd i log=target/golden-service.log
-    local bin="${CARGO_TARGET_DIR:-target}/release/shopchat"
+    # The binary `cargo test` just built (a release build would add minutes to
+    # every CI run and answers the same bytes).
+    local bin="${CARGO_TARGET_DIR:-target}/debug/shopchat"
     shared_dir="$(dirname "$shared_parity")"
 
     # The fixture copies must match the shared contract data they were copied from.
@@ -181,8 +183,8 @@ golden_replay() {
         command -v python3 >/dev/null 2>&1 || fail "golden replay: python3 is required by parity.py (Debian package python3)"
     fi
 
-    printf -- '--- cargo build --release --bin shopchat\n'
-    cargo build --release --bin shopchat || fail "golden replay: cargo build --release failed"
+    printf -- '--- cargo build --bin shopchat\n'
+    cargo build --bin shopchat || fail "golden replay: cargo build failed"
 
     printf -- '--- database %s with the fixture\n' "$db"
     pmdb_parse_target "$SHOPCHAT_TEST_DATABASE_URL" || fail "golden replay: bad SHOPCHAT_TEST_DATABASE_URL"
