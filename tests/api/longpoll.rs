@@ -8,6 +8,12 @@ use crate::helpers::*;
 
 const POLL: &str = "/api/v2/chat/get-new-messages/1/35";
 
+/// Starts a long-poll of customer 1 in the background.
+fn hold(app: &TestApp, target: &str) -> tokio::task::JoinHandle<crate::raw_http::Response> {
+    let (addr, target) = (app.addr.clone(), target.to_string());
+    tokio::spawn(async move { request_at(&addr, "GET", &target, CUST1, None).await })
+}
+
 /// What Laravel's web chat does: a row written behind shopchat's back.
 async fn insert_behind_our_back(app: &TestApp, text: &str) {
     sqlx::query("INSERT INTO messages (conversation_id, user_id, message, created_at, updated_at) VALUES (1, 2, ?, UTC_TIMESTAMP(), UTC_TIMESTAMP())")
@@ -24,12 +30,7 @@ async fn a_waiting_poll_wakes_on_a_new_message() {
     assert_eq!(plain.json()["meta"]["total"], 0);
 
     // Held open (30 s) until the seller answers through shopchat.
-    let waiting = {
-        let addr = app.addr.clone();
-        tokio::spawn(async move {
-            request_at(&addr, "GET", &format!("{POLL}?wait=30"), CUST1, None).await
-        })
-    };
+    let waiting = hold(&app, &format!("{POLL}?wait=30"));
     tokio::time::sleep(Duration::from_millis(300)).await;
     assert!(
         !waiting.is_finished(),
@@ -59,19 +60,7 @@ async fn a_waiting_poll_wakes_on_a_new_message() {
     );
 
     // A row written by the Laravel app wakes a waiter too (the watcher).
-    let waiting = {
-        let addr = app.addr.clone();
-        tokio::spawn(async move {
-            request_at(
-                &addr,
-                "GET",
-                "/api/v2/chat/get-new-messages/1/43?wait=30",
-                CUST1,
-                None,
-            )
-            .await
-        })
-    };
+    let waiting = hold(&app, "/api/v2/chat/get-new-messages/1/43?wait=30");
     tokio::time::sleep(Duration::from_millis(300)).await;
     insert_behind_our_back(&app, "from the web chat").await;
     let res = tokio::time::timeout(Duration::from_secs(20), waiting)
@@ -143,12 +132,7 @@ async fn a_known_empty_conversation_still_waits() {
         app.get(POLL, CUST1).await;
         tokio::time::sleep(Duration::from_millis(150)).await;
     }
-    let waiting = {
-        let addr = app.addr.clone();
-        tokio::spawn(async move {
-            request_at(&addr, "GET", &format!("{POLL}?wait=30"), CUST1, None).await
-        })
-    };
+    let waiting = hold(&app, &format!("{POLL}?wait=30"));
     tokio::time::sleep(Duration::from_millis(500)).await;
     assert!(
         !waiting.is_finished(),
@@ -168,12 +152,7 @@ async fn the_watcher_catches_up_with_a_large_backlog() {
     let app = spawn_app().await;
     app.get(POLL, CUST1).await; // the watcher starts following the table
     tokio::time::sleep(Duration::from_millis(300)).await;
-    let waiting = {
-        let addr = app.addr.clone();
-        tokio::spawn(async move {
-            request_at(&addr, "GET", &format!("{POLL}?wait=30"), CUST1, None).await
-        })
-    };
+    let waiting = hold(&app, &format!("{POLL}?wait=30"));
     tokio::time::sleep(Duration::from_millis(300)).await;
     // 20,000 rows in another conversation (four scan batches), then the one that matters.
     sqlx::query(
