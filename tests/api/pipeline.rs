@@ -235,6 +235,16 @@ async fn token_expiration_setting() {
     app.finish().await;
 }
 
+/// Pretends token 5 was last used long ago.
+async fn age_last_used(app: &TestApp) {
+    sqlx::query(
+        "UPDATE personal_access_tokens SET last_used_at = '2020-01-01 00:00:00' WHERE id = 5",
+    )
+    .execute(&app.db.pool)
+    .await
+    .unwrap();
+}
+
 #[tokio::test]
 async fn token_touch_is_throttled() {
     let app = spawn_app_with(&[("SHOPCHAT_AUTH_CACHE_MS", "0")]).await;
@@ -243,12 +253,7 @@ async fn token_touch_is_throttled() {
     app.get(LIST, CUST1).await;
     let first = app.db.scalar(last_used).await;
     assert_ne!(first, "NULL", "the first use is recorded");
-    sqlx::query(
-        "UPDATE personal_access_tokens SET last_used_at = '2020-01-01 00:00:00' WHERE id = 5",
-    )
-    .execute(&app.db.pool)
-    .await
-    .unwrap();
+    age_last_used(&app).await;
     app.get(LIST, CUST1).await;
     assert_eq!(
         app.db.scalar(last_used).await,
@@ -259,12 +264,7 @@ async fn token_touch_is_throttled() {
 
     let app = spawn_app_with(&[("SHOPCHAT_TOKEN_TOUCH_SECONDS", "0")]).await;
     app.get(LIST, CUST1).await;
-    sqlx::query(
-        "UPDATE personal_access_tokens SET last_used_at = '2020-01-01 00:00:00' WHERE id = 5",
-    )
-    .execute(&app.db.pool)
-    .await
-    .unwrap();
+    age_last_used(&app).await;
     app.get(LIST, CUST1).await;
     assert_ne!(
         app.db.scalar(last_used).await,
