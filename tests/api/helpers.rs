@@ -77,13 +77,18 @@ impl TestDb {
             .connect(&format!("{}/{name}", server_url().trim_end_matches('/')))
             .await
             .expect("connect to test database");
+        // The dump sets its own sql_mode for its session; it is loaded on a connection of its
+        // own so that every pooled connection a test uses has the server's default mode
+        // (otherwise a test's statement would be strict or not depending on which one it got).
+        let mut loader = pool.acquire().await.expect("connect to test database");
         for file in ["schema/shop.sql", "fixtures/fixtures.sql"] {
             let sql = std::fs::read_to_string(project_file(file)).expect(file);
             sqlx::raw_sql(&sql)
-                .execute(&pool)
+                .execute(&mut *loader)
                 .await
                 .unwrap_or_else(|e| panic!("loading {file}: {e}"));
         }
+        loader.detach();
         TestDb { name, pool, admin }
     }
 
