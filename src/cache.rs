@@ -55,6 +55,23 @@ impl<K: Eq + Hash + Clone, V: Clone> TtlCache<K, V> {
             .remove(key);
     }
 
+    /// Drops expired entries and gives their memory back (called when the process is idle).
+    pub fn purge_expired(&self) {
+        let ttl = self.ttl;
+        let mut entries = self.entries.lock().unwrap_or_else(|e| e.into_inner());
+        entries.retain(|_, (at, _)| at.elapsed() < ttl);
+        entries.shrink_to_fit();
+    }
+
+    /// Entries held, expired ones included.
+    pub fn len(&self) -> usize {
+        self.entries.lock().unwrap_or_else(|e| e.into_inner()).len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
     /// Drops every entry for which `keep` is false.
     pub fn retain(&self, mut keep: impl FnMut(&K, &V) -> bool) {
         self.entries
@@ -78,6 +95,18 @@ mod tests {
         let off = TtlCache::new(Duration::ZERO, 10);
         off.insert("a", 1);
         assert_eq!(off.get(&"a"), None);
+    }
+
+    #[test]
+    fn purging_keeps_only_fresh_entries() {
+        let cache = TtlCache::new(Duration::from_millis(30), 10);
+        cache.insert("old", 1);
+        std::thread::sleep(Duration::from_millis(40));
+        cache.insert("new", 2);
+        assert_eq!(cache.len(), 2, "expired entries stay until purged");
+        cache.purge_expired();
+        assert_eq!(cache.len(), 1);
+        assert_eq!(cache.get(&"new"), Some(2));
     }
 
     #[test]

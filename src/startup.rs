@@ -220,6 +220,12 @@ impl Application {
         let (shutdown, shutdown_rx) = watch::channel(false);
         tokio::spawn(state.watcher.clone().run(pool.clone(), shutdown_rx.clone()));
         state.sanctum.start_batching();
+        let (quiet, release) = (state.clone(), state.clone());
+        tokio::spawn(crate::ops::memory::when_idle(
+            move || quiet.ops.metrics.answered(),
+            move || release.release_idle_memory(),
+            shutdown_rx.clone(),
+        ));
         let counters = state.ops.metrics.mail_counters();
         let worker = tokio::spawn(async move {
             // Recovery waits for the database; a shutdown meanwhile leaves staging/ for the

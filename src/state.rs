@@ -67,6 +67,17 @@ impl AppState {
     }
 }
 
+impl AppState {
+    /// Called once the process has gone quiet after load (`ops::memory`): drops what the
+    /// caches hold past its time-to-live, then returns freed heap pages to the OS.
+    pub fn release_idle_memory(&self) {
+        self.sanctum.purge_expired();
+        self.limiter.purge_expired();
+        self.watcher.forget_stale();
+        crate::ops::memory::release_free_heap();
+    }
+}
+
 /// Maintenance mode (§1.2 step 4, K7): `SHOPCHAT_MAINTENANCE=on`, or the
 /// Laravel app's `storage/framework/down` file, checked at most once a second.
 pub struct Maintenance {

@@ -75,6 +75,14 @@ impl Sanctum {
         }
     }
 
+    /// Forgets expired cache entries and touch times (called when the process is idle).
+    pub fn purge_expired(&self) {
+        self.cache.purge_expired();
+        let mut touched = self.touched.lock().unwrap_or_else(|e| e.into_inner());
+        touched.retain(|_, at| at.elapsed() < self.touch_interval);
+        touched.shrink_to_fit();
+    }
+
     /// Resolves the `Authorization` header to a user, without side effects.
     /// `Ok(None)` is an authentication failure; `Err` a database error.
     pub async fn resolve(

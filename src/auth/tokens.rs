@@ -16,6 +16,7 @@ use std::sync::{Arc, OnceLock};
 use sqlx::MySqlPool;
 use tokio::sync::{mpsc, oneshot, Semaphore};
 
+use crate::db::in_list;
 use crate::error::{is_unavailable, mysql_error_number};
 
 /// Statements of a batch run at most this many at a time.
@@ -125,9 +126,12 @@ impl TokenStore {
             } else {
                 "NULL"
             };
-            let condition = match filter {
-                Filter::Ids(ids) => format!("t.id IN ({})", vec!["?"; ids.len()].join(",")),
-                Filter::Hash(_) => "t.token = ? LIMIT 1".to_string(),
+            let (condition, ids) = match filter {
+                Filter::Ids(ids) => {
+                    let (list, ids) = in_list(ids);
+                    (format!("t.id IN ({list})"), ids)
+                }
+                Filter::Hash(_) => ("t.token = ? LIMIT 1".to_string(), Vec::new()),
             };
             let sql = format!(
                 "SELECT t.id, t.token, t.tokenable_type, t.tokenable_id, \
@@ -138,8 +142,8 @@ impl TokenStore {
             );
             let mut query = sqlx::query_as::<_, TokenRow>(&sql);
             match filter {
-                Filter::Ids(ids) => {
-                    for id in ids {
+                Filter::Ids(_) => {
+                    for id in &ids {
                         query = query.bind(*id);
                     }
                 }

@@ -6,6 +6,7 @@ use std::sync::Mutex;
 
 use sqlx::{MySql, MySqlPool};
 
+use crate::db::in_list;
 use crate::error::ApiError;
 
 /// A conversation's participants. `sender_id`/`receiver_id` never change, so
@@ -138,13 +139,12 @@ pub async fn users(pool: &MySqlPool, ids: &[i64]) -> Result<HashMap<i64, UserBri
     if ids.is_empty() {
         return Ok(HashMap::new());
     }
-    let sql = format!(
-        "SELECT CAST(id AS SIGNED), user_type, name, email FROM users WHERE id IN ({})",
-        placeholders(ids.len())
-    );
+    let (list, ids) = in_list(ids);
+    let sql =
+        format!("SELECT CAST(id AS SIGNED), user_type, name, email FROM users WHERE id IN ({list})");
     let mut q = sqlx::query_as::<MySql, (i64, String, String, Option<String>)>(&sql);
     for id in ids {
-        q = q.bind(*id);
+        q = q.bind(id);
     }
     Ok(q.fetch_all(pool)
         .await?
@@ -177,13 +177,11 @@ pub async fn first_shops(
     if user_ids.is_empty() {
         return Ok(HashMap::new());
     }
-    let sql = format!(
-        "SELECT id, user_id, name, logo FROM shops WHERE user_id IN ({}) ORDER BY id",
-        placeholders(user_ids.len())
-    );
+    let (list, user_ids) = in_list(user_ids);
+    let sql = format!("SELECT id, user_id, name, logo FROM shops WHERE user_id IN ({list}) ORDER BY id");
     let mut q = sqlx::query_as::<MySql, (i64, i64, Option<String>, Option<String>)>(&sql);
     for id in user_ids {
-        q = q.bind(*id);
+        q = q.bind(id);
     }
     let mut shops = HashMap::new();
     for (id, user_id, name, logo) in q.fetch_all(pool).await? {
@@ -248,10 +246,6 @@ pub async fn message_by_id<'e, E: sqlx::Executor<'e, Database = MySql>>(
         .bind(id)
         .fetch_optional(executor)
         .await
-}
-
-fn placeholders(n: usize) -> String {
-    vec!["?"; n].join(",")
 }
 
 /// Inserts a message inside the caller's transaction and returns its id.

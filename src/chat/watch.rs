@@ -143,6 +143,17 @@ impl Watcher {
         self.released.notify_waiters();
     }
 
+    /// Forgets knowledge too old to vouch for anything (called when the process is idle).
+    pub fn forget_stale(&self) {
+        let mut inner = self.lock();
+        inner
+            .known
+            .retain(|_, k| k.verified_at.elapsed() < REVERIFY);
+        inner.known.shrink_to_fit();
+        inner.waiters.retain(|_, n| Arc::strong_count(n) > 1);
+        inner.waiters.shrink_to_fit();
+    }
+
     /// The background scan loop; returns when `shutdown` becomes true.
     pub async fn run(self: Arc<Self>, pool: MySqlPool, mut shutdown: watch::Receiver<bool>) {
         loop {

@@ -40,6 +40,14 @@ impl RateLimiter {
         }
     }
 
+    /// Forgets closed windows (called when the process is idle).
+    pub fn purge_expired(&self) {
+        let now = Instant::now();
+        let mut windows = self.windows.lock().unwrap_or_else(|e| e.into_inner());
+        windows.retain(|_, (start, _)| now.duration_since(*start) < WINDOW);
+        windows.shrink_to_fit();
+    }
+
     pub fn hit(&self, key: RateKey) -> Decision {
         self.hit_at(key, Instant::now())
     }

@@ -5,6 +5,7 @@
 //! report only its own traffic. Gauges that mirror state owned elsewhere (pool,
 //! outbox directories) are sampled when `/metrics` is scraped.
 
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use actix_web::http::StatusCode;
@@ -39,6 +40,9 @@ pub struct Metrics {
     pool_max: IntGauge,
     outbox_entries: IntGaugeVec,
     mail: MailCounters,
+    /// All answered requests, one atomic: what [`crate::ops::memory`] reads to tell that the
+    /// process has gone quiet (cheaper than summing the labelled counters).
+    answered: AtomicU64,
 }
 
 /// Outcomes of the outbox worker (COMPAT §8.6 step 4), counted where they happen.
@@ -174,6 +178,7 @@ impl Metrics {
                     "E-mails moved to dead/ (permanent failure or attempts exhausted).",
                 ),
             },
+            answered: AtomicU64::new(0),
             registry,
         };
         metrics.pool_max.set(i64::from(pool_max));
@@ -184,6 +189,7 @@ impl Metrics {
     pub fn observe(&self, route: &str, status: StatusCode, elapsed: Duration) {
         let code = status.as_str();
         self.requests.with_label_values(&[route, code]).inc();
+        self.answered.fetch_add(1, Ordering::Relaxed);
         self.latency
             .with_label_values(&[route, code])
             .observe(elapsed.as_secs_f64());
@@ -197,6 +203,11 @@ impl Metrics {
             500 => self.query_errors.with_label_values(&["internal"]).inc(),
             _ => {}
         }
+    }
+
+    /// Requests answered since start.
+    pub fn answered(&self) -> u64 {
+        self.answered.load(Ordering::Relaxed)
     }
 
     /// The worker's counters, registered in this registry.

@@ -5,6 +5,7 @@
 //! (COMPAT §1.1, §1.2): no throttle, no token, no System-Key.
 
 pub mod check;
+pub mod memory;
 pub mod metrics;
 pub mod probe;
 pub mod ready;
