@@ -38,8 +38,9 @@ mod tests {
 
     #[test]
     fn few_distinct_texts() {
-        let texts: std::collections::HashSet<String> =
-            (1..=256u64).map(|n| in_list(&vec![1; n as usize]).0).collect();
+        let texts: std::collections::HashSet<String> = (1..=256u64)
+            .map(|n| in_list(&vec![1; n as usize]).0)
+            .collect();
         assert_eq!(texts.len(), 9);
     }
 }

@@ -140,8 +140,9 @@ pub async fn users(pool: &MySqlPool, ids: &[i64]) -> Result<HashMap<i64, UserBri
         return Ok(HashMap::new());
     }
     let (list, ids) = in_list(ids);
-    let sql =
-        format!("SELECT CAST(id AS SIGNED), user_type, name, email FROM users WHERE id IN ({list})");
+    let sql = format!(
+        "SELECT CAST(id AS SIGNED), user_type, name, email FROM users WHERE id IN ({list})"
+    );
     let mut q = sqlx::query_as::<MySql, (i64, String, String, Option<String>)>(&sql);
     for id in ids {
         q = q.bind(id);
@@ -178,7 +179,8 @@ pub async fn first_shops(
         return Ok(HashMap::new());
     }
     let (list, user_ids) = in_list(user_ids);
-    let sql = format!("SELECT id, user_id, name, logo FROM shops WHERE user_id IN ({list}) ORDER BY id");
+    let sql =
+        format!("SELECT id, user_id, name, logo FROM shops WHERE user_id IN ({list}) ORDER BY id");
     let mut q = sqlx::query_as::<MySql, (i64, i64, Option<String>, Option<String>)>(&sql);
     for id in user_ids {
         q = q.bind(id);
