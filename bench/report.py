@@ -373,9 +373,9 @@ def main(src, dst):
           "the statements it speeds up (mean µs at 1 connection, primary keys only → recommended).")
         w("")
         affects = {
-            "shopchat_messages_conversation_id_id": ["count_messages", "count_messages_after", "list_messages"],
-            "shopchat_conversations_sender_id_id": ["count_conversations", "list_conversations", "candidates"],
-            "shopchat_shops_user_id": ["shops_in"],
+            "shopchat_messages_conversation_id_id": ["message_page", "count_messages_after", "message_page_after"],
+            "shopchat_conversations_sender_id_id": ["conversation_page", "candidates"],
+            "shopchat_shops_user_id": ["conversation_page", "shops_in"],
             "shopchat_translations_lang": [],
             "shopchat_business_settings_type": [],
         }

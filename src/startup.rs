@@ -376,6 +376,9 @@ async fn recover_staging(outbox: &Arc<Outbox>, pool: &MySqlPool) {
             return;
         }
     };
+    // Retries start fast (a database that is merely busy at start-up answers at once) and
+    // back off to 5 s while it is down.
+    let mut retry = Duration::from_millis(250);
     for (path, n) in entries {
         let exists = loop {
             match sqlx::query_scalar::<_, i64>("SELECT COUNT(*) FROM conversations WHERE id = ?")
@@ -386,7 +389,8 @@ async fn recover_staging(outbox: &Arc<Outbox>, pool: &MySqlPool) {
                 Ok(count) => break count > 0,
                 Err(e) => {
                     tracing::warn!(error = %e, "outbox recovery waits for the database");
-                    tokio::time::sleep(Duration::from_secs(5)).await;
+                    tokio::time::sleep(retry).await;
+                    retry = (retry * 2).min(Duration::from_secs(5));
                 }
             }
         };

@@ -14,11 +14,13 @@ const PER_PAGE: i64 = 10;
 pub async fn handle(ctx: &Ctx<'_>) -> Result<HttpResponse, ApiError> {
     let page = ctx.input.page();
     let pool = &ctx.state.pool;
-    let total = repo::count_conversations(pool, ctx.user.user_id).await?;
-    // The item query is skipped when there is nothing, or the page is beyond i64 (§4.1, §4.2).
-    let rows = match offset(page, PER_PAGE) {
-        Some(off) if total > 0 => repo::list_conversations(pool, ctx.user.user_id, off).await?,
-        _ => Vec::new(),
+    // A page beyond i64 has no offset: only the total is asked for (§4.1, §4.2).
+    let (total, rows) = match offset(page, PER_PAGE) {
+        Some(off) => repo::conversation_page(pool, ctx.user.user_id, off).await?,
+        None => (
+            repo::count_conversations(pool, ctx.user.user_id).await?,
+            Vec::new(),
+        ),
     };
     let data = items::conversation_items(ctx, &rows).await?;
     Ok(response::json(

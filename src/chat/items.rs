@@ -1,10 +1,8 @@
 //! The conversation and message items (COMPAT §6.1–§6.3, K9, D4).
 
-use std::collections::HashMap;
-
 use serde_json::{json, Value};
 
-use crate::chat::repo::{self, ConversationRow, MessageRow, ShopBrief, UserBrief};
+use crate::chat::repo::{ConversationRow, MessageRow, ShopBrief, UserBrief};
 use crate::chat::Ctx;
 use crate::laravel::assets::placeholder;
 use crate::laravel::dates::{conversation_date, message_date};
@@ -45,27 +43,17 @@ pub async fn shop_face(
     })
 }
 
-/// The items of a conversation page, with receivers and shops looked up in
-/// one batch each.
+/// The items of a conversation page (receivers and shops came with the rows).
 pub async fn conversation_items(
     ctx: &Ctx<'_>,
     rows: &[ConversationRow],
 ) -> Result<Vec<Value>, sqlx::Error> {
-    // Receivers come with the rows (a join); their shops in one batch.
-    let mut sellers: Vec<i64> = rows
-        .iter()
-        .filter(|r| r.receiver_type.as_deref().is_some_and(|t| t != "admin"))
-        .map(|r| r.receiver_id)
-        .collect();
-    sellers.sort_unstable();
-    sellers.dedup();
-    let shops: HashMap<i64, ShopBrief> = repo::first_shops(&ctx.state.pool, &sellers).await?;
     let mut items = Vec::with_capacity(rows.len());
     for row in rows {
-        let (receiver_type, face) = match row.receiver() {
+        let (receiver_type, face) = match &row.receiver {
             Some(user) => (
                 json!(user.user_type),
-                shop_face(ctx, &user, shops.get(&row.receiver_id)).await?,
+                shop_face(ctx, user, row.shop.as_ref()).await?,
             ),
             None => (
                 json!("deleted"),

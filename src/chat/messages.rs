@@ -86,8 +86,8 @@ pub async fn handle(
     }
 }
 
-/// The total and the items of one page (the item query is skipped when
-/// there is nothing, or the page lies beyond i64; §4.1, §4.2).
+/// The total and the items of one page (a page beyond i64 has no offset:
+/// only the total is asked for; §4.1, §4.2).
 async fn page_of(
     ctx: &Ctx<'_>,
     id: i64,
@@ -95,10 +95,14 @@ async fn page_of(
     page: i64,
 ) -> Result<(i64, Vec<serde_json::Value>), ApiError> {
     let pool = &ctx.state.pool;
-    let total = repo::count_messages(pool, id, after).await?;
-    let rows = match offset(page, PER_PAGE) {
-        Some(off) if total > 0 => repo::list_messages(pool, id, after, off).await?,
-        _ => Vec::new(),
+    let (total, rows) = match (offset(page, PER_PAGE), after) {
+        // A poll mostly finds nothing: the bare count is its cheapest answer.
+        (Some(off), Some(_)) => match repo::count_messages(pool, id, after).await? {
+            0 => (0, Vec::new()),
+            _ => repo::message_page(pool, id, after, off).await?,
+        },
+        (Some(off), None) => repo::message_page(pool, id, after, off).await?,
+        (None, _) => (repo::count_messages(pool, id, after).await?, Vec::new()),
     };
     Ok((total, rows.iter().map(items::message_item).collect()))
 }

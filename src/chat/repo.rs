@@ -78,7 +78,9 @@ pub async fn require_participant(
     }
 }
 
-#[derive(sqlx::FromRow, Debug, Clone)]
+/// One conversation of the list with its receiver (NULL when deleted, D4)
+/// and the receiver's first shop (lowest `shops.id`; NULL when none).
+#[derive(Debug, Clone)]
 pub struct ConversationRow {
     pub id: i64,
     pub receiver_id: i64,
@@ -86,18 +88,51 @@ pub struct ConversationRow {
     pub sender_viewed: i64,
     pub receiver_viewed: i64,
     pub updated_at: Option<String>,
-    /// The receiver's `user_type` and `name`; NULL when the receiver was deleted (D4).
-    pub receiver_type: Option<String>,
-    pub receiver_name: Option<String>,
+    pub receiver: Option<UserBrief>,
+    pub shop: Option<ShopBrief>,
 }
 
-impl ConversationRow {
-    pub fn receiver(&self) -> Option<UserBrief> {
-        Some(UserBrief {
-            user_type: self.receiver_type.clone()?,
-            name: self.receiver_name.clone()?,
-            email: None,
-        })
+/// A row of [`conversation_page`]: the item with the total.
+#[derive(sqlx::FromRow)]
+struct CountedConversation {
+    total: i64,
+    id: i64,
+    receiver_id: i64,
+    title: Option<String>,
+    sender_viewed: i64,
+    receiver_viewed: i64,
+    updated_at: Option<String>,
+    receiver_type: Option<String>,
+    receiver_name: Option<String>,
+    shop_id: Option<i64>,
+    shop_name: Option<String>,
+    shop_logo: Option<String>,
+}
+
+impl CountedConversation {
+    fn into_row(self) -> ConversationRow {
+        let receiver = match (self.receiver_type, self.receiver_name) {
+            (Some(user_type), Some(name)) => Some(UserBrief {
+                user_type,
+                name,
+                email: None,
+            }),
+            _ => None,
+        };
+        ConversationRow {
+            id: self.id,
+            receiver_id: self.receiver_id,
+            title: self.title,
+            sender_viewed: self.sender_viewed,
+            receiver_viewed: self.receiver_viewed,
+            updated_at: self.updated_at,
+            receiver,
+            shop: self.shop_id.map(|id| ShopBrief {
+                id,
+                name: self.shop_name,
+                logo: self.shop_logo,
+            }),
+        }
     }
 }
 
@@ -108,22 +143,66 @@ pub async fn count_conversations(pool: &MySqlPool, sender_id: u64) -> Result<i64
         .await
 }
 
-pub async fn list_conversations(
+/// The total of U's conversations and the page at `offset`, newest first,
+/// with receivers and their first shops: one statement instead of a count,
+/// the page and a shop lookup (the total is an uncorrelated subquery, run
+/// once; the page is read through the `(sender_id, id)` index). An empty
+/// page carries no total, so only then is it counted separately ([`paged`]).
+pub async fn conversation_page(
     pool: &MySqlPool,
     sender_id: u64,
     offset: i64,
-) -> Result<Vec<ConversationRow>, sqlx::Error> {
-    sqlx::query_as(
-        "SELECT c.id, c.receiver_id, c.title, CAST(c.sender_viewed AS SIGNED) AS sender_viewed, \
-         CAST(c.receiver_viewed AS SIGNED) AS receiver_viewed, CAST(c.updated_at AS CHAR) AS updated_at, \
-         u.user_type AS receiver_type, u.name AS receiver_name \
-         FROM conversations c LEFT JOIN users u ON u.id = c.receiver_id \
+) -> Result<(i64, Vec<ConversationRow>), sqlx::Error> {
+    let rows: Vec<CountedConversation> = sqlx::query_as(
+        "SELECT (SELECT COUNT(*) FROM conversations WHERE sender_id = ?) AS total, \
+         c.id, c.receiver_id, c.title, CAST(c.sender_viewed AS SIGNED) AS sender_viewed, \
+         CAST(c.receiver_viewed AS SIGNED) AS receiver_viewed, \
+         CAST(c.updated_at AS CHAR) AS updated_at, \
+         u.user_type AS receiver_type, u.name AS receiver_name, \
+         s.id AS shop_id, s.name AS shop_name, s.logo AS shop_logo \
+         FROM conversations c \
+         LEFT JOIN users u ON u.id = c.receiver_id \
+         LEFT JOIN shops s ON s.id = (SELECT MIN(f.id) FROM shops f WHERE f.user_id = c.receiver_id) \
          WHERE c.sender_id = ? ORDER BY c.id DESC LIMIT 10 OFFSET ?",
     )
     .bind(sender_id)
+    .bind(sender_id)
     .bind(offset)
     .fetch_all(pool)
-    .await
+    .await?;
+    let rows = paged(
+        rows,
+        offset,
+        |r| r.total,
+        || count_conversations(pool, sender_id),
+    )
+    .await?;
+    Ok((
+        rows.0,
+        rows.1
+            .into_iter()
+            .map(CountedConversation::into_row)
+            .collect(),
+    ))
+}
+
+/// The total of a page whose rows carry it: from the first row; 0 for an
+/// empty first page; counted by `count` for an empty later page (past the end).
+async fn paged<R, F>(
+    rows: Vec<R>,
+    offset: i64,
+    total_of: impl Fn(&R) -> i64,
+    count: impl FnOnce() -> F,
+) -> Result<(i64, Vec<R>), sqlx::Error>
+where
+    F: std::future::Future<Output = Result<i64, sqlx::Error>>,
+{
+    let total = match rows.first() {
+        Some(row) => total_of(row),
+        None if offset == 0 => 0,
+        None => count().await?,
+    };
+    Ok((total, rows))
 }
 
 /// A receiver as the list shows it: `user_type`, `name`.
@@ -225,19 +304,48 @@ pub async fn count_messages(
     q.fetch_one(pool).await
 }
 
-pub async fn list_messages(
+/// A row of [`message_page`]: the item with the total.
+#[derive(sqlx::FromRow)]
+struct CountedMessage {
+    total: i64,
+    #[sqlx(flatten)]
+    row: MessageRow,
+}
+
+/// The total of a conversation's messages (above the cursor `after`, bound
+/// as text like [`count_messages`]) and the page at `offset`, newest first,
+/// in one statement — the same shape as [`conversation_page`].
+pub async fn message_page(
     pool: &MySqlPool,
     conversation_id: i64,
     after: Option<&str>,
     offset: i64,
-) -> Result<Vec<MessageRow>, sqlx::Error> {
-    let cursor = if after.is_some() { " AND m.id > ?" } else { "" };
-    let sql = format!("SELECT {MESSAGE_COLUMNS} WHERE m.conversation_id = ?{cursor} ORDER BY m.id DESC LIMIT 10 OFFSET ?");
-    let mut q = sqlx::query_as(&sql).bind(conversation_id);
+) -> Result<(i64, Vec<MessageRow>), sqlx::Error> {
+    let (count_cursor, cursor) = match after {
+        Some(_) => (" AND id > ?", " AND m.id > ?"),
+        None => ("", ""),
+    };
+    let sql = format!(
+        "SELECT (SELECT COUNT(*) FROM messages WHERE conversation_id = ?{count_cursor}) AS total, \
+         {MESSAGE_COLUMNS} WHERE m.conversation_id = ?{cursor} ORDER BY m.id DESC LIMIT 10 OFFSET ?"
+    );
+    let mut q = sqlx::query_as::<_, CountedMessage>(&sql).bind(conversation_id);
     if let Some(a) = after {
         q = q.bind(a);
     }
-    q.bind(offset).fetch_all(pool).await
+    q = q.bind(conversation_id);
+    if let Some(a) = after {
+        q = q.bind(a);
+    }
+    let rows = q.bind(offset).fetch_all(pool).await?;
+    let (total, rows) = paged(
+        rows,
+        offset,
+        |r| r.total,
+        || count_messages(pool, conversation_id, after),
+    )
+    .await?;
+    Ok((total, rows.into_iter().map(|r| r.row).collect()))
 }
 
 pub async fn message_by_id<'e, E: sqlx::Executor<'e, Database = MySql>>(

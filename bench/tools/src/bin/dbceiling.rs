@@ -14,8 +14,8 @@
 //! uploads: 60 s) and the `last_used_at` touch (once a minute per token, D9) are left out of both.
 //!
 //!   get-new-messages-full / -hot   token+user, participants, COUNT(after) [+ page when > 0]
-//!   messages-full / -hot           token+user, participants, COUNT, page of 10 with authors
-//!   conversations-full / -hot      token+user, COUNT, page of 10 with receivers, shops IN (…)
+//!   messages-full / -hot           token+user, participants, COUNT + page with authors, one statement
+//!   conversations-full / -hot      token+user, COUNT + page with receivers and shops, one statement
 //!   insert-message-full            token+user, participants, BEGIN, SELECT … FOR UPDATE, INSERT,
 //!                                  UPDATE flags, SELECT the new row, COMMIT
 //!   create-conversation-full       token+user, product owner, owner, GET_LOCK, BEGIN, D6
@@ -44,14 +44,20 @@ const TOKEN_WITH_USER: &str = "SELECT t.id, t.token, t.tokenable_type, t.tokenab
      WHERE t.id IN (?)";
 // src/chat/repo.rs
 const PARTICIPANTS: &str = "SELECT sender_id, receiver_id FROM conversations WHERE id = ?";
-const COUNT_CONVERSATIONS: &str = "SELECT COUNT(*) FROM conversations WHERE sender_id = ?";
-const LIST_CONVERSATIONS: &str = "SELECT c.id, c.receiver_id, c.title, CAST(c.sender_viewed AS SIGNED) AS sender_viewed, \
-     CAST(c.receiver_viewed AS SIGNED) AS receiver_viewed, CAST(c.updated_at AS CHAR) AS updated_at, \
-     u.user_type AS receiver_type, u.name AS receiver_name \
-     FROM conversations c LEFT JOIN users u ON u.id = c.receiver_id \
+// conversation_page(): the total (a subquery), the page, receivers and their first shops in one
+// statement (an empty page 1 needs nothing else).
+const CONVERSATION_PAGE: &str =
+    "SELECT (SELECT COUNT(*) FROM conversations WHERE sender_id = ?) AS total, \
+     c.id, c.receiver_id, c.title, CAST(c.sender_viewed AS SIGNED) AS sender_viewed, \
+     CAST(c.receiver_viewed AS SIGNED) AS receiver_viewed, \
+     CAST(c.updated_at AS CHAR) AS updated_at, \
+     u.user_type AS receiver_type, u.name AS receiver_name, \
+     s.id AS shop_id, s.name AS shop_name, s.logo AS shop_logo \
+     FROM conversations c \
+     LEFT JOIN users u ON u.id = c.receiver_id \
+     LEFT JOIN shops s ON s.id = (SELECT MIN(f.id) FROM shops f WHERE f.user_id = c.receiver_id) \
      WHERE c.sender_id = ? ORDER BY c.id DESC LIMIT 10 OFFSET ?";
 const LOCK_CONVERSATION: &str = "SELECT id FROM conversations WHERE id = ? FOR UPDATE";
-const COUNT_MESSAGES: &str = "SELECT COUNT(*) FROM messages WHERE conversation_id = ?";
 const COUNT_MESSAGES_AFTER: &str =
     "SELECT COUNT(*) FROM messages WHERE conversation_id = ? AND id > ?";
 const MESSAGE_COLUMNS: &str =
@@ -70,16 +76,6 @@ const CANDIDATES: &str =
 const INSERT_CONVERSATION: &str = "INSERT INTO conversations (sender_id, receiver_id, title, updated_at, created_at) VALUES (?, ?, ?, ?, ?)";
 
 type MessageRow = (i64, i64, Option<String>, Option<String>, Option<String>);
-type ConversationRow = (
-    i64,
-    i64,
-    Option<String>,
-    i64,
-    i64,
-    Option<String>,
-    Option<String>,
-    Option<String>,
-);
 
 #[derive(Clone, Debug)]
 struct Client {
@@ -230,35 +226,38 @@ async fn message_page(
     after: Option<&str>,
     st: &mut Stats,
 ) -> Result<usize, sqlx::Error> {
-    let total: i64 = match after {
-        None => timed!(
-            st,
-            "count_messages",
-            sqlx::query_scalar(COUNT_MESSAGES)
-                .bind(c.conversation_id)
-                .fetch_one(&mut *conn)
-        )?,
-        Some(a) => timed!(
+    // A poll (after = Some) counts first and reads the page only when something is new
+    // (src/chat/messages.rs page_of); message_page(): the total and the page in one statement.
+    if let Some(a) = after {
+        let total: i64 = timed!(
             st,
             "count_messages_after",
             sqlx::query_scalar(COUNT_MESSAGES_AFTER)
                 .bind(c.conversation_id)
                 .bind(a)
                 .fetch_one(&mut *conn)
-        )?,
-    };
-    if total == 0 {
-        return Ok(0);
+        )?;
+        if total == 0 {
+            return Ok(0);
+        }
     }
-    let cursor = if after.is_some() { " AND m.id > ?" } else { "" };
+    let (count_cursor, cursor, name) = match after {
+        Some(_) => (" AND id > ?", " AND m.id > ?", "message_page_after"),
+        None => ("", "", "message_page"),
+    };
     let sql = format!(
-        "SELECT {MESSAGE_COLUMNS} WHERE m.conversation_id = ?{cursor} ORDER BY m.id DESC LIMIT 10 OFFSET ?"
+        "SELECT (SELECT COUNT(*) FROM messages WHERE conversation_id = ?{count_cursor}) AS total, \
+         {MESSAGE_COLUMNS} WHERE m.conversation_id = ?{cursor} ORDER BY m.id DESC LIMIT 10 OFFSET ?"
     );
-    let mut q = sqlx::query_as::<MySql, MessageRow>(&sql).bind(c.conversation_id);
+    let mut q = sqlx::query(&sql).bind(c.conversation_id);
     if let Some(a) = after {
         q = q.bind(a);
     }
-    let rows = timed!(st, "list_messages", q.bind(0i64).fetch_all(&mut *conn))?;
+    q = q.bind(c.conversation_id);
+    if let Some(a) = after {
+        q = q.bind(a);
+    }
+    let rows = timed!(st, name, q.bind(0i64).fetch_all(&mut *conn))?;
     Ok(rows.len())
 }
 
@@ -267,36 +266,16 @@ async fn conversation_page(
     c: &Client,
     st: &mut Stats,
 ) -> Result<(), sqlx::Error> {
-    let total: i64 = timed!(
+    timed!(
         st,
-        "count_conversations",
-        sqlx::query_scalar(COUNT_CONVERSATIONS)
+        "conversation_page",
+        sqlx::query(CONVERSATION_PAGE)
             .bind(c.user_id)
-            .fetch_one(&mut *conn)
-    )?;
-    if total == 0 {
-        return Ok(());
-    }
-    let rows: Vec<ConversationRow> = timed!(
-        st,
-        "list_conversations",
-        sqlx::query_as(LIST_CONVERSATIONS)
             .bind(c.user_id)
             .bind(0i64)
             .fetch_all(&mut *conn)
     )?;
-    // Receivers come with the rows (a join); their shops in one batch.
-    let mut sellers: Vec<i64> = rows
-        .iter()
-        .filter(|r| r.6.as_deref().is_some_and(|t| t != "admin"))
-        .map(|r| r.1)
-        .collect();
-    sellers.sort_unstable();
-    sellers.dedup();
-    if sellers.is_empty() {
-        return Ok(());
-    }
-    shops_in(conn, &sellers, st).await
+    Ok(())
 }
 
 async fn shops_in(
