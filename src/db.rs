@@ -1,4 +1,7 @@
-//! Statements with a variable `IN (…)` list.
+//! Statements over many rows at once: padded `IN (…)` lists and the
+//! [`Batcher`] that gathers concurrent requests into one statement.
+//!
+//! ## `IN` lists
 //!
 //! sqlx prepares each distinct SQL text once per connection and keeps it in
 //! a small cache. An `IN` list of one placeholder per value makes a new text
@@ -8,6 +11,13 @@
 //! padded to the next power of two by repeating their last value, which
 //! changes no result (`IN` ignores duplicates), so at most nine texts cover
 //! lists of up to 256 values.
+
+use std::future::Future;
+use std::sync::Arc;
+
+use tokio::sync::{mpsc, oneshot, Semaphore};
+
+use crate::error::is_unavailable;
 
 /// `?,?,…` for `values` padded as described above, and the padded values to bind.
 pub fn in_list<T: Copy>(values: &[T]) -> (String, Vec<T>) {
@@ -21,9 +31,113 @@ pub fn in_list<T: Copy>(values: &[T]) -> (String, Vec<T>) {
     (vec!["?"; len].join(","), padded)
 }
 
+/// Gathers concurrent requests into batches handled by one statement each.
+///
+/// A request that finds a free slot goes out at once (no added latency);
+/// requests arriving while `parallel` batches are running queue up and go out
+/// together in the next one. Each caller still waits for its own batch, so
+/// errors reach the request that caused the statement, as without batching.
+pub struct Batcher<Req, Resp> {
+    tx: mpsc::UnboundedSender<(Req, Reply<Resp>)>,
+}
+
+type Reply<Resp> = oneshot::Sender<Result<Resp, BatchError>>;
+
+/// A batch statement's failure, handed to each of its callers.
+#[derive(Clone, Debug)]
+pub struct BatchError {
+    unavailable: bool,
+    message: String,
+}
+
+impl From<BatchError> for sqlx::Error {
+    /// Keeps the 503-or-500 classification of `crate::error` (I/O = unavailable).
+    fn from(e: BatchError) -> Self {
+        if e.unavailable {
+            sqlx::Error::Io(std::io::Error::other(e.message))
+        } else {
+            sqlx::Error::Decode(e.message.into())
+        }
+    }
+}
+
+impl<Req: Send + 'static, Resp: Clone + Send + 'static> Batcher<Req, Resp> {
+    /// Starts the batching task on the current runtime. `run` handles one
+    /// batch and returns one answer per request, in the same order.
+    pub fn start<F, Fut>(parallel: usize, max_batch: usize, run: F) -> Self
+    where
+        F: Fn(Vec<Req>) -> Fut + Send + Sync + 'static,
+        Fut: Future<Output = Result<Vec<Resp>, sqlx::Error>> + Send + 'static,
+    {
+        let (tx, rx) = mpsc::unbounded_channel();
+        tokio::spawn(batch_loop(rx, parallel, max_batch, Arc::new(run)));
+        Batcher { tx }
+    }
+
+    /// Queues `req` and waits for its batch; `Err(())` when the batching task is gone.
+    pub async fn call(&self, req: Req) -> Result<Result<Resp, sqlx::Error>, ()> {
+        let (reply, answer) = oneshot::channel();
+        self.tx.send((req, reply)).map_err(|_| ())?;
+        match answer.await {
+            Ok(result) => Ok(result.map_err(Into::into)),
+            Err(_) => Err(()),
+        }
+    }
+}
+
+async fn batch_loop<Req, Resp, F, Fut>(
+    mut rx: mpsc::UnboundedReceiver<(Req, Reply<Resp>)>,
+    parallel: usize,
+    max_batch: usize,
+    run: Arc<F>,
+) where
+    Req: Send + 'static,
+    Resp: Clone + Send + 'static,
+    F: Fn(Vec<Req>) -> Fut + Send + Sync + 'static,
+    Fut: Future<Output = Result<Vec<Resp>, sqlx::Error>> + Send + 'static,
+{
+    let permits = Arc::new(Semaphore::new(parallel));
+    loop {
+        // Wait for a free statement slot first: requests arriving meanwhile
+        // queue up and go out together.
+        let Ok(permit) = permits.clone().acquire_owned().await else {
+            return;
+        };
+        let Some(first) = rx.recv().await else { return };
+        let mut batch = vec![first];
+        while batch.len() < max_batch {
+            match rx.try_recv() {
+                Ok(item) => batch.push(item),
+                Err(_) => break,
+            }
+        }
+        let run = run.clone();
+        tokio::spawn(async move {
+            let (reqs, replies): (Vec<Req>, Vec<Reply<Resp>>) = batch.into_iter().unzip();
+            let count = reqs.len();
+            let result = run(reqs).await.map_err(|e| BatchError {
+                unavailable: is_unavailable(&e),
+                message: e.to_string(),
+            });
+            for (i, reply) in replies.into_iter().enumerate() {
+                let answer = match &result {
+                    Ok(answers) if answers.len() == count => Ok(answers[i].clone()),
+                    Ok(_) => Err(BatchError {
+                        unavailable: false,
+                        message: "batch answered the wrong number of requests".into(),
+                    }),
+                    Err(e) => Err(e.clone()),
+                };
+                let _ = reply.send(answer);
+            }
+            drop(permit);
+        });
+    }
+}
+
 #[cfg(test)]
 mod tests {
-    use super::in_list;
+    use super::*;
 
     #[test]
     fn pads_to_powers_of_two_with_the_last_value() {
@@ -42,5 +156,40 @@ mod tests {
             .map(|n| in_list(&vec![1; n as usize]).0)
             .collect();
         assert_eq!(texts.len(), 9);
+    }
+
+    #[tokio::test]
+    async fn concurrent_requests_share_batches_and_each_gets_its_answer() {
+        let sizes = Arc::new(std::sync::Mutex::new(Vec::new()));
+        let seen = sizes.clone();
+        let batcher = Arc::new(Batcher::start(1, 64, move |reqs: Vec<u32>| {
+            seen.lock().unwrap().push(reqs.len());
+            async move {
+                tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+                Ok(reqs.iter().map(|r| r * 10).collect::<Vec<u32>>())
+            }
+        }));
+        let calls: Vec<_> = (0..50u32)
+            .map(|i| {
+                let b = batcher.clone();
+                tokio::spawn(async move { (i, b.call(i).await.unwrap().unwrap()) })
+            })
+            .collect();
+        for call in calls {
+            let (i, answer) = call.await.unwrap();
+            assert_eq!(answer, i * 10);
+        }
+        let sizes = sizes.lock().unwrap().clone();
+        assert_eq!(sizes.iter().sum::<usize>(), 50);
+        assert!(sizes.len() < 50, "requests were batched: {sizes:?}");
+    }
+
+    #[tokio::test]
+    async fn a_failed_batch_fails_each_of_its_requests() {
+        let batcher = Batcher::start(2, 8, |_reqs: Vec<u8>| async {
+            Err::<Vec<()>, _>(sqlx::Error::Io(std::io::Error::other("down")))
+        });
+        let err = batcher.call(1).await.unwrap().unwrap_err();
+        assert!(is_unavailable(&err), "{err}");
     }
 }

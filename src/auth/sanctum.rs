@@ -2,7 +2,7 @@
 //! `personal_access_tokens` table (COMPAT §2, K4, K15, D9).
 
 use std::collections::HashMap;
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, OnceLock};
 use std::time::{Duration, Instant};
 
 use chrono::NaiveDateTime;
@@ -14,6 +14,7 @@ use subtle::ConstantTimeEq;
 use crate::auth::bearer::{parse_authorization, BearerToken};
 use crate::auth::tokens::TokenStore;
 use crate::cache::TtlCache;
+use crate::db::{in_list, Batcher};
 use crate::laravel::dates::{format_wall, local_to_utc, normalize, parse_wall};
 
 /// The authenticated user `U` and the current token.
@@ -48,6 +49,54 @@ pub struct Sanctum {
     touched: Mutex<HashMap<u64, Instant>>,
     /// The token table (lookups by id are batched under load).
     tokens: Arc<TokenStore>,
+    /// `last_used_at` writes, batched under load like the lookups.
+    touches: OnceLock<Batcher<Touch, ()>>,
+}
+
+/// A due `last_used_at` write of §2: the token, `:now` and the condition.
+#[derive(Clone, Debug)]
+struct Touch {
+    token_id: u64,
+    now: String,
+    condition: TouchIf,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+enum TouchIf {
+    /// `last_used_at IS NULL OR last_used_at < :now_minus_interval` (D9).
+    OlderThan(String),
+    /// `last_used_at IS NULL OR last_used_at <> :now` (interval 0: PHP's behaviour).
+    Differs,
+}
+
+/// The touch statement of §2 for many tokens at once: one UPDATE per
+/// distinct (`:now`, condition) — under load nearly always one — with the
+/// token ids in an `IN` list instead of `id = ?`.
+async fn write_touches(pool: &MySqlPool, touches: Vec<Touch>) -> Result<Vec<()>, sqlx::Error> {
+    let mut groups: HashMap<(&str, &TouchIf), Vec<u64>> = HashMap::new();
+    for t in &touches {
+        groups
+            .entry((t.now.as_str(), &t.condition))
+            .or_default()
+            .push(t.token_id);
+    }
+    for ((now, condition), ids) in groups {
+        let (list, ids) = in_list(&ids);
+        let (comparison, bound) = match condition {
+            TouchIf::OlderThan(threshold) => ("<", threshold.as_str()),
+            TouchIf::Differs => ("<>", now),
+        };
+        let sql = format!(
+            "UPDATE personal_access_tokens SET last_used_at = ?, updated_at = ? \
+             WHERE id IN ({list}) AND (last_used_at IS NULL OR last_used_at {comparison} ?)"
+        );
+        let mut q = sqlx::query(&sql).bind(now).bind(now);
+        for id in ids {
+            q = q.bind(id);
+        }
+        q.bind(bound).execute(pool).await?;
+    }
+    Ok(vec![(); touches.len()])
 }
 
 fn sha256_hex(secret: &[u8]) -> String {
@@ -71,6 +120,7 @@ impl Sanctum {
             cache: TtlCache::new(cache_ttl, 100_000),
             touched: Mutex::new(HashMap::new()),
             tokens: TokenStore::new(pool.clone()),
+            touches: OnceLock::new(),
             pool,
         }
     }
@@ -185,31 +235,27 @@ impl Sanctum {
             }
         }
         let now_s = format_wall(now);
-        if self.touch_interval.is_zero() {
-            sqlx::query(
-                "UPDATE personal_access_tokens SET last_used_at = ?, updated_at = ? \
-                 WHERE id = ? AND (last_used_at IS NULL OR last_used_at <> ?)",
-            )
-            .bind(&now_s)
-            .bind(&now_s)
-            .bind(token_id)
-            .bind(&now_s)
-            .execute(&self.pool)
-            .await?;
+        let condition = if self.touch_interval.is_zero() {
+            TouchIf::Differs
         } else {
-            let threshold = format_wall(
+            TouchIf::OlderThan(format_wall(
                 now - chrono::Duration::from_std(self.touch_interval).unwrap_or_default(),
-            );
-            sqlx::query(
-                "UPDATE personal_access_tokens SET last_used_at = ?, updated_at = ? \
-                 WHERE id = ? AND (last_used_at IS NULL OR last_used_at < ?)",
-            )
-            .bind(&now_s)
-            .bind(&now_s)
-            .bind(token_id)
-            .bind(&threshold)
-            .execute(&self.pool)
-            .await?;
+            ))
+        };
+        let touch = Touch {
+            token_id,
+            now: now_s,
+            condition,
+        };
+        let batched = match self.touches.get() {
+            Some(batcher) => batcher.call(touch.clone()).await.ok(),
+            None => None,
+        };
+        match batched {
+            Some(result) => result?,
+            None => write_touches(&self.pool, vec![touch]).await.map(drop)?,
+        }
+        if !self.touch_interval.is_zero() {
             let mut touched = self.touched.lock().unwrap_or_else(|e| e.into_inner());
             if touched.len() > 100_000 {
                 touched.retain(|_, at| at.elapsed() < self.touch_interval);
@@ -231,9 +277,14 @@ impl Sanctum {
         Ok(())
     }
 
-    /// Starts batching token lookups on the current runtime (start-up).
+    /// Starts batching token lookups and touches on the current runtime (start-up).
     pub fn start_batching(&self) {
         self.tokens.start_batching();
+        let pool = self.pool.clone();
+        let _ = self.touches.set(Batcher::start(2, 256, move |touches| {
+            let pool = pool.clone();
+            async move { write_touches(&pool, touches).await }
+        }));
     }
 
     /// Drops cached lookups of a token (after it was deleted).

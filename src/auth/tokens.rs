@@ -14,10 +14,9 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, OnceLock};
 
 use sqlx::MySqlPool;
-use tokio::sync::{mpsc, oneshot, Semaphore};
 
-use crate::db::in_list;
-use crate::error::{is_unavailable, mysql_error_number};
+use crate::db::{in_list, Batcher};
+use crate::error::mysql_error_number;
 
 /// Statements of a batch run at most this many at a time.
 const PARALLEL: usize = 4;
@@ -40,26 +39,6 @@ pub struct TokenRow {
     pub banned: Option<i64>,
 }
 
-type Reply = oneshot::Sender<Result<Option<TokenRow>, BatchError>>;
-
-/// A batch statement's failure, handed to each of its waiters.
-#[derive(Clone, Debug)]
-struct BatchError {
-    unavailable: bool,
-    message: String,
-}
-
-impl From<BatchError> for sqlx::Error {
-    /// Keeps the 503-or-500 classification of `crate::error` (I/O = unavailable).
-    fn from(e: BatchError) -> Self {
-        if e.unavailable {
-            sqlx::Error::Io(std::io::Error::other(e.message))
-        } else {
-            sqlx::Error::Decode(e.message.into())
-        }
-    }
-}
-
 #[derive(Clone, Copy)]
 enum Filter<'a> {
     Ids(&'a [u64]),
@@ -70,7 +49,7 @@ pub struct TokenStore {
     pool: MySqlPool,
     /// Older installs have no `expires_at` column (added in product 9.6).
     has_expires_at: AtomicBool,
-    batcher: OnceLock<mpsc::UnboundedSender<(u64, Reply)>>,
+    batcher: OnceLock<Batcher<u64, Option<TokenRow>>>,
 }
 
 impl TokenStore {
@@ -85,20 +64,26 @@ impl TokenStore {
     /// Starts batching lookups by id on the current runtime (done once at
     /// start-up; without it every lookup is its own statement).
     pub fn start_batching(self: &Arc<Self>) {
-        let (tx, rx) = mpsc::unbounded_channel();
-        if self.batcher.set(tx).is_ok() {
-            tokio::spawn(self.clone().batch_loop(rx));
-        }
+        let store = self.clone();
+        let _ = self
+            .batcher
+            .set(Batcher::start(PARALLEL, BATCH, move |ids: Vec<u64>| {
+                let store = store.clone();
+                async move {
+                    let mut unique = ids.clone();
+                    unique.sort_unstable();
+                    unique.dedup();
+                    let rows = store.fetch_ids(&unique).await?;
+                    Ok(ids.iter().map(|id| rows.get(id).cloned()).collect())
+                }
+            }));
     }
 
     /// The token with this id, and its user.
     pub async fn by_id(&self, id: u64) -> Result<Option<TokenRow>, sqlx::Error> {
         if let Some(batcher) = self.batcher.get() {
-            let (reply, answer) = oneshot::channel();
-            if batcher.send((id, reply)).is_ok() {
-                if let Ok(result) = answer.await {
-                    return result.map_err(Into::into);
-                }
+            if let Ok(result) = batcher.call(id).await {
+                return result;
             }
         }
         Ok(self.fetch_ids(&[id]).await?.remove(&id))
@@ -157,44 +142,6 @@ impl TokenStore {
                 }
                 other => return other,
             }
-        }
-    }
-
-    async fn batch_loop(self: Arc<Self>, mut rx: mpsc::UnboundedReceiver<(u64, Reply)>) {
-        let permits = Arc::new(Semaphore::new(PARALLEL));
-        loop {
-            // Wait for a free statement slot first: lookups arriving meanwhile
-            // queue up and go out together.
-            let Ok(permit) = permits.clone().acquire_owned().await else {
-                return;
-            };
-            let Some(first) = rx.recv().await else { return };
-            let mut batch = vec![first];
-            while batch.len() < BATCH {
-                match rx.try_recv() {
-                    Ok(item) => batch.push(item),
-                    Err(_) => break,
-                }
-            }
-            let store = self.clone();
-            tokio::spawn(async move {
-                let mut ids: Vec<u64> = batch.iter().map(|(id, _)| *id).collect();
-                ids.sort_unstable();
-                ids.dedup();
-                let result = store.fetch_ids(&ids).await.map_err(|e| BatchError {
-                    unavailable: is_unavailable(&e),
-                    message: e.to_string(),
-                });
-                for (id, reply) in batch {
-                    let _ = reply.send(
-                        result
-                            .as_ref()
-                            .map(|rows| rows.get(&id).cloned())
-                            .map_err(Clone::clone),
-                    );
-                }
-                drop(permit);
-            });
         }
     }
 }

@@ -448,3 +448,50 @@ async fn concurrent_token_lookups_are_answered_each_for_its_own_token() {
     }
     app.finish().await;
 }
+
+#[tokio::test]
+async fn concurrent_first_requests_each_touch_their_own_token() {
+    // Touches due at the same moment share one UPDATE under load (D9): each
+    // token that made a request gets its `last_used_at`, no other token does.
+    let app = spawn_app_with(&[("SHOPCHAT_RATE_LIMIT", "0")]).await;
+    let pool = &app.db.pool;
+    let ids: Vec<u64> = (1001..1061).collect();
+    for id in &ids {
+        sqlx::query(
+            "INSERT INTO personal_access_tokens (id, tokenable_type, tokenable_id, name, token, abilities, created_at, updated_at) \
+             VALUES (?, 'App\\\\Models\\\\User', 5, 'auth_token', SHA2(?, 256), '[\"*\"]', '2024-04-01 00:00:00', '2024-04-01 00:00:00')",
+        )
+        .bind(id)
+        .bind(format!("secret-{id}"))
+        .execute(pool)
+        .await
+        .unwrap();
+    }
+    // Every other token of the user, fresh and unused.
+    let untouched = ids[40..].to_vec();
+    let mut tasks = Vec::new();
+    for id in &ids[..40] {
+        let (addr, token) = (app.addr.clone(), format!("{id}|secret-{id}"));
+        tasks.push(tokio::spawn(async move {
+            request_at(&addr, "GET", LIST, &token, None).await.status
+        }));
+    }
+    for t in tasks {
+        assert_eq!(t.await.unwrap(), 200);
+    }
+    let touched = app
+        .db
+        .rows("SELECT id FROM personal_access_tokens WHERE id > 1000 AND last_used_at IS NOT NULL AND updated_at = last_used_at ORDER BY id")
+        .await;
+    let touched: Vec<u64> = touched.iter().map(|r| r[0].parse().unwrap()).collect();
+    assert_eq!(touched, ids[..40].to_vec());
+    let never = app
+        .db
+        .scalar(&format!(
+            "SELECT COUNT(*) FROM personal_access_tokens WHERE id >= {} AND last_used_at IS NULL",
+            untouched[0]
+        ))
+        .await;
+    assert_eq!(never, "20");
+    app.finish().await;
+}
