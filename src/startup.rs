@@ -223,7 +223,7 @@ impl Application {
         let (quiet, release) = (state.clone(), state.clone());
         tokio::spawn(crate::ops::memory::when_idle(
             move || quiet.ops.metrics.answered(),
-            move || release.release_idle_memory(),
+            move |what| release.release_idle_memory(what),
             shutdown_rx.clone(),
         ));
         let counters = state.ops.metrics.mail_counters();

@@ -15,6 +15,7 @@ use crate::laravel::assets::Assets;
 use crate::laravel::encrypter::Encrypter;
 use crate::laravel::translate::Translator;
 use crate::mail::Mailbox;
+use crate::ops::memory::Release;
 use crate::ops::Ops;
 
 pub struct AppState {
@@ -68,12 +69,19 @@ impl AppState {
 }
 
 impl AppState {
-    /// Called once the process has gone quiet after load (`ops::memory`): drops what the
-    /// caches hold past its time-to-live, then returns freed heap pages to the OS.
-    pub fn release_idle_memory(&self) {
+    /// Called when the process has gone quiet after load (`ops::memory`): drops what the
+    /// caches hold past its time-to-live — and, once idle, what only saves statements (the
+    /// touch times of D9, participants, polls' knowledge: each costs one statement when
+    /// needed again) — then returns freed heap pages to the OS.
+    pub fn release_idle_memory(&self, what: Release) {
         self.sanctum.purge_expired();
         self.limiter.purge_expired();
         self.watcher.forget_stale();
+        if what == Release::Everything {
+            self.sanctum.forget_touches();
+            self.participants.clear();
+            self.watcher.forget_knowledge();
+        }
         crate::ops::memory::release_free_heap();
     }
 }

@@ -133,6 +133,13 @@ impl Sanctum {
         touched.shrink_to_fit();
     }
 
+    /// Forgets every touch time: a token's next request sends its conditional UPDATE again,
+    /// which changes nothing while `last_used_at` is recent (called when the process is idle).
+    pub fn forget_touches(&self) {
+        let mut touched = self.touched.lock().unwrap_or_else(|e| e.into_inner());
+        *touched = HashMap::new();
+    }
+
     /// Resolves the `Authorization` header to a user, without side effects.
     /// `Ok(None)` is an authentication failure; `Err` a database error.
     pub async fn resolve(

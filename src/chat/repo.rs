@@ -29,6 +29,11 @@ pub struct Participants {
 }
 
 impl Participants {
+    /// Forgets every conversation (re-read when needed; called when the process is idle).
+    pub fn clear(&self) {
+        *self.known.lock().unwrap_or_else(|e| e.into_inner()) = HashMap::new();
+    }
+
     pub async fn get(&self, pool: &MySqlPool, id: i64) -> Result<Option<Parties>, sqlx::Error> {
         if let Some(p) = self
             .known

@@ -154,6 +154,12 @@ impl Watcher {
         inner.waiters.shrink_to_fit();
     }
 
+    /// Forgets every "nothing above L": the next poll of each conversation asks the database
+    /// (called when the process is idle).
+    pub fn forget_knowledge(&self) {
+        self.lock().known = HashMap::new();
+    }
+
     /// The background scan loop; returns when `shutdown` becomes true.
     pub async fn run(self: Arc<Self>, pool: MySqlPool, mut shutdown: watch::Receiver<bool>) {
         loop {

@@ -1,13 +1,14 @@
 //! Gives memory back to the operating system once the process is quiet
 //! again (the performance issue: RSS under 20 MB idle, also after a burst of
-//! load): the caches drop what outlived its time-to-live
-//! ([`crate::state::AppState::release_idle_memory`]), then the heap is trimmed.
+//! load): when quiet, the caches drop what outlived its time-to-live; when
+//! idle, also what only saves statements
+//! ([`crate::state::AppState::release_idle_memory`]); then the heap is trimmed.
 //!
 //! glibc's allocator keeps what a burst freed in its arenas (one per thread
 //! that allocated), so the resident size stays at the burst's peak for good.
 //! `malloc_trim(0)` returns those pages. It walks every arena under its lock,
-//! so it runs only when no request was answered for a whole interval, and
-//! once per quiet period: never while requests are being served.
+//! so it runs only when no request was answered for a whole interval, twice
+//! per quiet period at most: never while requests are being served.
 
 use std::time::Duration;
 
@@ -15,24 +16,43 @@ use tokio::sync::watch;
 
 /// How long the process must have answered nothing before it trims.
 pub const QUIET_INTERVAL: Duration = Duration::from_secs(2);
+/// Quiet intervals after which the process counts as idle: the caches that only save
+/// statements (token touches, participants, polls' knowledge) are dropped too.
+const IDLE_INTERVALS: u32 = 5;
 
-/// Decides, from the answered-requests counter read once per interval, when
-/// to trim: after activity, at the first interval without any.
+/// What to give back at a tick.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Release {
+    Nothing,
+    /// The process went quiet: drop expired cache entries, trim the heap.
+    Expired,
+    /// Quiet for [`IDLE_INTERVALS`] intervals: drop every cache that only saves statements.
+    Everything,
+}
+
+/// Decides, from the answered-requests counter read once per interval, what
+/// to release: after activity, once at the first quiet interval and once
+/// when the quiet has lasted [`IDLE_INTERVALS`].
 #[derive(Debug, Default)]
 pub struct IdleTrim {
     last_count: u64,
-    trimmed_since_activity: bool,
+    quiet_intervals: u32,
 }
 
 impl IdleTrim {
-    /// `answered` = requests answered so far. True when the heap should be trimmed now.
-    pub fn tick(&mut self, answered: u64) -> bool {
+    /// `answered` = requests answered so far.
+    pub fn tick(&mut self, answered: u64) -> Release {
         if answered != self.last_count {
             self.last_count = answered;
-            self.trimmed_since_activity = false;
-            return false;
+            self.quiet_intervals = 0;
+            return Release::Nothing;
         }
-        !std::mem::replace(&mut self.trimmed_since_activity, true)
+        self.quiet_intervals = self.quiet_intervals.saturating_add(1);
+        match self.quiet_intervals {
+            1 => Release::Expired,
+            IDLE_INTERVALS => Release::Everything,
+            _ => Release::Nothing,
+        }
     }
 }
 
@@ -51,10 +71,10 @@ pub fn release_free_heap() -> bool {
     }
 }
 
-/// Runs until shutdown: every [`QUIET_INTERVAL`], calls `release` once the process went quiet.
+/// Runs until shutdown: every [`QUIET_INTERVAL`], calls `release` as [`IdleTrim`] decides.
 pub async fn when_idle(
     answered: impl Fn() -> u64,
-    release: impl Fn(),
+    release: impl Fn(Release),
     mut shutdown: watch::Receiver<bool>,
 ) {
     let mut idle = IdleTrim::default();
@@ -65,8 +85,9 @@ pub async fn when_idle(
             _ = ticks.tick() => {}
             _ = shutdown.wait_for(|s| *s) => return,
         }
-        if idle.tick(answered()) {
-            release();
+        match idle.tick(answered()) {
+            Release::Nothing => {}
+            what => release(what),
         }
     }
 }
@@ -76,19 +97,27 @@ mod tests {
     use super::*;
 
     #[test]
-    fn trims_once_per_quiet_period_and_never_while_busy() {
+    fn releases_once_when_quiet_then_once_when_idle_and_never_while_busy() {
         let mut idle = IdleTrim::default();
-        // Start: nothing answered yet, the first quiet tick trims (start-up garbage).
-        assert!(idle.tick(0));
-        assert!(!idle.tick(0), "once per quiet period");
+        let ticks = |idle: &mut IdleTrim, answered: u64, n: usize| -> Vec<Release> {
+            (0..n).map(|_| idle.tick(answered)).collect()
+        };
+        use Release::*;
+        // Start: nothing answered yet; quiet from the first tick.
+        assert_eq!(
+            ticks(&mut idle, 0, 7),
+            [Expired, Nothing, Nothing, Nothing, Everything, Nothing, Nothing]
+        );
         // Busy: the counter moves at every tick.
-        assert!(!idle.tick(10));
-        assert!(!idle.tick(500));
-        // Quiet again: one trim, then nothing until the next burst.
-        assert!(idle.tick(500));
-        assert!(!idle.tick(500));
-        assert!(!idle.tick(501));
-        assert!(idle.tick(501));
+        assert_eq!(idle.tick(10), Nothing);
+        assert_eq!(idle.tick(500), Nothing);
+        // Quiet again, interrupted by one request before it became idle.
+        assert_eq!(ticks(&mut idle, 500, 3), [Expired, Nothing, Nothing]);
+        assert_eq!(idle.tick(501), Nothing);
+        assert_eq!(
+            ticks(&mut idle, 501, 5),
+            [Expired, Nothing, Nothing, Nothing, Everything]
+        );
     }
 
     #[test]
