@@ -33,8 +33,10 @@ CLIENTS = ENV["BENCH_CLIENTS_DIR"]
 SHOPCHAT = ENV["BENCH_SHOPCHAT_BIN"]
 DBCEILING = ENV["BENCH_DBCEILING_BIN"]
 LONGPOLL = ENV["BENCH_LONGPOLL_BIN"]
-# How long shopchat is left without requests before its idle RSS is read again after the load.
-IDLE_SECONDS = 12
+# How long shopchat is left without requests before its idle RSS is read again after the load:
+# it drops expired cache entries after 2 quiet seconds and every cache that only saves
+# statements after 60 (src/ops/memory.rs).
+IDLE_SECONDS = 62
 LONGPOLL_WAITERS = int(ENV.get("BENCH_LONGPOLL_WAITERS", "10000"))
 LONGPOLL_HOLD = int(ENV.get("BENCH_LONGPOLL_HOLD", "10"))
 SYSTEM_KEY = ENV["BENCH_SYSTEM_KEY"]
@@ -605,11 +607,15 @@ def run_variant(variant):
             if PERF and variant == VARIANTS[-1] and endpoint in ("get-new-messages", "messages", "conversations"):
                 profile(app, variant, endpoint, 64)
         wait_quiet()
-        # shopchat gives memory back once it has answered nothing for 2 s (expired cache entries)
-        # and again after 10 s (every cache that only saves statements): src/ops/memory.rs.
-        time.sleep(IDLE_SECONDS)
+        trail = []
+        for second in range(1, IDLE_SECONDS + 1):
+            time.sleep(1.0)
+            if second in (1, 2, 3, 5, 10, 30, 59, 61, IDLE_SECONDS):
+                trail.append([second, rss_kb(app.pid)])
         record({"kind": "idle", "variant": variant, "when": "after load", "rss_kb": rss_kb(app.pid),
-                "hwm_kb": rss_kb(app.pid, "VmHWM"), "idle_seconds": IDLE_SECONDS})
+                "hwm_kb": rss_kb(app.pid, "VmHWM"), "idle_seconds": IDLE_SECONDS,
+                "anon_kb": rss_kb(app.pid, "RssAnon"), "file_kb": rss_kb(app.pid, "RssFile"),
+                "trail": trail})
         if variant == VARIANTS[-1]:
             longpoll(app, variant)
     finally:

@@ -337,13 +337,20 @@ def main(src, dst):
     # ------------------------------------------------------------ idle RSS
     w("## Memory")
     w("")
-    w("| index variant | idle RSS after start | idle RSS after the load | VmHWM (lifetime peak) |")
-    w("|---|---|---|---|")
+    w("| index variant | idle RSS after start | idle RSS after the load | of which heap and stacks (RssAnon) | of which code pages (RssFile) | VmHWM (lifetime peak) | RSS seconds after the last request |")
+    w("|---|---|---|---|---|---|---|")
     for v in variants:
         a = next((r for r in idle if r["variant"] == v and r["when"] == "start"), None)
         b = next((r for r in idle if r["variant"] == v and r["when"] == "after load"), None)
+        trail = ", ".join(f"{s} s: {mb(kb)}" for s, kb in (b.get("trail") or [])) if b else ""
         w(f"| {VARIANT_TITLES.get(v, v)} | {mb(a['rss_kb']) if a else '–'} MB | "
-          f"{mb(b['rss_kb']) if b else '–'} MB | {mb(b.get('hwm_kb')) if b else '–'} MB |")
+          f"{mb(b['rss_kb']) if b else '–'} MB | {mb(b.get('anon_kb')) if b else '–'} MB | "
+          f"{mb(b.get('file_kb')) if b else '–'} MB | {mb(b.get('hwm_kb')) if b else '–'} MB | "
+          f"{trail or '–'} |")
+    w("")
+    w("shopchat drops expired cache entries and trims its heap after 2 s without requests, and drops "
+      "every cache that only saves statements after 60 s (`src/ops/memory.rs`). Code pages are the "
+      "binary's own, mapped from the file: shared and given up by the kernel under memory pressure.")
     w("")
 
     # ------------------------------------------------------------ where the time goes

@@ -7,6 +7,7 @@ pub mod insert_message;
 pub mod items;
 pub mod messages;
 pub mod repo;
+pub mod sql;
 pub mod validation;
 pub mod watch;
 

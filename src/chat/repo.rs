@@ -6,6 +6,7 @@ use std::sync::Mutex;
 
 use sqlx::{MySql, MySqlPool};
 
+use crate::chat::sql;
 use crate::db::in_list;
 use crate::error::ApiError;
 
@@ -43,11 +44,10 @@ impl Participants {
         {
             return Ok(Some(*p));
         }
-        let row: Option<(i64, i64)> =
-            sqlx::query_as("SELECT sender_id, receiver_id FROM conversations WHERE id = ?")
-                .bind(id)
-                .fetch_optional(pool)
-                .await?;
+        let row: Option<(i64, i64)> = sqlx::query_as(sql::PARTICIPANTS)
+            .bind(id)
+            .fetch_optional(pool)
+            .await?;
         let parties = row.map(|(sender_id, receiver_id)| Parties {
             sender_id,
             receiver_id,
@@ -142,7 +142,7 @@ impl CountedConversation {
 }
 
 pub async fn count_conversations(pool: &MySqlPool, sender_id: u64) -> Result<i64, sqlx::Error> {
-    sqlx::query_scalar("SELECT COUNT(*) FROM conversations WHERE sender_id = ?")
+    sqlx::query_scalar(sql::COUNT_CONVERSATIONS)
         .bind(sender_id)
         .fetch_one(pool)
         .await
@@ -158,23 +158,12 @@ pub async fn conversation_page(
     sender_id: u64,
     offset: i64,
 ) -> Result<(i64, Vec<ConversationRow>), sqlx::Error> {
-    let rows: Vec<CountedConversation> = sqlx::query_as(
-        "SELECT (SELECT COUNT(*) FROM conversations WHERE sender_id = ?) AS total, \
-         c.id, c.receiver_id, c.title, CAST(c.sender_viewed AS SIGNED) AS sender_viewed, \
-         CAST(c.receiver_viewed AS SIGNED) AS receiver_viewed, \
-         CAST(c.updated_at AS CHAR) AS updated_at, \
-         u.user_type AS receiver_type, u.name AS receiver_name, \
-         s.id AS shop_id, s.name AS shop_name, s.logo AS shop_logo \
-         FROM conversations c \
-         LEFT JOIN users u ON u.id = c.receiver_id \
-         LEFT JOIN shops s ON s.id = (SELECT MIN(f.id) FROM shops f WHERE f.user_id = c.receiver_id) \
-         WHERE c.sender_id = ? ORDER BY c.id DESC LIMIT 10 OFFSET ?",
-    )
-    .bind(sender_id)
-    .bind(sender_id)
-    .bind(offset)
-    .fetch_all(pool)
-    .await?;
+    let rows: Vec<CountedConversation> = sqlx::query_as(sql::CONVERSATION_PAGE)
+        .bind(sender_id)
+        .bind(sender_id)
+        .bind(offset)
+        .fetch_all(pool)
+        .await?;
     let rows = paged(
         rows,
         offset,
@@ -224,10 +213,10 @@ pub async fn users(pool: &MySqlPool, ids: &[i64]) -> Result<HashMap<i64, UserBri
         return Ok(HashMap::new());
     }
     let (list, ids) = in_list(ids);
-    let sql = format!(
+    let text = format!(
         "SELECT CAST(id AS SIGNED), user_type, name, email FROM users WHERE id IN ({list})"
     );
-    let mut q = sqlx::query_as::<MySql, (i64, String, String, Option<String>)>(&sql);
+    let mut q = sqlx::query_as::<MySql, (i64, String, String, Option<String>)>(&text);
     for id in ids {
         q = q.bind(id);
     }
@@ -263,9 +252,9 @@ pub async fn first_shops(
         return Ok(HashMap::new());
     }
     let (list, user_ids) = in_list(user_ids);
-    let sql =
+    let text =
         format!("SELECT id, user_id, name, logo FROM shops WHERE user_id IN ({list}) ORDER BY id");
-    let mut q = sqlx::query_as::<MySql, (i64, i64, Option<String>, Option<String>)>(&sql);
+    let mut q = sqlx::query_as::<MySql, (i64, i64, Option<String>, Option<String>)>(&text);
     for id in user_ids {
         q = q.bind(id);
     }
@@ -286,10 +275,6 @@ pub struct MessageRow {
     pub user_type: Option<String>,
 }
 
-const MESSAGE_COLUMNS: &str =
-    "m.id, m.user_id, m.message, CAST(m.created_at AS CHAR) AS created_at, u.user_type \
-     FROM messages m LEFT JOIN users u ON u.id = m.user_id";
-
 /// `after` is the `last_message_id` segment, bound as a string so MySQL
 /// coerces it exactly like PHP's query (`abc` → 0, `1e3` → 1000; §5.4).
 pub async fn count_messages(
@@ -298,13 +283,10 @@ pub async fn count_messages(
     after: Option<&str>,
 ) -> Result<i64, sqlx::Error> {
     let q = match after {
-        None => sqlx::query_scalar("SELECT COUNT(*) FROM messages WHERE conversation_id = ?")
-            .bind(conversation_id),
-        Some(a) => {
-            sqlx::query_scalar("SELECT COUNT(*) FROM messages WHERE conversation_id = ? AND id > ?")
-                .bind(conversation_id)
-                .bind(a)
-        }
+        None => sqlx::query_scalar(sql::COUNT_MESSAGES).bind(conversation_id),
+        Some(a) => sqlx::query_scalar(sql::COUNT_MESSAGES_AFTER)
+            .bind(conversation_id)
+            .bind(a),
     };
     q.fetch_one(pool).await
 }
@@ -326,15 +308,11 @@ pub async fn message_page(
     after: Option<&str>,
     offset: i64,
 ) -> Result<(i64, Vec<MessageRow>), sqlx::Error> {
-    let (count_cursor, cursor) = match after {
-        Some(_) => (" AND id > ?", " AND m.id > ?"),
-        None => ("", ""),
+    let text = match after {
+        Some(_) => sql::MESSAGE_PAGE_AFTER,
+        None => sql::MESSAGE_PAGE,
     };
-    let sql = format!(
-        "SELECT (SELECT COUNT(*) FROM messages WHERE conversation_id = ?{count_cursor}) AS total, \
-         {MESSAGE_COLUMNS} WHERE m.conversation_id = ?{cursor} ORDER BY m.id DESC LIMIT 10 OFFSET ?"
-    );
-    let mut q = sqlx::query_as::<_, CountedMessage>(&sql).bind(conversation_id);
+    let mut q = sqlx::query_as::<_, CountedMessage>(text).bind(conversation_id);
     if let Some(a) = after {
         q = q.bind(a);
     }
@@ -357,7 +335,7 @@ pub async fn message_by_id<'e, E: sqlx::Executor<'e, Database = MySql>>(
     executor: E,
     id: i64,
 ) -> Result<Option<MessageRow>, sqlx::Error> {
-    sqlx::query_as(&format!("SELECT {MESSAGE_COLUMNS} WHERE m.id = ?"))
+    sqlx::query_as(sql::MESSAGE_BY_ID)
         .bind(id)
         .fetch_optional(executor)
         .await

@@ -16,9 +16,11 @@ use tokio::sync::watch;
 
 /// How long the process must have answered nothing before it trims.
 pub const QUIET_INTERVAL: Duration = Duration::from_secs(2);
-/// Quiet intervals after which the process counts as idle: the caches that only save
-/// statements (token touches, participants, polls' knowledge) are dropped too.
-const IDLE_INTERVALS: u32 = 5;
+/// Quiet intervals after which the process counts as idle (60 s): the caches that only save
+/// statements (token touches, participants, polls' knowledge) are dropped too. By then the
+/// touch times (60 s) and the polls' knowledge (re-verified after 60 s) have expired anyway;
+/// a shorter period would empty them between the bursts of a moderately busy shop.
+const IDLE_INTERVALS: u32 = 30;
 
 /// What to give back at a tick.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -104,20 +106,19 @@ mod tests {
         };
         use Release::*;
         // Start: nothing answered yet; quiet from the first tick.
-        assert_eq!(
-            ticks(&mut idle, 0, 7),
-            [Expired, Nothing, Nothing, Nothing, Everything, Nothing, Nothing]
-        );
+        let first = ticks(&mut idle, 0, IDLE_INTERVALS as usize + 2);
+        assert_eq!(first[0], Expired);
+        assert_eq!(first[IDLE_INTERVALS as usize - 1], Everything);
+        assert_eq!(first.iter().filter(|r| **r != Nothing).count(), 2);
         // Busy: the counter moves at every tick.
         assert_eq!(idle.tick(10), Nothing);
         assert_eq!(idle.tick(500), Nothing);
         // Quiet again, interrupted by one request before it became idle.
         assert_eq!(ticks(&mut idle, 500, 3), [Expired, Nothing, Nothing]);
         assert_eq!(idle.tick(501), Nothing);
-        assert_eq!(
-            ticks(&mut idle, 501, 5),
-            [Expired, Nothing, Nothing, Nothing, Everything]
-        );
+        let again = ticks(&mut idle, 501, IDLE_INTERVALS as usize);
+        assert_eq!(again[0], Expired);
+        assert_eq!(again.last(), Some(&Everything));
     }
 
     #[test]

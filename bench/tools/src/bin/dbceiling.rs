@@ -22,7 +22,8 @@
 //!                                  candidates, INSERT conversation (or lock + reuse), INSERT
 //!                                  message, COMMIT, RELEASE_LOCK, owner's shop
 //!
-//! The SQL strings are copies of the service's; when a statement changes in src/, change it here.
+//! The chat reads come from the service's own `src/chat/sql.rs` (a `#[path]` module); the other statements
+//! are copies of the service's: when one of those changes in src/, change it here.
 //!
 //! Output: one line "BENCH_JSON {…}" on stdout.
 
@@ -42,27 +43,14 @@ const TOKEN_WITH_USER: &str = "SELECT t.id, t.token, t.tokenable_type, t.tokenab
      u.user_type, u.name, u.email, CAST(u.banned AS SIGNED) AS banned \
      FROM personal_access_tokens t LEFT JOIN users u ON u.id = t.tokenable_id \
      WHERE t.id IN (?)";
+// The chat reads: shopchat's own file, so the text cannot drift (PARTICIPANTS, COUNT_*,
+// MESSAGE_PAGE*, MESSAGE_BY_ID, CONVERSATION_PAGE).
+#[allow(dead_code)]
+#[path = "../../../../src/chat/sql.rs"]
+mod sql;
+use sql::*;
 // src/chat/repo.rs
-const PARTICIPANTS: &str = "SELECT sender_id, receiver_id FROM conversations WHERE id = ?";
-// conversation_page(): the total (a subquery), the page, receivers and their first shops in one
-// statement (an empty page 1 needs nothing else).
-const CONVERSATION_PAGE: &str =
-    "SELECT (SELECT COUNT(*) FROM conversations WHERE sender_id = ?) AS total, \
-     c.id, c.receiver_id, c.title, CAST(c.sender_viewed AS SIGNED) AS sender_viewed, \
-     CAST(c.receiver_viewed AS SIGNED) AS receiver_viewed, \
-     CAST(c.updated_at AS CHAR) AS updated_at, \
-     u.user_type AS receiver_type, u.name AS receiver_name, \
-     s.id AS shop_id, s.name AS shop_name, s.logo AS shop_logo \
-     FROM conversations c \
-     LEFT JOIN users u ON u.id = c.receiver_id \
-     LEFT JOIN shops s ON s.id = (SELECT MIN(f.id) FROM shops f WHERE f.user_id = c.receiver_id) \
-     WHERE c.sender_id = ? ORDER BY c.id DESC LIMIT 10 OFFSET ?";
 const LOCK_CONVERSATION: &str = "SELECT id FROM conversations WHERE id = ? FOR UPDATE";
-const COUNT_MESSAGES_AFTER: &str =
-    "SELECT COUNT(*) FROM messages WHERE conversation_id = ? AND id > ?";
-const MESSAGE_COLUMNS: &str =
-    "m.id, m.user_id, m.message, CAST(m.created_at AS CHAR) AS created_at, u.user_type \
-     FROM messages m LEFT JOIN users u ON u.id = m.user_id";
 const INSERT_MESSAGE: &str = "INSERT INTO messages (conversation_id, user_id, message, updated_at, created_at) VALUES (?, ?, ?, ?, ?)";
 const VIEWED_FLAGS: &str =
     "UPDATE conversations SET sender_viewed = ?, receiver_viewed = ?, updated_at = ? \
@@ -241,15 +229,11 @@ async fn message_page(
             return Ok(0);
         }
     }
-    let (count_cursor, cursor, name) = match after {
-        Some(_) => (" AND id > ?", " AND m.id > ?", "message_page_after"),
-        None => ("", "", "message_page"),
+    let (text, name) = match after {
+        Some(_) => (MESSAGE_PAGE_AFTER, "message_page_after"),
+        None => (MESSAGE_PAGE, "message_page"),
     };
-    let sql = format!(
-        "SELECT (SELECT COUNT(*) FROM messages WHERE conversation_id = ?{count_cursor}) AS total, \
-         {MESSAGE_COLUMNS} WHERE m.conversation_id = ?{cursor} ORDER BY m.id DESC LIMIT 10 OFFSET ?"
-    );
-    let mut q = sqlx::query(&sql).bind(c.conversation_id);
+    let mut q = sqlx::query(text).bind(c.conversation_id);
     if let Some(a) = after {
         q = q.bind(a);
     }
@@ -341,11 +325,12 @@ async fn insert_message(
             .bind(r)
             .execute(&mut *tx)
     )?;
-    let sql = format!("SELECT {MESSAGE_COLUMNS} WHERE m.id = ?");
     let _: Option<MessageRow> = timed!(
         st,
         "message_by_id",
-        sqlx::query_as(&sql).bind(id).fetch_optional(&mut *tx)
+        sqlx::query_as(MESSAGE_BY_ID)
+            .bind(id)
+            .fetch_optional(&mut *tx)
     )?;
     timed!(st, "commit", tx.commit())?;
     Ok(())
