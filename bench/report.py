@@ -68,7 +68,7 @@ def cpu_us(r, proc):
     return r["cpu"][proc] * 1e6 / r["requests"] if r and r["requests"] else None
 
 
-def unmet_reasons(w, S, C, best, sample):
+def unmet_reasons(w, S, C, best, sample, idle_after=(), idle_start_kb=0):
     """For each target not met, the measured reason and what would meet it, from this run's numbers."""
     items = []
     c = TARGET_CONNECTIONS
@@ -125,6 +125,20 @@ def unmet_reasons(w, S, C, best, sample):
                  "shopchat, or fewer connections per core; a longer token cache would too, at the price "
                  "of a longer revocation delay (COMPAT §11.1 allows 1–2 s).")
         items.append(text)
+    for b in idle_after:
+        if b["rss_kb"] / 1024 < RSS_IDLE_MB or not b.get("anon_kb"):
+            continue
+        trail = b.get("trail") or []
+        first = trail[0][1] if trail else b["rss_kb"]
+        items.append(
+            f"**RSS idle after the load ({VARIANT_TITLES.get(b['variant'], b['variant'])}): "
+            f"{mb(b['rss_kb'])} MB, goal < {RSS_IDLE_MB} MB.** Of it, {mb(b['file_kb'])} MB are the "
+            f"binary's code pages (file-backed; {mb(idle_start_kb)} MB was the whole RSS after start) and "
+            f"{mb(b['anon_kb'])} MB heap and stacks. The idle releases took it from {mb(first)} MB one "
+            f"second after the last request to {mb(b['rss_kb'])} MB: what is left is live allocations, "
+            "not memory the allocator keeps (trimming finds nothing more to return). Not yet attributed "
+            "to a holder; what would meet it: a heap profile of the bench process (e.g. heaptrack) to "
+            "name what outlives the load, then releasing that when idle like the caches.")
     if not items:
         return
     w("### Targets not met: the measured reason and what would meet them")
@@ -276,7 +290,9 @@ def main(src, dst):
           f"| {met(worst / 1024 < RSS_IDLE_MB)} |")
     w("")
 
-    unmet_reasons(w, S, C, best, env.get("sample") or 0)
+    unmet_reasons(w, S, C, best, env.get("sample") or 0,
+                  [r for r in idle if r["when"] == "after load"],
+                  max((r["rss_kb"] for r in idle if r["when"] == "start"), default=0))
 
     # ------------------------------------------------------------ per endpoint
     w("## Results per endpoint")
