@@ -375,8 +375,8 @@ def main(src, dst):
     w(f"### CPU per request at {TARGET_CONNECTIONS} connections")
     w("")
     w("CPU seconds spent during the run divided by the requests served, per process: shopchat, "
-      "mariadbd, the load generator (wrk), and everything else on the machine (`other`: mostly other "
-      "engineers' compilers — it competes for the same 2 cores). `cores busy` = all CPU time / wall "
+      "mariadbd, the load generator (wrk), and everything else on the machine (`other`: it competes "
+      "for the same 2 cores). `cores busy` = all CPU time / wall "
       "time (2.0 = the machine is saturated).")
     w("")
     w("| endpoint | index | req/s | shopchat µs | mariadbd µs | wrk µs | other µs | cores busy | shopchat share of our CPU |")

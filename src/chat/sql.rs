@@ -13,8 +13,8 @@ macro_rules! message_from {
     };
 }
 
-/// A page of messages, newest first, each row carrying the total (an uncorrelated subquery,
-/// run once). Binds: conversation, conversation, offset.
+/// A page of messages, newest first (§5.2), each row carrying the total of §4 (an uncorrelated
+/// subquery, run once). Binds: conversation, conversation, offset.
 pub const MESSAGE_PAGE: &str = concat!(
     "SELECT (SELECT COUNT(*) FROM messages WHERE conversation_id = ?) AS total, ",
     message_from!(),
@@ -36,10 +36,11 @@ pub const COUNT_MESSAGES: &str = "SELECT COUNT(*) FROM messages WHERE conversati
 pub const COUNT_MESSAGES_AFTER: &str =
     "SELECT COUNT(*) FROM messages WHERE conversation_id = ? AND id > ?";
 
-/// A page of the conversations U started, newest first, with the receiver (NULL when
-/// deleted, D4) and the receiver's first shop (lowest `shops.id`), each row carrying the
-/// total. The page is read through the `(sender_id, id)` index before any join.
-/// Binds: sender, sender, offset.
+/// A page of the conversations U started, newest first (§5.1), with the receiver (NULL when
+/// deleted, D4) and the receiver's first shop (lowest `shops.id`: the shop face of §6.1), each
+/// row carrying the total of §4 (an empty first page means 0; an empty later page is counted
+/// with [`COUNT_CONVERSATIONS`]). The page is read through the `(sender_id, id)` index before
+/// any join. Binds: sender, sender, offset.
 pub const CONVERSATION_PAGE: &str = "SELECT \
      (SELECT COUNT(*) FROM conversations WHERE sender_id = ?) AS total, \
      c.id, c.receiver_id, c.title, CAST(c.sender_viewed AS SIGNED) AS sender_viewed, \
