@@ -79,6 +79,17 @@ pub fn is_unavailable(e: &sqlx::Error) -> bool {
     }
 }
 
+/// How the bodies of shopchat's own 422 and 503 begin.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ErrorShape {
+    /// `{"message": …}` (§1.3, §5.0).
+    Plain,
+    /// `{"result": false, "message": …}`: create-conversation (§5.5 step 7, 2026-12). The app
+    /// shows its error toast only when `result` is `false`; any other body opens a chat screen
+    /// that fails on the missing `shop_name`.
+    ResultFalse,
+}
+
 impl ApiError {
     pub fn status(&self) -> StatusCode {
         match self {
@@ -93,7 +104,7 @@ impl ApiError {
     }
 
     /// The answer for this request.
-    pub fn render(&self, json_client: bool, root: &str) -> HttpResponse {
+    pub fn render(&self, json_client: bool, root: &str, shape: ErrorShape) -> HttpResponse {
         match self {
             ApiError::Unauthenticated => response::unauthenticated(json_client, root),
             ApiError::ConversationNotFound(id) => response::pretty_message(
@@ -105,12 +116,18 @@ impl ApiError {
                 &format!("No query results for model [App\\Models\\Product] {id}"),
                 json_client,
             ),
-            ApiError::Validation(errors) => validation_response(errors),
+            ApiError::Validation(errors) => validation_response(errors, shape),
             ApiError::Unavailable(reason) => {
                 tracing::warn!(%reason, "database unavailable");
-                let mut res = response::pretty_message(
+                let mut body = Map::new();
+                if shape == ErrorShape::ResultFalse {
+                    body.insert("result".into(), Value::Bool(false));
+                }
+                body.insert("message".into(), "Service Unavailable".into());
+                let mut res = response::with_body(
                     StatusCode::SERVICE_UNAVAILABLE,
-                    "Service Unavailable",
+                    response::JSON,
+                    to_php_json_pretty(&Value::Object(body)),
                 );
                 res.headers_mut()
                     .insert(RETRY_AFTER, HeaderValue::from_static("5"));
@@ -128,8 +145,9 @@ impl ApiError {
     }
 }
 
-/// The 422 body of §5.0: pretty, `message` then `errors` in field order.
-fn validation_response(errors: &[(&'static str, String)]) -> HttpResponse {
+/// The 422 body of §5.0: pretty, `message` then `errors` in field order (after `"result":
+/// false` on create-conversation, §5.5 step 7).
+fn validation_response(errors: &[(&'static str, String)], shape: ErrorShape) -> HttpResponse {
     let first = errors
         .first()
         .map(|(_, m)| m.as_str())
@@ -147,6 +165,9 @@ fn validation_response(errors: &[(&'static str, String)]) -> HttpResponse {
         );
     }
     let mut body = Map::new();
+    if shape == ErrorShape::ResultFalse {
+        body.insert("result".into(), Value::Bool(false));
+    }
     body.insert("message".into(), Value::String(message));
     body.insert("errors".into(), Value::Object(fields));
     response::with_body(
@@ -162,7 +183,7 @@ impl ResponseError for ApiError {
     }
 
     fn error_response(&self) -> HttpResponse {
-        self.render(true, "")
+        self.render(true, "", ErrorShape::Plain)
     }
 }
 
@@ -177,7 +198,7 @@ mod tests {
             ("product_id", "The product id field is required.".into()),
             ("message", "The message field is required.".into()),
         ]);
-        let res = err.render(false, "");
+        let res = err.render(false, "", ErrorShape::Plain);
         assert_eq!(res.status(), StatusCode::UNPROCESSABLE_ENTITY);
         let body = res.into_body().try_into_bytes().unwrap();
         assert_eq!(
@@ -187,8 +208,36 @@ mod tests {
     }
 
     #[test]
+    fn create_conversation_errors_start_with_result_false() {
+        let err = ApiError::Validation(vec![("message", "The message field is required.".into())]);
+        let body = err
+            .render(true, "", ErrorShape::ResultFalse)
+            .into_body()
+            .try_into_bytes()
+            .unwrap();
+        assert_eq!(
+            std::str::from_utf8(&body).unwrap(),
+            "{\n    \"result\": false,\n    \"message\": \"The message field is required.\",\n    \"errors\": {\n        \"message\": [\n            \"The message field is required.\"\n        ]\n    }\n}"
+        );
+        let res = ApiError::Unavailable("down".into()).render(true, "", ErrorShape::ResultFalse);
+        assert_eq!(res.headers().get("retry-after").unwrap(), "5");
+        let body = res.into_body().try_into_bytes().unwrap();
+        assert_eq!(
+            std::str::from_utf8(&body).unwrap(),
+            "{\n    \"result\": false,\n    \"message\": \"Service Unavailable\"\n}"
+        );
+        // The PHP-mirroring errors keep PHP's bytes.
+        let body = ApiError::ProductNotFound("9".into())
+            .render(true, "", ErrorShape::ResultFalse)
+            .into_body()
+            .try_into_bytes()
+            .unwrap();
+        assert!(!std::str::from_utf8(&body).unwrap().contains("\"result\""));
+    }
+
+    #[test]
     fn conversation_404_is_json_for_everyone() {
-        let res = ApiError::ConversationNotFound("7".into()).render(false, "");
+        let res = ApiError::ConversationNotFound("7".into()).render(false, "", ErrorShape::Plain);
         let body = res.into_body().try_into_bytes().unwrap();
         assert_eq!(
             std::str::from_utf8(&body).unwrap(),
@@ -198,7 +247,7 @@ mod tests {
 
     #[test]
     fn unavailable_carries_retry_after() {
-        let res = ApiError::Unavailable("down".into()).render(true, "");
+        let res = ApiError::Unavailable("down".into()).render(true, "", ErrorShape::Plain);
         assert_eq!(res.status(), StatusCode::SERVICE_UNAVAILABLE);
         assert_eq!(res.headers().get("retry-after").unwrap(), "5");
     }

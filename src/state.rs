@@ -8,6 +8,7 @@ use sqlx::MySqlPool;
 
 use crate::auth::sanctum::Sanctum;
 use crate::chat::repo::Participants;
+use crate::chat::storage::Storage;
 use crate::chat::watch::Watcher;
 use crate::config::Settings;
 use crate::http::ratelimit::RateLimiter;
@@ -27,6 +28,8 @@ pub struct AppState {
     pub limiter: RateLimiter,
     pub maintenance: Maintenance,
     pub participants: Participants,
+    /// Text columns that cannot hold every character (COMPAT §5.0).
+    pub storage: Storage,
     /// In-process queue in front of the create-conversation named lock.
     pub pair_locks: crate::chat::create_conversation::PairLocks,
     pub watcher: Arc<Watcher>,
@@ -39,6 +42,7 @@ pub struct AppState {
 impl AppState {
     pub fn new(settings: Settings, pool: MySqlPool, mailbox: Mailbox) -> AppState {
         let s = &settings;
+        let ops = Ops::new(s);
         AppState {
             sanctum: Sanctum::new(
                 pool.clone(),
@@ -57,11 +61,12 @@ impl AppState {
             limiter: RateLimiter::new(s.rate_limit),
             maintenance: Maintenance::new(s.maintenance_forced, s.laravel_root.clone()),
             participants: Participants::default(),
+            storage: Storage::new(ops.metrics.storage_degraded()),
             pair_locks: Default::default(),
             watcher: Arc::new(Watcher::default()),
             mailbox,
             encrypter: Encrypter::new(s.app_key, s.app_previous_keys.clone()),
-            ops: Ops::new(s),
+            ops,
             pool,
             settings,
         }

@@ -3,8 +3,9 @@
 //! Order: validate, find the product's owner, take a per-(sender, receiver)
 //! named lock so concurrent taps from several shopchat processes serialise,
 //! then one transaction that reuses or creates the conversation, inserts the
-//! first message and — for a new conversation — stages the seller's e-mail
-//! before the commit. Nothing is written on any error.
+//! message and — for a new conversation, or a reused one its receiver had
+//! read — stages the seller's e-mail before the commit. Nothing is written on
+//! any error.
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -17,8 +18,8 @@ use sqlx::mysql::{MySql, MySqlConnection};
 use sqlx::pool::PoolConnection;
 use sqlx::{Connection, MySqlPool};
 
-use crate::chat::repo::{self, Parties, UserBrief};
-use crate::chat::validation::{storage_guard, Validator, MESSAGE_LIMIT, TITLE_LIMIT};
+use crate::chat::repo::{self, Touch, UserBrief};
+use crate::chat::validation::{Validator, MESSAGE_LIMIT, TITLE_LIMIT};
 use crate::chat::{items, Ctx};
 use crate::error::ApiError;
 use crate::http::response;
@@ -148,47 +149,62 @@ async fn create_or_reuse(
 ) -> Result<i64, ApiError> {
     let state = ctx.state;
     let user_id = ctx.user.user_id;
+    let storage = &state.storage;
+    // On a title column that stores some characters as `?`, what it stores for this title (§5.0).
+    let stored_title = match title {
+        Some(t) => storage.stored_title(conn, t).await?,
+        None => None,
+    };
     let mut tx = conn.begin().await?;
-    // D6: the newest conversation of this pair whose stored title equals the
-    // input exactly (binary, in code: the column collation ignores case).
-    let candidates: Vec<(i64, Option<String>)> =
-        sqlx::query_as("SELECT id, title FROM conversations WHERE sender_id = ? AND receiver_id = ? ORDER BY id DESC")
-            .bind(user_id)
-            .bind(owner_id)
-            .fetch_all(&mut *tx)
+    // D6: reuse the newest conversation of this pair with this exact title. Its row is re-read
+    // under its lock (the shop may have deleted it a moment ago: then a new one is created).
+    let found = match repo::reusable_conversation(
+        &mut tx,
+        user_id,
+        owner_id,
+        title,
+        stored_title.as_deref(),
+    )
+    .await?
+    {
+        Some(id) => repo::lock_conversation(&mut tx, id)
+            .await?
+            .filter(|l| l.parties.sender_id as u64 == user_id && l.parties.receiver_id == owner_id)
+            .map(|l| (id, l)),
+        None => None,
+    };
+    let (id, notify) = match found {
+        Some((id, locked)) => {
+            storage
+                .insert_message(&mut tx, id, user_id, message, &ctx.now_s)
+                .await?;
+            // U is the sender: 1/0, and the conversation always rises to the top of the web
+            // inboxes (§5.5 step 4, 2026-12).
+            repo::apply_viewed_flags(
+                &mut tx,
+                id,
+                locked.parties,
+                user_id,
+                &ctx.now_s,
+                Touch::Always,
+            )
             .await?;
-    if let Some((id, _)) = candidates.into_iter().find(|(_, t)| t.as_deref() == title) {
-        repo::lock_conversation(&mut tx, id).await?;
-        repo::insert_message(&mut tx, id, user_id, message, &ctx.now_s)
-            .await
-            .map_err(|e| storage_guard(e, "message", MESSAGE_LIMIT))?;
-        let parties = Parties {
-            sender_id: user_id as i64,
-            receiver_id: owner_id,
-        };
-        repo::apply_viewed_flags(&mut tx, id, parties, user_id, &ctx.now_s).await?;
-        tx.commit().await?;
-        state.watcher.message_stored(id);
-        return Ok(id);
-    }
-
-    // The viewed flags keep their column defaults (1/0).
-    let id = sqlx::query("INSERT INTO conversations (sender_id, receiver_id, title, updated_at, created_at) VALUES (?, ?, ?, ?, ?)")
-        .bind(user_id)
-        .bind(owner_id)
-        .bind(title)
-        .bind(&ctx.now_s)
-        .bind(&ctx.now_s)
-        .execute(&mut *tx)
-        .await
-        .map_err(|e| storage_guard(e, "title", TITLE_LIMIT))?
-        .last_insert_id() as i64;
-    repo::insert_message(&mut tx, id, user_id, message, &ctx.now_s)
-        .await
-        .map_err(|e| storage_guard(e, "message", MESSAGE_LIMIT))?;
+            // The receiver had read it: this question would reach them silently (§8.1).
+            (id, locked.receiver_viewed)
+        }
+        None => {
+            let id = storage
+                .insert_conversation(&mut tx, user_id, owner_id, title, &ctx.now_s)
+                .await?;
+            storage
+                .insert_message(&mut tx, id, user_id, message, &ctx.now_s)
+                .await?;
+            (id, true)
+        }
+    };
 
     // §8.6 step 1: the e-mail is on disk before the commit, or nothing commits.
-    let staged = match notification(ctx, owner, labels, id, message) {
+    let staged = match notification(ctx, owner, labels, id, message).filter(|_| notify) {
         Some(n) => Some(
             state
                 .mailbox
@@ -209,6 +225,7 @@ async fn create_or_reuse(
     if let Some(staged) = staged {
         promote(staged).await;
     }
+    state.watcher.message_stored(id);
     Ok(id)
 }
 
@@ -230,7 +247,8 @@ async fn mail_labels(ctx: &Ctx<'_>) -> Result<Labels, ApiError> {
     })
 }
 
-/// The seller's e-mail (§8.1–§8.3), or `None` when the receiver has no address.
+/// The receiver's e-mail for `message` (§8.1–§8.3), or `None` when the receiver has no
+/// address.
 fn notification(
     ctx: &Ctx<'_>,
     owner: &UserBrief,

@@ -3,8 +3,8 @@
 use actix_web::http::StatusCode;
 use actix_web::HttpResponse;
 
-use crate::chat::repo::Parties;
-use crate::chat::validation::{storage_guard, IntField, Validator, MESSAGE_LIMIT};
+use crate::chat::repo::{Parties, Seen, Touch};
+use crate::chat::validation::{IntField, Validator, MESSAGE_LIMIT};
 use crate::chat::{items, repo, Ctx};
 use crate::error::ApiError;
 use crate::http::response;
@@ -37,14 +37,38 @@ pub async fn check(ctx: &Ctx<'_>) -> Result<(IntField, String, Parties), ApiErro
 
 pub async fn handle(ctx: &Ctx<'_>) -> Result<HttpResponse, ApiError> {
     let state = ctx.state;
-    let (cid, message, parties) = check(ctx).await?;
-    // 3. One transaction: the message and the D5 flags (D3).
+    let (cid, message, _) = check(ctx).await?;
+    let not_found = || ApiError::ConversationNotFound(cid.as_received.clone());
+    // 3. One transaction: the message and the D5 flags (D3). The conversation row is re-read
+    // under its lock: the shop may have deleted it (or, on MySQL 5.7, handed its id to another
+    // pair) since the participants were cached (§11.1, 2026-12). Returning early drops the
+    // transaction, which rolls it back: nothing is written.
     let mut tx = state.pool.begin().await?;
-    repo::lock_conversation(&mut tx, cid.value).await?;
-    let id = repo::insert_message(&mut tx, cid.value, ctx.user.user_id, &message, &ctx.now_s)
-        .await
-        .map_err(|e| storage_guard(e, "message", MESSAGE_LIMIT))?;
-    repo::apply_viewed_flags(&mut tx, cid.value, parties, ctx.user.user_id, &ctx.now_s).await?;
+    let locked = repo::lock_conversation(&mut tx, cid.value).await?;
+    let seen = locked.map_or(Seen::Gone, |l| Seen::Row(l.parties));
+    if !state.participants.admits(cid.value, seen, ctx.user.user_id) {
+        if seen == Seen::Gone {
+            // Long-polls held on it answer now (with the 404 the conversation has become).
+            state.watcher.conversation_gone(cid.value);
+        }
+        return Err(not_found());
+    }
+    let Some(locked) = locked else {
+        return Err(not_found());
+    };
+    let id = state
+        .storage
+        .insert_message(&mut tx, cid.value, ctx.user.user_id, &message, &ctx.now_s)
+        .await?;
+    repo::apply_viewed_flags(
+        &mut tx,
+        cid.value,
+        locked.parties,
+        ctx.user.user_id,
+        &ctx.now_s,
+        Touch::IfFlagsChange,
+    )
+    .await?;
     let row = repo::message_by_id(&mut *tx, id).await?;
     tx.commit().await?;
     state.watcher.message_stored(cid.value);

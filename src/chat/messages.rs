@@ -8,7 +8,8 @@ use std::time::Duration;
 use actix_web::http::StatusCode;
 use actix_web::HttpResponse;
 
-use crate::chat::{items, repo, Ctx};
+use crate::chat::repo::{self, Seen};
+use crate::chat::{items, Ctx};
 use crate::error::ApiError;
 use crate::http::response;
 use crate::laravel::paginate::{envelope, offset};
@@ -22,7 +23,8 @@ pub async fn handle(
     after: Option<&str>,
 ) -> Result<HttpResponse, ApiError> {
     let state = ctx.state;
-    // D1: participants only; unknown and malformed ids are 404 too.
+    // D1: participants only; unknown and malformed ids are 404 too. Admitted on the
+    // participants cache (at most 60 s old); every statement below re-reads the row.
     let (id, _) = repo::require_participant(
         &state.participants,
         &state.pool,
@@ -32,7 +34,7 @@ pub async fn handle(
     .await?;
     let page = ctx.input.page();
     let Some(after) = after else {
-        let (total, data) = page_of(ctx, id, None, page).await?;
+        let (total, data) = page_of(ctx, conversation, id, None, page).await?;
         return Ok(answer(ctx, page, total, data));
     };
 
@@ -52,7 +54,7 @@ pub async fn handle(
         if cursor.is_some_and(|last| watcher.nothing_new(id, last)) {
             return Ok(answer(ctx, page, 0, Vec::new()));
         }
-        let (total, data) = page_of(ctx, id, Some(after), page).await?;
+        let (total, data) = page_of(ctx, conversation, id, Some(after), page).await?;
         if total == 0 {
             if let Some(last) = cursor {
                 watcher.verified_nothing_new(id, last);
@@ -63,6 +65,7 @@ pub async fn handle(
 
     // Long-poll: hold the request until a message above the cursor is stored
     // or the wait is over, then answer exactly like a request without `wait`.
+    // A conversation deleted meanwhile answers its 404 (each query re-reads its row).
     let deadline = tokio::time::Instant::now() + wait;
     let _counted = watcher.waiter();
     loop {
@@ -71,7 +74,7 @@ pub async fn handle(
         tokio::pin!(arrived);
         // Registered before the query, so a message stored meanwhile still wakes us.
         arrived.as_mut().enable();
-        let (total, data) = page_of(ctx, id, Some(after), page).await?;
+        let (total, data) = page_of(ctx, conversation, id, Some(after), page).await?;
         if total > 0 || tokio::time::Instant::now() >= deadline {
             return Ok(answer(ctx, page, total, data));
         }
@@ -79,7 +82,7 @@ pub async fn handle(
             _ = &mut arrived => {}
             _ = tokio::time::sleep_until(deadline) => {}
             _ = watcher.released() => {
-                let (total, data) = page_of(ctx, id, Some(after), page).await?;
+                let (total, data) = page_of(ctx, conversation, id, Some(after), page).await?;
                 return Ok(answer(ctx, page, total, data));
             }
         }
@@ -87,23 +90,37 @@ pub async fn handle(
 }
 
 /// The total and the items of one page (a page beyond i64 has no offset:
-/// only the total is asked for; §4.1, §4.2).
+/// only the total is asked for; §4.1, §4.2). Each statement also reads the
+/// conversation's row: gone, or no longer the caller's, is the 404 of D1
+/// (§11.1, 2026-12) — the messages of a deleted conversation whose id was
+/// given to another pair are never shown to the old pair.
 async fn page_of(
     ctx: &Ctx<'_>,
+    segment: &str,
     id: i64,
     after: Option<&str>,
     page: i64,
 ) -> Result<(i64, Vec<serde_json::Value>), ApiError> {
     let pool = &ctx.state.pool;
-    let (total, rows) = match (offset(page, PER_PAGE), after) {
+    let (seen, total, rows) = match (offset(page, PER_PAGE), after) {
         // A poll mostly finds nothing: the bare count is its cheapest answer.
         (Some(off), Some(_)) => match repo::count_messages(pool, id, after).await? {
-            0 => (0, Vec::new()),
+            (seen, 0) => (seen, 0, Vec::new()),
+            (Seen::Gone, _) => (Seen::Gone, 0, Vec::new()),
             _ => repo::message_page(pool, id, after, off).await?,
         },
         (Some(off), None) => repo::message_page(pool, id, after, off).await?,
-        (None, _) => (repo::count_messages(pool, id, after).await?, Vec::new()),
+        (None, _) => {
+            let (seen, total) = repo::count_messages(pool, id, after).await?;
+            (seen, total, Vec::new())
+        }
     };
+    if !ctx.state.participants.admits(id, seen, ctx.user.user_id) {
+        if seen == Seen::Gone {
+            ctx.state.watcher.conversation_gone(id);
+        }
+        return Err(ApiError::ConversationNotFound(segment.to_string()));
+    }
     Ok((total, rows.iter().map(items::message_item).collect()))
 }
 

@@ -8,6 +8,7 @@ pub mod items;
 pub mod messages;
 pub mod repo;
 pub mod sql;
+pub mod storage;
 pub mod validation;
 pub mod watch;
 

@@ -3,6 +3,7 @@
 
 use std::collections::HashMap;
 use std::sync::Mutex;
+use std::time::{Duration, Instant};
 
 use sqlx::{MySql, MySqlPool};
 
@@ -10,8 +11,7 @@ use crate::chat::sql;
 use crate::db::in_list;
 use crate::error::ApiError;
 
-/// A conversation's participants. `sender_id`/`receiver_id` never change, so
-/// they may be cached without limit (§11.1).
+/// A conversation's participants.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Parties {
     pub sender_id: i64,
@@ -24,25 +24,46 @@ impl Parties {
     }
 }
 
+/// How long a cached participant pair may answer a read without the database (§11.1,
+/// 2026-12): the shop deletes conversations (its web chat, the admin panel), and on MySQL 5.7 a
+/// deleted id can come back for another pair after a restart.
+pub const PARTICIPANTS_TTL: Duration = Duration::from_secs(60);
+
+/// What a statement learned about a conversation it read (§11.1, 2026-12).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Seen {
+    /// The row, read by this statement.
+    Row(Parties),
+    /// No such row any more.
+    Gone,
+    /// This statement did not read the row (an empty first page of messages).
+    Unread,
+}
+
+/// The participants cache of §11.1: conversation → (participants, when read from the
+/// database). Reads trust an entry for [`PARTICIPANTS_TTL`]; every statement that reads a
+/// conversation's messages also reads its row and corrects the entry ([`Participants::saw`]);
+/// writes never trust it (they re-read the row under its lock).
 #[derive(Default)]
 pub struct Participants {
-    known: Mutex<HashMap<i64, Parties>>,
+    known: Mutex<HashMap<i64, (Parties, Instant)>>,
 }
 
 impl Participants {
-    /// Forgets every conversation (re-read when needed; called when the process is idle).
-    pub fn clear(&self) {
-        *self.known.lock().unwrap_or_else(|e| e.into_inner()) = HashMap::new();
+    fn known(&self) -> std::sync::MutexGuard<'_, HashMap<i64, (Parties, Instant)>> {
+        self.known.lock().unwrap_or_else(|e| e.into_inner())
     }
 
+    /// Forgets every conversation (re-read when needed; called when the process is idle).
+    pub fn clear(&self) {
+        *self.known() = HashMap::new();
+    }
+
+    /// The participants, from the cache when read within [`PARTICIPANTS_TTL`], else from the
+    /// database; `None` when the conversation does not exist.
     pub async fn get(&self, pool: &MySqlPool, id: i64) -> Result<Option<Parties>, sqlx::Error> {
-        if let Some(p) = self
-            .known
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .get(&id)
-        {
-            return Ok(Some(*p));
+        if let Some(p) = self.fresh(id) {
+            return Ok(Some(p));
         }
         let row: Option<(i64, i64)> = sqlx::query_as(sql::PARTICIPANTS)
             .bind(id)
@@ -52,14 +73,48 @@ impl Participants {
             sender_id,
             receiver_id,
         });
-        if let Some(p) = parties {
-            let mut known = self.known.lock().unwrap_or_else(|e| e.into_inner());
-            if known.len() >= 200_000 {
-                known.clear();
-            }
-            known.insert(id, p);
-        }
+        self.saw(id, parties.map_or(Seen::Gone, Seen::Row));
         Ok(parties)
+    }
+
+    /// The cached participants if read within [`PARTICIPANTS_TTL`].
+    pub fn fresh(&self, id: i64) -> Option<Parties> {
+        self.known()
+            .get(&id)
+            .filter(|(_, at)| at.elapsed() < PARTICIPANTS_TTL)
+            .map(|(p, _)| *p)
+    }
+
+    /// Records what a statement just read about conversation `id`.
+    pub fn saw(&self, id: i64, seen: Seen) {
+        let mut known = self.known();
+        match seen {
+            Seen::Row(p) => {
+                if known.len() >= 200_000 {
+                    known.retain(|_, (_, at)| at.elapsed() < PARTICIPANTS_TTL);
+                    if known.len() >= 200_000 {
+                        known.clear();
+                    }
+                }
+                known.insert(id, (p, Instant::now()));
+            }
+            Seen::Gone => {
+                known.remove(&id);
+            }
+            Seen::Unread => {}
+        }
+    }
+
+    /// D1 after a statement: records what it read, and answers whether `user_id` may see the
+    /// conversation — by the row when the statement read it, else by the (fresh) cache entry
+    /// the request was admitted with.
+    pub fn admits(&self, id: i64, seen: Seen, user_id: u64) -> bool {
+        self.saw(id, seen);
+        match seen {
+            Seen::Row(p) => p.includes(user_id),
+            Seen::Gone => false,
+            Seen::Unread => true,
+        }
     }
 }
 
@@ -275,39 +330,60 @@ pub struct MessageRow {
     pub user_type: Option<String>,
 }
 
-/// `after` is the `last_message_id` segment, bound as a string so MySQL
+/// A row of the count statements: the conversation's participants and the total.
+#[derive(sqlx::FromRow)]
+struct CountRow {
+    sender_id: i64,
+    receiver_id: i64,
+    total: i64,
+}
+
+/// The number of messages of a conversation (above the cursor `after` when given), read with
+/// the conversation's row. `after` is the `last_message_id` segment, bound as a string so MySQL
 /// coerces it exactly like PHP's query (`abc` → 0, `1e3` → 1000; §5.4).
 pub async fn count_messages(
     pool: &MySqlPool,
     conversation_id: i64,
     after: Option<&str>,
-) -> Result<i64, sqlx::Error> {
+) -> Result<(Seen, i64), sqlx::Error> {
     let q = match after {
-        None => sqlx::query_scalar(sql::COUNT_MESSAGES).bind(conversation_id),
-        Some(a) => sqlx::query_scalar(sql::COUNT_MESSAGES_AFTER)
+        None => sqlx::query_as(sql::COUNT_MESSAGES).bind(conversation_id),
+        Some(a) => sqlx::query_as(sql::COUNT_MESSAGES_AFTER)
             .bind(conversation_id)
             .bind(a),
     };
-    q.fetch_one(pool).await
+    let row: Option<CountRow> = q.bind(conversation_id).fetch_optional(pool).await?;
+    Ok(match row {
+        Some(r) => (
+            Seen::Row(Parties {
+                sender_id: r.sender_id,
+                receiver_id: r.receiver_id,
+            }),
+            r.total,
+        ),
+        None => (Seen::Gone, 0),
+    })
 }
 
-/// A row of [`message_page`]: the item with the total.
+/// A row of [`message_page`]: the item with the total and the conversation's participants.
 #[derive(sqlx::FromRow)]
 struct CountedMessage {
     total: i64,
+    sender_id: i64,
+    receiver_id: i64,
     #[sqlx(flatten)]
     row: MessageRow,
 }
 
-/// The total of a conversation's messages (above the cursor `after`, bound
-/// as text like [`count_messages`]) and the page at `offset`, newest first,
-/// in one statement — the same shape as [`conversation_page`].
+/// The total of a conversation's messages (above the cursor `after`, bound as text like
+/// [`count_messages`]) and the page at `offset`, newest first, in one statement — the same
+/// shape as [`conversation_page`] — with what the statement saw of the conversation's row.
 pub async fn message_page(
     pool: &MySqlPool,
     conversation_id: i64,
     after: Option<&str>,
     offset: i64,
-) -> Result<(i64, Vec<MessageRow>), sqlx::Error> {
+) -> Result<(Seen, i64, Vec<MessageRow>), sqlx::Error> {
     let text = match after {
         Some(_) => sql::MESSAGE_PAGE_AFTER,
         None => sql::MESSAGE_PAGE,
@@ -321,14 +397,23 @@ pub async fn message_page(
         q = q.bind(a);
     }
     let rows = q.bind(offset).fetch_all(pool).await?;
-    let (total, rows) = paged(
-        rows,
-        offset,
-        |r| r.total,
-        || count_messages(pool, conversation_id, after),
-    )
-    .await?;
-    Ok((total, rows.into_iter().map(|r| r.row).collect()))
+    Ok(match rows.first() {
+        Some(first) => (
+            Seen::Row(Parties {
+                sender_id: first.sender_id,
+                receiver_id: first.receiver_id,
+            }),
+            first.total,
+            rows.into_iter().map(|r| r.row).collect(),
+        ),
+        // An empty first page: no message (the conversation row was not read).
+        None if offset == 0 => (Seen::Unread, 0, Vec::new()),
+        // Past the end: the total (and the row) from the count statement.
+        None => {
+            let (seen, total) = count_messages(pool, conversation_id, after).await?;
+            (seen, total, Vec::new())
+        }
+    })
 }
 
 pub async fn message_by_id<'e, E: sqlx::Executor<'e, Database = MySql>>(
@@ -360,49 +445,190 @@ pub async fn insert_message(
     Ok(done.last_insert_id() as i64)
 }
 
-/// Locks the conversation row for the rest of the transaction, before its
-/// message is inserted. Concurrent posts to one conversation then take their
-/// message ids in the order they update the flags, so the flags always
-/// belong to the author of the newest message (D5). Without it, two
-/// transactions can insert in one order and update the flags in the other
-/// (the flag `UPDATE` is the only statement that waits for the row).
+/// Inserts a conversation inside the caller's transaction (§5.5 step 4) and returns its id;
+/// the viewed flags keep their column defaults (1/0).
+pub async fn insert_conversation(
+    tx: &mut sqlx::Transaction<'_, MySql>,
+    sender_id: u64,
+    receiver_id: i64,
+    title: Option<&str>,
+    now: &str,
+) -> Result<i64, sqlx::Error> {
+    let done = sqlx::query("INSERT INTO conversations (sender_id, receiver_id, title, updated_at, created_at) VALUES (?, ?, ?, ?, ?)")
+        .bind(sender_id)
+        .bind(receiver_id)
+        .bind(title)
+        .bind(now)
+        .bind(now)
+        .execute(&mut **tx)
+        .await?;
+    Ok(done.last_insert_id() as i64)
+}
+
+/// D6 (§5.5 step 4): the newest conversation of the pair whose stored title equals `title`
+/// exactly (binary, compared in code: the column collation ignores case, and the SQL match pads
+/// with spaces) — or, on a column that stores some characters as `?`, equals `stored_title`,
+/// what it stores for that title (§5.0). A missing title matches only NULL titles.
+pub async fn reusable_conversation(
+    tx: &mut sqlx::Transaction<'_, MySql>,
+    sender_id: u64,
+    receiver_id: i64,
+    title: Option<&str>,
+    stored_title: Option<&str>,
+) -> Result<Option<i64>, sqlx::Error> {
+    let candidates: Vec<(i64, Option<String>)> = match title {
+        Some(t) => {
+            sqlx::query_as(sql::REUSE_TITLED)
+                .bind(sender_id)
+                .bind(receiver_id)
+                .bind(t)
+                .bind(stored_title.unwrap_or(t))
+                .fetch_all(&mut **tx)
+                .await?
+        }
+        None => {
+            sqlx::query_as(sql::REUSE_UNTITLED)
+                .bind(sender_id)
+                .bind(receiver_id)
+                .fetch_all(&mut **tx)
+                .await?
+        }
+    };
+    Ok(candidates
+        .into_iter()
+        .find(|(_, stored)| {
+            stored.as_deref() == title || (stored.is_some() && stored.as_deref() == stored_title)
+        })
+        .map(|(id, _)| id))
+}
+
+/// The conversation row as a write re-read it under its lock (§11.1, 2026-12).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Locked {
+    pub parties: Parties,
+    /// Whether the receiver had read the conversation before this write (§5.5 step 4).
+    pub receiver_viewed: bool,
+}
+
+/// Locks the conversation row for the rest of the transaction and re-reads it; `None` when
+/// the shop deleted it. A write never trusts the participants cache: a row gone means 404 and
+/// nothing written, changed participants mean the row decides (§11.1, 2026-12).
+///
+/// The lock comes before the message is inserted. Concurrent posts to one conversation then
+/// take their message ids in the order they update the flags, so the flags always belong to
+/// the author of the newest message (D5). Without it, two transactions can insert in one order
+/// and update the flags in the other (the flag `UPDATE` is the only statement that waits for
+/// the row).
 pub async fn lock_conversation(
     tx: &mut sqlx::Transaction<'_, MySql>,
     conversation_id: i64,
-) -> Result<(), sqlx::Error> {
-    sqlx::query("SELECT id FROM conversations WHERE id = ? FOR UPDATE")
+) -> Result<Option<Locked>, sqlx::Error> {
+    let row: Option<(i64, i64, i64)> = sqlx::query_as(sql::LOCK_CONVERSATION)
         .bind(conversation_id)
-        .execute(&mut **tx)
+        .fetch_optional(&mut **tx)
         .await?;
-    Ok(())
+    Ok(row.map(|(sender_id, receiver_id, receiver_viewed)| Locked {
+        parties: Parties {
+            sender_id,
+            receiver_id,
+        },
+        receiver_viewed: receiver_viewed != 0,
+    }))
+}
+
+/// When a post moves the conversation's `updated_at` (D5).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Touch {
+    /// Only when a flag changes (Eloquent's "dirty" semantics): insert-message.
+    IfFlagsChange,
+    /// Always: a D6 reuse is a new question that must rise to the top of the web inboxes
+    /// (§5.5 step 4, 2026-12).
+    Always,
 }
 
 /// D5: the author's own side is "viewed", the other side "unread":
-/// the sender posts ⇒ (1, 0), the receiver posts ⇒ (0, 1). `updated_at`
-/// moves only when a flag changes (Eloquent's "dirty" semantics).
+/// the sender posts ⇒ (1, 0), the receiver posts ⇒ (0, 1).
 pub async fn apply_viewed_flags(
     tx: &mut sqlx::Transaction<'_, MySql>,
     conversation_id: i64,
     parties: Parties,
     author: u64,
     now: &str,
+    touch: Touch,
 ) -> Result<(), sqlx::Error> {
     let (s, r) = if parties.sender_id as u64 == author {
         (1, 0)
     } else {
         (0, 1)
     };
-    sqlx::query(
-        "UPDATE conversations SET sender_viewed = ?, receiver_viewed = ?, updated_at = ? \
-         WHERE id = ? AND (sender_viewed <> ? OR receiver_viewed <> ?)",
-    )
-    .bind(s)
-    .bind(r)
-    .bind(now)
-    .bind(conversation_id)
-    .bind(s)
-    .bind(r)
-    .execute(&mut **tx)
-    .await?;
+    let q = match touch {
+        Touch::IfFlagsChange => sqlx::query(
+            "UPDATE conversations SET sender_viewed = ?, receiver_viewed = ?, updated_at = ? \
+             WHERE id = ? AND (sender_viewed <> ? OR receiver_viewed <> ?)",
+        )
+        .bind(s)
+        .bind(r)
+        .bind(now)
+        .bind(conversation_id)
+        .bind(s)
+        .bind(r),
+        Touch::Always => sqlx::query(
+            "UPDATE conversations SET sender_viewed = ?, receiver_viewed = ?, updated_at = ? \
+             WHERE id = ?",
+        )
+        .bind(s)
+        .bind(r)
+        .bind(now)
+        .bind(conversation_id),
+    };
+    q.execute(&mut **tx).await?;
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const P: Parties = Parties {
+        sender_id: 5,
+        receiver_id: 2,
+    };
+
+    #[test]
+    fn cached_participants_serve_reads_for_a_minute_at_most() {
+        let cache = Participants::default();
+        cache.saw(1, Seen::Row(P));
+        assert_eq!(cache.fresh(1), Some(P));
+        let Some(long_ago) = Instant::now().checked_sub(PARTICIPANTS_TTL) else {
+            return; // a machine up for less than a minute cannot express the old entry
+        };
+        cache.known().insert(1, (P, long_ago));
+        assert_eq!(
+            cache.fresh(1),
+            None,
+            "read again after {PARTICIPANTS_TTL:?}"
+        );
+    }
+
+    #[test]
+    fn what_a_statement_saw_decides() {
+        let cache = Participants::default();
+        cache.saw(1, Seen::Row(P));
+        assert!(
+            cache.admits(1, Seen::Unread, 5),
+            "the fresh entry admitted it"
+        );
+        assert!(!cache.admits(1, Seen::Gone, 5));
+        assert_eq!(cache.fresh(1), None, "a gone row drops the entry");
+        let other = Parties {
+            sender_id: 6,
+            receiver_id: 3,
+        };
+        assert!(
+            !cache.admits(1, Seen::Row(other), 5),
+            "the id changed hands"
+        );
+        assert_eq!(cache.fresh(1), Some(other));
+        assert!(cache.admits(1, Seen::Row(other), 3));
+    }
 }

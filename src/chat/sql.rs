@@ -1,40 +1,60 @@
-//! The SQL text of the chat reads (COMPAT §5), in one place: `repo` sends
+//! The SQL text of the chat routes (COMPAT §5), in one place: `repo` sends
 //! these statements, and the benchmark's `dbceiling` (bench/tools) compiles
 //! this same file as a module of its own (`#[path]`), so that the database's
 //! own ceiling is measured with exactly the same text. Plain constants and a
 //! macro only: no imports.
 
-/// A message item's columns and joins (§6.2); the author's `user_type` is NULL when the
-/// author was deleted (D4).
-macro_rules! message_from {
+/// A message item's columns (§6.2); the author's `user_type` is NULL when the author was
+/// deleted (D4).
+macro_rules! message_columns {
     () => {
-        "m.id, m.user_id, m.message, CAST(m.created_at AS CHAR) AS created_at, u.user_type \
-         FROM messages m LEFT JOIN users u ON u.id = m.user_id"
+        "m.id, m.user_id, m.message, CAST(m.created_at AS CHAR) AS created_at, u.user_type"
     };
 }
 
 /// A page of messages, newest first (§5.2), each row carrying the total of §4 (an uncorrelated
-/// subquery, run once). Binds: conversation, conversation, offset.
+/// subquery, run once) and the conversation's participants as the statement read them: a
+/// conversation the shop deleted, or whose id now belongs to another pair, never shows its
+/// messages to the old participants (§11.1, 2026-12). `conversations` is read by primary key
+/// (a const table: no sort, the page still comes straight off the `(conversation_id, id)`
+/// index). Binds: conversation, conversation, offset.
 pub const MESSAGE_PAGE: &str = concat!(
     "SELECT (SELECT COUNT(*) FROM messages WHERE conversation_id = ?) AS total, ",
-    message_from!(),
-    " WHERE m.conversation_id = ? ORDER BY m.id DESC LIMIT 10 OFFSET ?"
+    "c.sender_id, c.receiver_id, ",
+    message_columns!(),
+    " FROM messages m JOIN conversations c ON c.id = m.conversation_id \
+     LEFT JOIN users u ON u.id = m.user_id \
+     WHERE m.conversation_id = ? ORDER BY m.id DESC LIMIT 10 OFFSET ?"
 );
 
 /// [`MESSAGE_PAGE`] above a cursor, bound as text so that MySQL coerces it like PHP's query
 /// (§5.4). Binds: conversation, cursor, conversation, cursor, offset.
 pub const MESSAGE_PAGE_AFTER: &str = concat!(
     "SELECT (SELECT COUNT(*) FROM messages WHERE conversation_id = ? AND id > ?) AS total, ",
-    message_from!(),
-    " WHERE m.conversation_id = ? AND m.id > ? ORDER BY m.id DESC LIMIT 10 OFFSET ?"
+    "c.sender_id, c.receiver_id, ",
+    message_columns!(),
+    " FROM messages m JOIN conversations c ON c.id = m.conversation_id \
+     LEFT JOIN users u ON u.id = m.user_id \
+     WHERE m.conversation_id = ? AND m.id > ? ORDER BY m.id DESC LIMIT 10 OFFSET ?"
 );
 
-pub const MESSAGE_BY_ID: &str = concat!("SELECT ", message_from!(), " WHERE m.id = ?");
+pub const MESSAGE_BY_ID: &str = concat!(
+    "SELECT ",
+    message_columns!(),
+    " FROM messages m LEFT JOIN users u ON u.id = m.user_id WHERE m.id = ?"
+);
 
-pub const COUNT_MESSAGES: &str = "SELECT COUNT(*) FROM messages WHERE conversation_id = ?";
+/// The conversation's participants and its number of messages: no row when the conversation
+/// is gone (§11.1, 2026-12). Binds: conversation, conversation.
+pub const COUNT_MESSAGES: &str = "SELECT c.sender_id, c.receiver_id, \
+     (SELECT COUNT(*) FROM messages WHERE conversation_id = ?) AS total \
+     FROM conversations c WHERE c.id = ?";
 
-pub const COUNT_MESSAGES_AFTER: &str =
-    "SELECT COUNT(*) FROM messages WHERE conversation_id = ? AND id > ?";
+/// [`COUNT_MESSAGES`] above a cursor (bound as text, §5.4): the poll's statement when something
+/// may be new. Binds: conversation, cursor, conversation.
+pub const COUNT_MESSAGES_AFTER: &str = "SELECT c.sender_id, c.receiver_id, \
+     (SELECT COUNT(*) FROM messages WHERE conversation_id = ? AND id > ?) AS total \
+     FROM conversations c WHERE c.id = ?";
 
 /// A page of the conversations U started, newest first (§5.1), with the receiver (NULL when
 /// deleted, D4) and the receiver's first shop (lowest `shops.id`: the shop face of §6.1), each
@@ -55,5 +75,27 @@ pub const CONVERSATION_PAGE: &str = "SELECT \
 
 pub const COUNT_CONVERSATIONS: &str = "SELECT COUNT(*) FROM conversations WHERE sender_id = ?";
 
-/// A conversation's two parties (immutable: cached without limit, §11.1).
+/// A conversation's two parties (cached for reads at most 60 s, §11.1).
 pub const PARTICIPANTS: &str = "SELECT sender_id, receiver_id FROM conversations WHERE id = ?";
+
+/// The conversation row a write re-reads under its lock, in its transaction (§11.1, 2026-12):
+/// gone → 404 and nothing written; otherwise its participants decide, and `receiver_viewed`
+/// tells whether a reused conversation e-mails its receiver (§5.5 step 4).
+pub const LOCK_CONVERSATION: &str = "SELECT sender_id, receiver_id, \
+     CAST(receiver_viewed AS SIGNED) FROM conversations WHERE id = ? FOR UPDATE";
+
+/// D6 (§5.5 step 4): the pair's conversations whose title may equal the input, newest first.
+/// Narrowed in SQL under a binary collation, which pads with spaces, so this is a tight
+/// superset of the exact matches (a stored title with trailing spaces matches too); the exact
+/// comparison is made in code. Bounded: a pair with thousands of conversations never loads
+/// them all inside the lock. Two titles are bound: the input, and what a column that cannot
+/// hold all of its characters stores for it (§5.0; the input again otherwise).
+/// Binds: sender, receiver, title, stored title.
+pub const REUSE_TITLED: &str = "SELECT id, title FROM conversations \
+     WHERE sender_id = ? AND receiver_id = ? \
+     AND CONVERT(title USING utf8mb4) COLLATE utf8mb4_bin IN (?, ?) \
+     ORDER BY id DESC LIMIT 20";
+
+/// D6 for a missing title: it matches only NULL titles. Binds: sender, receiver.
+pub const REUSE_UNTITLED: &str = "SELECT id, title FROM conversations \
+     WHERE sender_id = ? AND receiver_id = ? AND title IS NULL ORDER BY id DESC LIMIT 1";

@@ -115,6 +115,12 @@ impl Watcher {
         }
     }
 
+    /// The conversation is gone (the shop deleted it): forget what we knew and wake its
+    /// waiters, whose next query answers the 404 it has become (§11.1).
+    pub fn conversation_gone(&self, conversation: i64) {
+        self.message_stored(conversation);
+    }
+
     /// The notifier of a conversation's long-poll waiters.
     pub fn subscribe(&self, conversation: i64) -> Arc<Notify> {
         let mut inner = self.lock();

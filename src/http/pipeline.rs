@@ -24,7 +24,7 @@ use serde_json::json;
 
 use crate::auth::sanctum::AuthUser;
 use crate::chat::{self, Ctx};
-use crate::error::ApiError;
+use crate::error::{ApiError, ErrorShape};
 use crate::http::input::Input;
 use crate::http::origin;
 use crate::http::ratelimit::{Decision, RateKey};
@@ -333,12 +333,16 @@ async fn routed(
         .ok()
         .and_then(Option::as_ref)
         .map(|u| u.user_id);
+    let shape = match route {
+        Route::CreateConversation => ErrorShape::ResultFalse,
+        _ => ErrorShape::Plain,
+    };
     let mut res = if let Decision::Limited { limit, retry_after } = decision {
         too_many_attempts(limit, retry_after, info.json_client)
     } else {
         match steps_3_to_8(req, state, &info, route, auth, body).await {
             Ok(res) => res,
-            Err(e) => e.render(info.json_client, &info.root),
+            Err(e) => e.render(info.json_client, &info.root, shape),
         }
     };
     if let Some(id) = user_id {

@@ -30,12 +30,13 @@ pub struct Labels {
     pub hi_you_recieved: String,
 }
 
-/// Renders the notification for a newly created conversation (§8.1, §8.2).
+/// Renders the notification of a new conversation, or of a reused one its receiver had read
+/// (§8.1, §8.2); `message` is the message just posted.
 #[allow(clippy::too_many_arguments)] // the argument list mirrors the spec's inputs one to one
 pub fn render(
     labels: &Labels,
     sender_name: &str,
-    first_message: &str,
+    message: &str,
     link: &str,
     to: &str,
     from_address: &str,
@@ -55,7 +56,7 @@ pub fn render(
         content = e(&content),
         sender = e(&labels.sender),
         name = e(sender_name),
-        first = e(first_message),
+        first = e(message),
         link = e(link),
         see = e(&labels.see_details),
     );

@@ -458,12 +458,19 @@ fn text_charset(report: &mut Report, table: &str, column: &str, c: &ColumnInfo) 
         "utf32" => (Level::Ok, "stores every character"),
         "utf8" | "utf8mb3" => (
             Level::Warn,
-            "cannot store characters above U+FFFF (emoji): such messages get 422 \"contains characters that cannot be stored\"",
+            "cannot hold characters above U+FFFF (emoji): they are stored as '?', as PHP stores them (COMPAT §5.0)",
         ),
         _ => (
             Level::Warn,
-            "unusual charset: characters it cannot hold get 422 (COMPAT §5.0 storage guard)",
+            "unusual charset: characters it cannot hold are stored as '?', as PHP stores them (COMPAT §5.0)",
         ),
+    };
+    // The statement that ends the degradation (the whole table: its other text columns too).
+    let note = match level {
+        Level::Warn => format!(
+            "{note}; `ALTER TABLE {table} CONVERT TO CHARACTER SET utf8mb4 COLLATE utf8mb4_unicode_ci` ends it"
+        ),
+        _ => note.to_string(),
     };
     report.add(
         "charset",

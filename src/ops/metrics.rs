@@ -39,6 +39,8 @@ pub struct Metrics {
     pool_connections: IntGaugeVec,
     pool_max: IntGauge,
     outbox_entries: IntGaugeVec,
+    /// Writes that stored `?` for characters a column cannot hold (COMPAT §5.0).
+    storage_degraded: IntCounterVec,
     mail: MailCounters,
     /// All answered requests, one atomic: what [`crate::ops::memory`] reads to tell that the
     /// process has gone quiet (cheaper than summing the labelled counters).
@@ -161,6 +163,12 @@ impl Metrics {
                 "E-mails in the outbox by state (pending, sending, dead, staging), counted at scrape time.",
                 &["state"],
             ),
+            storage_degraded: counter_vec(
+                r,
+                "shopchat_storage_degraded_total",
+                "Writes that stored '?' for characters the column's character set cannot hold, as PHP does (COMPAT §5.0); ALTER TABLE … CONVERT TO CHARACTER SET utf8mb4 ends them.",
+                &["column"],
+            ),
             mail: MailCounters {
                 delivered: counter(
                     r,
@@ -208,6 +216,11 @@ impl Metrics {
     /// Requests answered since start.
     pub fn answered(&self) -> u64 {
         self.answered.load(Ordering::Relaxed)
+    }
+
+    /// The counter of degraded writes (`chat::storage`), registered in this registry.
+    pub fn storage_degraded(&self) -> IntCounterVec {
+        self.storage_degraded.clone()
     }
 
     /// The worker's counters, registered in this registry.

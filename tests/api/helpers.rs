@@ -199,11 +199,15 @@ pub async fn spawn_app() -> TestApp {
 
 /// shopchat in this process on a free port; `overrides` replace settings.
 pub async fn spawn_app_with(overrides: &[(&str, &str)]) -> TestApp {
+    spawn_app_on(TestDb::fresh().await, overrides).await
+}
+
+/// shopchat on a database the test prepared first (a shop schema variant, say).
+pub async fn spawn_app_on(db: TestDb, overrides: &[(&str, &str)]) -> TestApp {
     // `TEST_LOG=1 cargo test …` shows the service's log lines.
     if std::env::var_os("TEST_LOG").is_some() {
         shopchat::telemetry::init(false);
     }
-    let db = TestDb::fresh().await;
     let outbox = tempfile::tempdir().unwrap();
     let mut env = test_env(&db.name, outbox.path());
     for (k, v) in overrides {

@@ -199,6 +199,102 @@ async fn new_conversation_mails_the_seller_once() {
     app.finish().await;
 }
 
+/// A repeated "Contact seller" question reuses the conversation (D6). It always rises to the
+/// top of the seller's web inbox, and it is mailed when the seller had read the conversation:
+/// otherwise it would reach them silently (COMPAT §5.5 step 4, §8.1, 2026-12).
+#[tokio::test]
+async fn a_reused_conversation_rises_and_mails_a_receiver_who_had_read_it() {
+    let (port, store) = smtp_sink().await;
+    let port = port.to_string();
+    let app = spawn_app_with(&[
+        ("MAIL_MAILER", "smtp"),
+        ("MAIL_HOST", "127.0.0.1"),
+        ("MAIL_PORT", &port),
+        ("MAIL_ENCRYPTION", "null"),
+    ])
+    .await;
+    // Seller 1's web inbox (`ORDER BY updated_at DESC`): conversation 4 is the newest.
+    sqlx::query("UPDATE conversations SET updated_at = '2025-01-01 00:00:00' WHERE id = 4")
+        .execute(&app.db.pool)
+        .await
+        .unwrap();
+    let inbox = "SELECT id FROM conversations WHERE receiver_id = 2 ORDER BY updated_at DESC";
+    assert_eq!(app.db.scalar(inbox).await, "4");
+    let ask = |text: &'static str| {
+        let body = serde_json::json!({
+            "product_id": 3,
+            "title": "Mechanical Gaming Keyboard",
+            "message": text,
+        });
+        let app = &app;
+        async move {
+            app.post_json("/api/v2/chat/create-conversation", CUST1, &body)
+                .await
+        }
+    };
+
+    // 1. Conversation 1 is still unread by the seller (1/0): reused, no mail, but it moves up.
+    let res = ask("Second question: is there a warranty?").await;
+    assert_eq!(res.status, 200, "{}", res.text());
+    assert_eq!(res.json()["conversation_id"], 1);
+    assert_eq!(app.db.scalar(inbox).await, "1", "the question is on top");
+    assert_ne!(
+        app.db
+            .scalar("SELECT CAST(updated_at AS CHAR) FROM conversations WHERE id = 1")
+            .await,
+        "2024-06-03 21:45:00"
+    );
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    assert_eq!(store.lock().unwrap().len(), 0, "unread already: no mail");
+
+    // 2. The seller reads it on the web (`show`), then the customer asks again: one mail
+    // carrying the new question, with the conversation's link.
+    sqlx::query("UPDATE conversations SET receiver_viewed = 1 WHERE id = 1")
+        .execute(&app.db.pool)
+        .await
+        .unwrap();
+    let res = ask("Third question: and in blue?").await;
+    assert_eq!(res.json()["conversation_id"], 1);
+    let mails = wait_for_mail(&store, 1).await;
+    assert_eq!(mails.len(), 1);
+    assert_eq!(mails[0].rcpt, vec!["seller1@fixture.test".to_string()]);
+    let data = unqp(&mails[0].data);
+    assert!(
+        data.contains("<p><b>Message:</b>Third question: and in blue?</p>"),
+        "{data}"
+    );
+    assert!(data.contains("Subject: Sender:- Customer One"), "{data}");
+    let token = data
+        .split("http://shop.test/conversations/")
+        .nth(1)
+        .expect("seller link")
+        .split('"')
+        .next()
+        .unwrap();
+    let encrypter = Encrypter::new(parse_app_key(APP_KEY).unwrap(), vec![]);
+    assert_eq!(encrypter.decrypt_int(token).unwrap(), 1);
+    assert_eq!(
+        app.db
+            .rows("SELECT sender_viewed, receiver_viewed FROM conversations WHERE id = 1")
+            .await[0],
+        ["1", "0"],
+        "unread for the seller again"
+    );
+
+    // 3. Asked once more before the seller looks: no second mail.
+    ask("Fourth question").await;
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    assert_eq!(store.lock().unwrap().len(), 1);
+    assert_eq!(
+        app.db
+            .scalar("SELECT COUNT(*) FROM messages WHERE conversation_id = 1 AND user_id = 5 AND message LIKE '%question%'")
+            .await,
+        "3",
+        "every question stored"
+    );
+    app.finish().await;
+}
+
 fn smtp_env(port: &str) -> Vec<(&'static str, String)> {
     vec![
         ("MAIL_MAILER", "smtp".into()),

@@ -17,5 +17,7 @@ mod pipeline;
 mod process;
 mod raw_http;
 mod reads;
+mod real_app;
 mod shadow;
+mod web_side;
 mod writes;

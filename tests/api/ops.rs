@@ -636,7 +636,8 @@ async fn check_reports_configuration_database_and_charset_problems() {
     let out = check(&env, &[]);
     let text = stdout(&out);
     assert_eq!(out.status.code(), Some(1), "{text}");
-    assert!(text.contains("warn  charset        messages.message is text utf8mb3: cannot store characters above U+FFFF"), "{text}");
+    assert!(text.contains("warn  charset        messages.message is text utf8mb3: cannot hold characters above U+FFFF (emoji): they are stored as '?'"), "{text}");
+    assert!(text.contains("`ALTER TABLE messages CONVERT TO CHARACTER SET utf8mb4 COLLATE utf8mb4_unicode_ci` ends it"), "{text}");
     assert!(
         text.contains("FAIL  schema         column messages.flag is NOT NULL without a default"),
         "{text}"

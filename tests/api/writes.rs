@@ -32,6 +32,11 @@ fn pretty_422(errors: &[(&str, &str)]) -> String {
     )
 }
 
+/// create-conversation's own errors start with `"result": false` (COMPAT §5.5 step 7).
+fn pretty_422_result_false(errors: &[(&str, &str)]) -> String {
+    pretty_422(errors).replacen("{\n", "{\n    \"result\": false,\n", 1)
+}
+
 #[tokio::test]
 async fn invalid_input_is_422_and_writes_nothing() {
     let app = spawn_app().await;
@@ -99,7 +104,11 @@ async fn invalid_input_is_422_and_writes_nothing() {
         let res = app.post_json(route, CUST1, &body).await;
         assert_eq!(res.status, 422, "{route} {body}");
         assert_eq!(res.header("content-type"), Some("application/json"));
-        assert_eq!(res.text(), pretty_422(&errors), "{route} {body}");
+        let expected = match route {
+            CREATE => pretty_422_result_false(&errors),
+            _ => pretty_422(&errors),
+        };
+        assert_eq!(res.text(), expected, "{route} {body}");
     }
     // Form bodies with invalid UTF-8 are not strings.
     let res = app
@@ -388,16 +397,19 @@ async fn create_holds_one_pool_connection_at_a_time() {
 #[tokio::test]
 async fn a_failure_between_the_inserts_leaves_nothing() {
     let app = spawn_app().await;
-    // Many 10.x installs have utf8mb3 message tables: an emoji fails the
-    // *second* insert (the message), after the conversation row was written.
-    // The fixture's one emoji becomes '?' (strict mode would refuse to narrow it).
-    sqlx::raw_sql(
-        "SET SESSION sql_mode = ''; \
-         ALTER TABLE messages CONVERT TO CHARACTER SET utf8mb3 COLLATE utf8mb3_unicode_ci",
-    )
-    .execute(&app.db.pool)
-    .await
-    .unwrap();
+    // A message column narrower than the product's own DDL: the *second* insert of a new
+    // conversation (the message) fails after the conversation row was written. Existing rows
+    // are longer than 10 characters: this ALTER may truncate them.
+    let mut conn = app.db.pool.acquire().await.unwrap();
+    sqlx::query("SET SESSION sql_mode = ''")
+        .execute(&mut *conn)
+        .await
+        .unwrap();
+    sqlx::query("ALTER TABLE messages MODIFY message VARCHAR(10)")
+        .execute(&mut *conn)
+        .await
+        .unwrap();
+    drop(conn);
     let before = counts(&app).await;
     let res = app
         .post_form(
@@ -406,16 +418,16 @@ async fn a_failure_between_the_inserts_leaves_nothing() {
             &[
                 ("product_id", "3"),
                 ("title", "New thing"),
-                ("message", "smile 😀"),
+                ("message", "far more than ten characters"),
             ],
         )
         .await;
     assert_eq!(res.status, 422, "{}", res.text());
     assert_eq!(
         res.text(),
-        pretty_422(&[(
+        pretty_422_result_false(&[(
             "message",
-            "The message contains characters that cannot be stored."
+            "The message may not be greater than 65535 bytes."
         )])
     );
     assert_eq!(
@@ -435,18 +447,7 @@ async fn a_failure_between_the_inserts_leaves_nothing() {
         "no e-mail for a conversation that does not exist"
     );
 
-    // Data too long (a narrower column than the product's own DDL) is a 422 too.
-    let mut conn = app.db.pool.acquire().await.unwrap();
-    // Existing rows are longer than 10 characters: let this ALTER truncate them.
-    sqlx::query("SET SESSION sql_mode = ''")
-        .execute(&mut *conn)
-        .await
-        .unwrap();
-    sqlx::query("ALTER TABLE messages MODIFY message VARCHAR(10)")
-        .execute(&mut *conn)
-        .await
-        .unwrap();
-    drop(conn);
+    // Data too long on insert-message is a 422 too (no "result" there).
     let res = app
         .post_form(
             INSERT,
@@ -518,5 +519,126 @@ async fn products_without_owner_and_sellers_without_shop() {
             res.json()["conversation_id"]
         )
     );
+    app.finish().await;
+}
+
+/// `ALTER TABLE … CONVERT TO CHARACTER SET …` on the shop's database, outside strict mode (the
+/// fixture's one emoji, message 35, becomes `?` when narrowing).
+async fn convert_table(db: &TestDb, table: &str, charset: &str) {
+    let mut conn = db.pool.acquire().await.unwrap();
+    sqlx::raw_sql(&format!(
+        "SET SESSION sql_mode = ''; ALTER TABLE {table} CONVERT TO CHARACTER SET {charset} COLLATE {charset}_unicode_ci"
+    ))
+    .execute(&mut *conn)
+    .await
+    .unwrap();
+}
+
+async fn degraded(app: &TestApp, column: &str) -> String {
+    let metrics = app.call("GET", "/metrics", None, &[], b"").await.text();
+    let line = format!("shopchat_storage_degraded_total{{column=\"{column}\"}} ");
+    metrics
+        .lines()
+        .find_map(|l| l.strip_prefix(&line))
+        .unwrap_or("0")
+        .to_string()
+}
+
+#[tokio::test]
+async fn characters_a_column_cannot_hold_are_stored_as_php_stores_them() {
+    // Many shops still have utf8mb3 chat tables: an emoji is stored as `?` with a 200, as PHP
+    // (non-strict) stores it, instead of a 422 the app cannot show (COMPAT §5.0, 2026-12).
+    let db = TestDb::fresh().await;
+    convert_table(&db, "messages", "utf8mb3").await;
+    convert_table(&db, "conversations", "utf8mb3").await;
+    let app = spawn_app_on(db, &[]).await;
+
+    let res = app
+        .post_json(
+            INSERT,
+            CUST1,
+            &json!({"conversation_id": "1", "message": "see you 😀 tomorrow 👍"}),
+        )
+        .await;
+    assert_eq!(res.status, 200, "{}", res.text());
+    assert_eq!(res.json()["data"][0]["message"], "see you ? tomorrow ?");
+    assert_eq!(
+        app.db
+            .scalar("SELECT message FROM messages ORDER BY id DESC LIMIT 1")
+            .await,
+        "see you ? tomorrow ?"
+    );
+    assert_eq!(degraded(&app, "messages.message").await, "1");
+
+    // create-conversation: the title and the message, each in its own column.
+    let title = "🔥 Hot keyboard";
+    let res = app
+        .post_json(
+            CREATE,
+            CUST2,
+            &json!({"product_id": "3", "title": title, "message": "in stock? 🙏"}),
+        )
+        .await;
+    assert_eq!(res.status, 200, "{}", res.text());
+    let body = res.json();
+    assert_eq!(body["result"], true);
+    assert_eq!(
+        body["title"], title,
+        "the answer shows the input (§5.5 step 6)"
+    );
+    let id = body["conversation_id"].as_i64().unwrap();
+    assert_eq!(
+        app.db
+            .rows(&format!(
+                "SELECT c.title, m.message FROM conversations c JOIN messages m ON m.conversation_id = c.id WHERE c.id = {id}"
+            ))
+            .await,
+        vec![vec!["? Hot keyboard".to_string(), "in stock? ?".to_string()]]
+    );
+    assert_eq!(degraded(&app, "conversations.title").await, "1");
+    assert_eq!(degraded(&app, "messages.message").await, "2");
+    // The same question again reuses that conversation (D6 on what the column stores).
+    let again = app
+        .post_json(
+            CREATE,
+            CUST2,
+            &json!({"product_id": "3", "title": title, "message": "hello?"}),
+        )
+        .await
+        .json();
+    assert_eq!(again["conversation_id"], id);
+
+    // The shop converts the messages table while shopchat runs: emoji are kept from then on.
+    convert_table(&app.db, "messages", "utf8mb4").await;
+    let res = app
+        .post_json(
+            INSERT,
+            CUST1,
+            &json!({"conversation_id": 1, "message": "now 😀 works"}),
+        )
+        .await;
+    assert_eq!(res.json()["data"][0]["message"], "now 😀 works");
+    assert_eq!(degraded(&app, "messages.message").await, "2");
+    // …and one converted to utf8mb3 while shopchat runs is met at the first write.
+    convert_table(&app.db, "messages", "utf8mb3").await;
+    let res = app
+        .post_json(
+            INSERT,
+            SELLER1,
+            &json!({"conversation_id": 1, "message": "ok 👌"}),
+        )
+        .await;
+    assert_eq!(res.status, 200, "{}", res.text());
+    assert_eq!(res.json()["data"][0]["message"], "ok ?");
+    assert_eq!(degraded(&app, "messages.message").await, "3");
+    // Only that column is written non-strictly: a too-long value is still a 422.
+    let res = app
+        .post_json(
+            INSERT,
+            CUST1,
+            &json!({"conversation_id": 1, "message": "é".repeat(32_768)}),
+        )
+        .await;
+    assert_eq!(res.status, 422);
     app.finish().await;
 }
