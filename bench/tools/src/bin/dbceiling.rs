@@ -43,14 +43,13 @@ const TOKEN_WITH_USER: &str = "SELECT t.id, t.token, t.tokenable_type, t.tokenab
      u.user_type, u.name, u.email, CAST(u.banned AS SIGNED) AS banned \
      FROM personal_access_tokens t LEFT JOIN users u ON u.id = t.tokenable_id \
      WHERE t.id IN (?)";
-// The chat reads: shopchat's own file, so the text cannot drift (PARTICIPANTS, COUNT_*,
-// MESSAGE_PAGE*, MESSAGE_BY_ID, CONVERSATION_PAGE).
+// The chat statements: shopchat's own file, so the text cannot drift (PARTICIPANTS, COUNT_*,
+// MESSAGE_PAGE*, MESSAGE_BY_ID, CONVERSATION_PAGE, LOCK_CONVERSATION, REUSE_TITLED).
 #[allow(dead_code)]
 #[path = "../../../../src/chat/sql.rs"]
 mod sql;
 use sql::*;
 // src/chat/repo.rs
-const LOCK_CONVERSATION: &str = "SELECT id FROM conversations WHERE id = ? FOR UPDATE";
 const INSERT_MESSAGE: &str = "INSERT INTO messages (conversation_id, user_id, message, updated_at, created_at) VALUES (?, ?, ?, ?, ?)";
 const VIEWED_FLAGS: &str =
     "UPDATE conversations SET sender_viewed = ?, receiver_viewed = ?, updated_at = ? \
@@ -59,8 +58,6 @@ const VIEWED_FLAGS: &str =
 const PRODUCT_OWNER: &str = "SELECT user_id FROM products WHERE id = ?";
 const GET_LOCK: &str = "SELECT GET_LOCK(?, ?)";
 const RELEASE_LOCK: &str = "SELECT RELEASE_LOCK(?)";
-const CANDIDATES: &str =
-    "SELECT id, title FROM conversations WHERE sender_id = ? AND receiver_id = ? ORDER BY id DESC";
 const INSERT_CONVERSATION: &str = "INSERT INTO conversations (sender_id, receiver_id, title, updated_at, created_at) VALUES (?, ?, ?, ?, ?)";
 
 type MessageRow = (i64, i64, Option<String>, Option<String>, Option<String>);
@@ -217,12 +214,13 @@ async fn message_page(
     // A poll (after = Some) counts first and reads the page only when something is new
     // (src/chat/messages.rs page_of); message_page(): the total and the page in one statement.
     if let Some(a) = after {
-        let total: i64 = timed!(
+        let (_, _, total): (i64, i64, i64) = timed!(
             st,
             "count_messages_after",
-            sqlx::query_scalar(COUNT_MESSAGES_AFTER)
+            sqlx::query_as(COUNT_MESSAGES_AFTER)
                 .bind(c.conversation_id)
                 .bind(a)
+                .bind(c.conversation_id)
                 .fetch_one(&mut *conn)
         )?;
         if total == 0 {
@@ -381,9 +379,11 @@ async fn create_conversation(
         let candidates: Vec<(i64, Option<String>)> = timed!(
             st,
             "candidates",
-            sqlx::query_as(CANDIDATES)
+            sqlx::query_as(REUSE_TITLED)
                 .bind(c.user_id)
                 .bind(owner)
+                .bind(&title)
+                .bind(&title)
                 .fetch_all(&mut *tx)
         )?;
         let id = match candidates
