@@ -5,7 +5,7 @@ use std::net::TcpListener;
 use std::sync::Arc;
 use std::time::Duration;
 
-use actix_http::HttpService;
+use actix_http::{Extensions, HttpService, KeepAlive};
 use actix_server::Server;
 use actix_service::{fn_service, map_config, IntoServiceFactory, ServiceFactoryExt};
 use actix_web::dev::AppConfig;
@@ -16,7 +16,7 @@ use sqlx::{ConnectOptions, Executor, MySqlPool};
 use tokio::sync::watch;
 
 use crate::config::{DatabaseSettings, MailerKind, Settings};
-use crate::http::limits::{Guarded, HeadLimits};
+use crate::http::conn::{self, Clocked};
 use crate::http::pipeline;
 use crate::mail::outbox::{Outbox, RetryPolicy};
 use crate::mail::smtp::{encryption_from_env, Mailer, SmtpSettings};
@@ -100,17 +100,13 @@ pub fn mailer(settings: &Settings) -> Mailer {
     }
 }
 
-/// The HTTP/1.1 server: actix-web's stack, with each connection wrapped in
-/// [`Guarded`] so that step 0 of the pipeline (§1.2: header size, client
-/// timeout) answers as the contract says rather than as actix-http would
-/// (`http::limits`). This is what `HttpServer::listen` builds, plus the
-/// wrapper.
+/// The HTTP/1.1 server: actix-web's stack with actix-http's own limits and timers (COMPAT §1.2
+/// step 0, 2026-12), each connection wrapped in [`Clocked`] for the two shapes those timers do
+/// not bound (`http::conn`). This is what `HttpServer::listen` builds, plus the wrapper and the
+/// connection data that carries its clock to the requests.
 fn http_server(state: web::Data<AppState>, listener: TcpListener) -> anyhow::Result<Server> {
     let s = &state.settings;
-    let limits = HeadLimits {
-        max_head_bytes: s.max_header_bytes,
-        client_timeout: s.client_timeout,
-    };
+    let client_timeout = s.client_timeout;
     let addr = listener.local_addr()?;
     let workers = std::thread::available_parallelism().map_or(2, |n| n.get());
     // actix-server counts connections per worker thread.
@@ -128,16 +124,21 @@ fn http_server(state: web::Data<AppState>, listener: TcpListener) -> anyhow::Res
                 .default_service(web::to(pipeline::entry))
                 .into_factory()
                 .map_err(|e: actix_web::Error| e.as_response_error().error_response());
-            let h1 = HttpService::<Guarded, _, _, _, _>::build()
-                // The head timeout is the wrapper's: actix's would answer 408.
-                .client_request_timeout(Duration::ZERO)
+            let h1 = HttpService::<Clocked, _, _, _, _>::build()
+                // The first request head: actix's own 408, then close.
+                .client_request_timeout(client_timeout)
+                .keep_alive(KeepAlive::Timeout(conn::KEEP_ALIVE))
+                // Lingering after an early answer, flushing before a close.
                 .client_disconnect_timeout(Duration::from_secs(1))
                 .local_addr(addr)
+                .on_connect_ext(|io: &Clocked, data: &mut Extensions| {
+                    data.insert(io.clock());
+                })
                 .h1(map_config(app, |_| AppConfig::default()));
             fn_service(move |io: tokio::net::TcpStream| {
                 let peer = io.peer_addr().ok();
                 std::future::ready(Ok::<_, actix_http::error::DispatchError>((
-                    Guarded::new(io, limits),
+                    Clocked::new(io, client_timeout),
                     peer,
                 )))
             })

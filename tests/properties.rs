@@ -391,33 +391,3 @@ proptest! {
         prop_assert!(!upper.is_match(&out.replace("\\\\", "")));
     }
 }
-
-// ---------------------------------------------------------------- request heads (§1.2 step 0)
-
-/// Request streams built from plausible pieces, with arbitrary bytes mixed in.
-fn request_stream() -> impl Strategy<Value = Vec<u8>> {
-    let piece = prop_oneof![
-        Just(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n".to_vec()),
-        Just(b"POST /a HTTP/1.1\r\nContent-Length: 3\r\n\r\nabc".to_vec()),
-        Just(
-            b"POST /a HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n3\r\nabc\r\n0\r\n\r\n".to_vec()
-        ),
-        Just(b"X-Long: ".to_vec()),
-        Just(vec![b'a'; 100]),
-        Just(b"\r\n".to_vec()),
-        vec(any::<u8>(), 0..20),
-    ];
-    vec(piece, 0..12).prop_map(|v| v.concat())
-}
-
-proptest! {
-    #[test]
-    fn head_verdicts_do_not_depend_on_read_boundaries(stream in request_stream(), step in 1usize..40) {
-        use shopchat::http::limits::{HeadLimits, Tracker, Verdict};
-        let limits = HeadLimits { max_head_bytes: 200, client_timeout: std::time::Duration::from_secs(10) };
-        let whole = Tracker::new(limits).feed(&stream) != Verdict::Pass;
-        let mut t = Tracker::new(limits);
-        let cut = stream.chunks(step).any(|c| t.feed(c) != Verdict::Pass);
-        prop_assert_eq!(whole, cut);
-    }
-}

@@ -68,6 +68,15 @@ pub async fn handle(
     // A conversation deleted meanwhile answers its 404 (each query re-reads its row).
     let deadline = tokio::time::Instant::now() + wait;
     let _counted = watcher.waiter();
+    // A client that closed its connection is not waited for (actix does not cancel the
+    // request: the connection's clock tells).
+    let gone = async {
+        match &ctx.info.connection {
+            Some(c) => c.gone().await,
+            None => std::future::pending().await,
+        }
+    };
+    tokio::pin!(gone);
     loop {
         let notify = watcher.subscribe(id);
         let arrived = notify.notified();
@@ -84,6 +93,10 @@ pub async fn handle(
             _ = watcher.released() => {
                 let (total, data) = page_of(ctx, conversation, id, Some(after), page).await?;
                 return Ok(answer(ctx, page, total, data));
+            }
+            _ = &mut gone => {
+                tracing::debug!(conversation = id, "long-poll client went away");
+                return Ok(answer(ctx, page, 0, Vec::new()));
             }
         }
     }

@@ -121,9 +121,6 @@ pub struct Settings {
     pub settings_ttl: Duration,
     pub long_poll_max_seconds: u64,
     pub max_body_bytes: usize,
-    /// `SHOPCHAT_MAX_HEADER_BYTES`: the largest request head (request line and
-    /// headers) accepted; larger → 431 (§1.2 step 0, `http::limits`).
-    pub max_header_bytes: usize,
     pub client_timeout: Duration,
     /// `SHOPCHAT_MAX_CONNECTIONS`: open client connections at most; more wait
     /// in the listen backlog.
@@ -419,7 +416,6 @@ impl Settings {
             settings_ttl: Duration::from_secs(v.parse("SHOPCHAT_SETTINGS_TTL")?),
             long_poll_max_seconds: v.parse("SHOPCHAT_LONG_POLL_MAX_SECONDS")?,
             max_body_bytes: positive::<usize>(v, "SHOPCHAT_MAX_BODY_BYTES")?,
-            max_header_bytes: max_header_bytes(v)?,
             client_timeout: Duration::from_secs(positive::<u64>(v, "SHOPCHAT_CLIENT_TIMEOUT")?),
             max_connections: positive::<usize>(v, "SHOPCHAT_MAX_CONNECTIONS")?,
             lock_timeout_seconds: v.parse("SHOPCHAT_LOCK_TIMEOUT")?,
@@ -447,23 +443,6 @@ impl Settings {
             &self.default_language
         }
     }
-}
-
-/// actix-http buffers at most 128 KiB of a request head and answers 431 by
-/// itself beyond that; shopchat's own limit must stay below so that the
-/// contract's 431 answer is the one given (`http::limits`).
-const MAX_HEADER_BYTES_CEILING: usize = 65_536;
-
-fn max_header_bytes(v: &Values) -> Result<usize, ConfigError> {
-    const NAME: &str = "SHOPCHAT_MAX_HEADER_BYTES";
-    let value: usize = v.parse(NAME)?;
-    if !(1024..=MAX_HEADER_BYTES_CEILING).contains(&value) {
-        return Err(bad(
-            NAME,
-            format!("must be between 1024 and {MAX_HEADER_BYTES_CEILING}"),
-        ));
-    }
-    Ok(value)
 }
 
 fn positive<T>(v: &Values, name: &str) -> Result<T, ConfigError>
@@ -503,7 +482,6 @@ mod tests {
         assert_eq!(s.mail.mailer, MailerKind::Smtp);
         assert_eq!(s.mail.encryption, None);
         assert_eq!(s.filesystem, FileSystem::Local);
-        assert_eq!(s.max_header_bytes, 32_768);
         assert_eq!(s.max_connections, 25_000);
         assert_eq!(s.client_timeout, Duration::from_secs(10));
     }
@@ -511,8 +489,6 @@ mod tests {
     #[test]
     fn request_limits_are_validated() {
         for (name, value) in [
-            ("SHOPCHAT_MAX_HEADER_BYTES", "100"),
-            ("SHOPCHAT_MAX_HEADER_BYTES", "200000"),
             ("SHOPCHAT_MAX_CONNECTIONS", "0"),
             ("SHOPCHAT_MAX_BODY_BYTES", "x"),
             ("SHOPCHAT_CLIENT_TIMEOUT", "0"),
@@ -523,14 +499,10 @@ mod tests {
         }
         let s = Settings::load_from(
             None,
-            env(&[
-                ("APP_KEY", KEY),
-                ("SHOPCHAT_MAX_HEADER_BYTES", "4096"),
-                ("SHOPCHAT_MAX_CONNECTIONS", "3"),
-            ]),
+            env(&[("APP_KEY", KEY), ("SHOPCHAT_MAX_CONNECTIONS", "3")]),
         )
         .unwrap();
-        assert_eq!((s.max_header_bytes, s.max_connections), (4096, 3));
+        assert_eq!(s.max_connections, 3);
     }
 
     #[test]

@@ -1,7 +1,7 @@
 //! HTTP plumbing: routing, the request pipeline, input, answers.
 
+pub mod conn;
 pub mod input;
-pub mod limits;
 pub mod origin;
 pub mod pipeline;
 pub mod ratelimit;

@@ -4,7 +4,7 @@
 //!
 //! | step | what                           | here                         |
 //! |------|--------------------------------|------------------------------|
-//! | 0    | request limits                 | [`read_body`], Content-Length |
+//! | 0    | request limits                 | actix-http, [`crate::http::conn`], [`read_body`], Content-Length |
 //! | 1    | Host check                     | [`entry`]                    |
 //! | –    | OPTIONS / 405 / outside `/api/`| [`short_circuit`]            |
 //! | 2    | throttle (D8)                  | [`routed`]                   |
@@ -13,6 +13,7 @@
 //! | 8    | handler                        | [`crate::chat::dispatch`]    |
 
 use std::net::{IpAddr, Ipv4Addr};
+use std::rc::Rc;
 
 use actix_web::error::PayloadError;
 use actix_web::http::header::{self, HeaderMap, HeaderName, HeaderValue};
@@ -25,6 +26,7 @@ use serde_json::json;
 use crate::auth::sanctum::AuthUser;
 use crate::chat::{self, Ctx};
 use crate::error::{ApiError, ErrorShape};
+use crate::http::conn::Clock;
 use crate::http::input::Input;
 use crate::http::origin;
 use crate::http::ratelimit::{Decision, RateKey};
@@ -65,6 +67,8 @@ pub struct RequestInfo {
     pub now: NaiveDateTime,
     /// Serve, or shadow (no side effects).
     pub mode: Mode,
+    /// The client connection's clock (`http::conn`); `None` for the shadow's in-memory requests.
+    pub connection: Option<Rc<Clock>>,
 }
 
 pub async fn entry(
@@ -85,7 +89,11 @@ pub async fn entry_in_mode(
 ) -> HttpResponse {
     let request_id = origin::request_id(header_str(req.headers(), "x-request-id"));
     let started = std::time::Instant::now();
-    let (route_name, mut res) = answer(&req, payload, state, mode).await;
+    let connection = req.conn_data::<Rc<Clock>>().cloned();
+    if let Some(c) = &connection {
+        c.serving();
+    }
+    let (route_name, mut res) = answer(&req, payload, state, mode, connection.clone()).await;
     res.headers_mut().insert(
         header::CACHE_CONTROL,
         HeaderValue::from_static("no-cache, private"),
@@ -93,6 +101,13 @@ pub async fn entry_in_mode(
     if let Ok(v) = HeaderValue::from_str(&request_id) {
         res.headers_mut()
             .insert(HeaderName::from_static("x-request-id"), v);
+    }
+    if let Some(c) = &connection {
+        let closing = res
+            .headers()
+            .get(header::CONNECTION)
+            .is_some_and(|v| v.as_bytes().eq_ignore_ascii_case(b"close"));
+        c.answered(closing);
     }
     let elapsed = started.elapsed();
     state.ops.metrics.observe(route_name, res.status(), elapsed);
@@ -118,6 +133,7 @@ async fn answer(
     payload: web::Payload,
     state: &AppState,
     mode: Mode,
+    connection: Option<Rc<Clock>>,
 ) -> (&'static str, HttpResponse) {
     let settings = &state.settings;
     // Step 0: a declared body above the limit is refused before it is read.
@@ -200,6 +216,7 @@ async fn answer(
         now: now_naive(settings.timezone),
         route,
         mode,
+        connection,
     };
     let name = info.route.name();
     (name, routed(req, payload, state, info).await)

@@ -180,3 +180,48 @@ async fn the_watcher_catches_up_with_a_large_backlog() {
     assert_eq!(res.json()["data"][0]["message"], "after the flood");
     app.finish().await;
 }
+
+/// The held long-polls, as `/metrics` reports them.
+async fn waiters(app: &TestApp) -> String {
+    let text = app.call("GET", "/metrics", None, &[], b"").await.text();
+    text.lines()
+        .find_map(|l| l.strip_prefix("shopchat_long_poll_waiters "))
+        .unwrap_or("?")
+        .to_string()
+}
+
+#[tokio::test]
+async fn a_poll_whose_client_went_away_is_released() {
+    // actix does not cancel a request whose client closed the connection; the connection's
+    // clock sees the close and the wait ends (security review M6).
+    use tokio::io::AsyncWriteExt;
+    let app = spawn_app().await;
+    let mut stream = tokio::net::TcpStream::connect(&app.addr).await.unwrap();
+    let head = format!(
+        "GET {POLL}?wait=25 HTTP/1.1\r\nHost: shop.test\r\nAccept: application/json\r\nSystem-Key: {SYSTEM_KEY}\r\nAuthorization: Bearer {CUST1}\r\n\r\n"
+    );
+    stream.write_all(head.as_bytes()).await.unwrap();
+    let mut held = false;
+    for _ in 0..50 {
+        if waiters(&app).await == "1" {
+            held = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert!(held, "the poll is held");
+    drop(stream);
+    let mut released = false;
+    for _ in 0..50 {
+        if waiters(&app).await == "0" {
+            released = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert!(
+        released,
+        "released when the client went away, not after 25 s"
+    );
+    app.finish().await;
+}
