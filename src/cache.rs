@@ -1,5 +1,6 @@
 //! A tiny per-process cache with a time-to-live, for the reads COMPAT §11.1
-//! allows to be cached (tokens, users, translations, settings, uploads).
+//! allows to be cached (tokens, users, translations, settings, uploads), and
+//! [`Generations`], a map whose old entries go without a scan.
 
 use std::collections::HashMap;
 use std::hash::Hash;
@@ -78,9 +79,109 @@ impl<K: Eq + Hash + Clone, V: Clone> TtlCache<K, V> {
     }
 }
 
+/// A map for entries that matter for at most `period` after they were written: two
+/// generations, the current one and the one before, swapped every `period`. Dropping the older
+/// generation whole replaces scanning for stale entries, so every operation costs the same at
+/// any size (security review H2, L8); memory holds what was written within two periods.
+pub struct Generations<K, V> {
+    period: Duration,
+    current: HashMap<K, V>,
+    previous: HashMap<K, V>,
+    rotated: Instant,
+}
+
+impl<K: Eq + Hash, V> Generations<K, V> {
+    pub fn new(period: Duration) -> Self {
+        Generations {
+            period,
+            current: HashMap::new(),
+            previous: HashMap::new(),
+            rotated: Instant::now(),
+        }
+    }
+
+    /// Starts a new generation once a period has passed (after two, both are stale).
+    pub fn rotate(&mut self, now: Instant) {
+        let age = now.saturating_duration_since(self.rotated);
+        if age >= self.period * 2 {
+            self.current = HashMap::new();
+            self.previous = HashMap::new();
+            self.rotated = now;
+        } else if age >= self.period {
+            self.previous = std::mem::take(&mut self.current);
+            self.rotated = now;
+        }
+    }
+
+    /// The entry of `key`, brought into the current generation.
+    pub fn get_mut(&mut self, key: &K, now: Instant) -> Option<&mut V>
+    where
+        K: Clone,
+    {
+        self.rotate(now);
+        if !self.current.contains_key(key) {
+            let v = self.previous.remove(key)?;
+            self.current.insert(key.clone(), v);
+        }
+        self.current.get_mut(key)
+    }
+
+    pub fn insert(&mut self, key: K, value: V, now: Instant) {
+        self.rotate(now);
+        self.previous.remove(&key);
+        self.current.insert(key, value);
+    }
+
+    /// Entries written in the current period.
+    pub fn current_len(&self) -> usize {
+        self.current.len()
+    }
+
+    /// When the current generation started.
+    pub fn rotated(&self) -> Instant {
+        self.rotated
+    }
+
+    /// Entries held, both generations.
+    pub fn len(&self) -> usize {
+        self.current.len() + self.previous.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// Drops the entries for which `keep` is false, and the memory of dropped ones (called
+    /// when the process is idle).
+    pub fn retain(&mut self, mut keep: impl FnMut(&V) -> bool) {
+        self.current.retain(|_, v| keep(v));
+        self.previous.retain(|_, v| keep(v));
+        self.current.shrink_to_fit();
+        self.previous.shrink_to_fit();
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn generations_keep_two_periods_at_most() {
+        let t0 = Instant::now();
+        let p = Duration::from_secs(60);
+        let mut g = Generations::new(p);
+        g.insert(1, "a", t0);
+        assert_eq!(
+            g.get_mut(&1, t0 + p).copied(),
+            Some("a"),
+            "one rotation later"
+        );
+        g.insert(2, "b", t0 + p);
+        // Two rotations after its last use an entry is gone, without a scan.
+        assert_eq!(g.get_mut(&2, t0 + p * 3).copied(), None);
+        assert_eq!(g.get_mut(&1, t0 + p * 3).copied(), None);
+        assert!(g.len() <= 2);
+    }
 
     #[test]
     fn expires_and_can_be_disabled() {

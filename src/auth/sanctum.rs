@@ -13,7 +13,7 @@ use subtle::ConstantTimeEq;
 
 use crate::auth::bearer::{parse_authorization, BearerToken};
 use crate::auth::tokens::TokenStore;
-use crate::cache::TtlCache;
+use crate::cache::{Generations, TtlCache};
 use crate::db::{in_list, Batcher};
 use crate::laravel::dates::{format_wall, local_to_utc, normalize, parse_wall};
 
@@ -37,16 +37,24 @@ struct Resolved {
     expires_at: Option<String>,
 }
 
+/// A bearer value as the caches know it: its SHA-256, so that no secret sits in memory
+/// (security review L6).
+type TokenKey = [u8; 32];
+
 pub struct Sanctum {
     pool: MySqlPool,
     tz: Tz,
     tokenable_type: String,
     expiration_minutes: Option<i64>,
     touch_interval: Duration,
-    /// Bearer value → resolved token and user (`SHOPCHAT_AUTH_CACHE_MS`).
-    cache: TtlCache<Vec<u8>, Resolved>,
-    /// When this process last wrote `last_used_at` for a token (D9).
-    touched: Mutex<HashMap<u64, Instant>>,
+    /// Bearer value → resolved token and user (`SHOPCHAT_AUTH_CACHE_MS`, §11.1).
+    cache: TtlCache<TokenKey, Resolved>,
+    /// Bearer values whose lookup failed, for the same time: repeating an unknown token costs
+    /// no statement (§1.4 cost, 2026-12).
+    failed: TtlCache<TokenKey, ()>,
+    /// When this process last wrote `last_used_at` for a token (D9); entries older than the
+    /// touch interval go with their generation, without a scan (security review L8).
+    touched: Mutex<Generations<u64, Instant>>,
     /// The token table (lookups by id are batched under load).
     tokens: Arc<TokenStore>,
     /// `last_used_at` writes, batched under load like the lookups.
@@ -103,6 +111,22 @@ fn sha256_hex(secret: &[u8]) -> String {
     hex::encode(Sha256::digest(secret))
 }
 
+/// The caches' key of a bearer value: SHA-256 of `<id>|<secret>` (the id in decimal, so `007|x`
+/// and `7|x` are one key, as they are one row) or of the plain token — which is exactly the hash
+/// Sanctum stores for a plain token. The two forms cannot collide: a plain token has no `|`.
+fn token_key(token: &BearerToken) -> TokenKey {
+    let mut h = Sha256::new();
+    match token {
+        BearerToken::IdSecret { id, secret } => {
+            h.update(id.to_string().as_bytes());
+            h.update(b"|");
+            h.update(secret);
+        }
+        BearerToken::Plain(t) => h.update(t),
+    }
+    h.finalize().into()
+}
+
 impl Sanctum {
     pub fn new(
         pool: MySqlPool,
@@ -118,7 +142,8 @@ impl Sanctum {
             expiration_minutes,
             touch_interval,
             cache: TtlCache::new(cache_ttl, 100_000),
-            touched: Mutex::new(HashMap::new()),
+            failed: TtlCache::new(cache_ttl, 100_000),
+            touched: Mutex::new(Generations::new(touch_interval.max(Duration::from_secs(1)))),
             tokens: TokenStore::new(pool.clone()),
             touches: OnceLock::new(),
             pool,
@@ -128,16 +153,29 @@ impl Sanctum {
     /// Forgets expired cache entries and touch times (called when the process is idle).
     pub fn purge_expired(&self) {
         self.cache.purge_expired();
+        self.failed.purge_expired();
+        let interval = self.touch_interval;
         let mut touched = self.touched.lock().unwrap_or_else(|e| e.into_inner());
-        touched.retain(|_, at| at.elapsed() < self.touch_interval);
-        touched.shrink_to_fit();
+        touched.rotate(Instant::now());
+        touched.retain(|at| at.elapsed() < interval);
     }
 
     /// Forgets every touch time: a token's next request sends its conditional UPDATE again,
     /// which changes nothing while `last_used_at` is recent (called when the process is idle).
     pub fn forget_touches(&self) {
         let mut touched = self.touched.lock().unwrap_or_else(|e| e.into_inner());
-        *touched = HashMap::new();
+        *touched = Generations::new(self.touch_interval.max(Duration::from_secs(1)));
+    }
+
+    /// Whether the header carries a token this process resolved recently and that is still
+    /// valid: such a request is never refused before its lookup (§1.4 cost).
+    pub fn known_good(&self, authorization: Option<&[u8]>, now: NaiveDateTime) -> bool {
+        let Some(token) = parse_authorization(authorization.unwrap_or(b"")) else {
+            return false;
+        };
+        self.cache
+            .get(&token_key(&token))
+            .is_some_and(|r| self.still_valid(&r, now))
     }
 
     /// Resolves the `Authorization` header to a user, without side effects.
@@ -150,20 +188,19 @@ impl Sanctum {
         let Some(token) = parse_authorization(authorization.unwrap_or(b"")) else {
             return Ok(None);
         };
-        let cache_key = match &token {
-            BearerToken::IdSecret { id, secret } => {
-                [id.to_string().as_bytes(), b"|", secret].concat()
-            }
-            BearerToken::Plain(t) => t.clone(),
-        };
-        let resolved = match self.cache.get(&cache_key) {
+        let key = token_key(&token);
+        let resolved = match self.cache.get(&key) {
             Some(r) => r,
-            None => match self.lookup(&token).await? {
+            None if self.failed.get(&key).is_some() => return Ok(None),
+            None => match self.lookup(&token, &key).await? {
                 Some(r) => {
-                    self.cache.insert(cache_key, r.clone());
+                    self.cache.insert(key, r.clone());
                     r
                 }
-                None => return Ok(None),
+                None => {
+                    self.failed.insert(key, ());
+                    return Ok(None);
+                }
             },
         };
         Ok(self
@@ -171,7 +208,11 @@ impl Sanctum {
             .then(|| resolved.user.clone()))
     }
 
-    async fn lookup(&self, token: &BearerToken) -> Result<Option<Resolved>, sqlx::Error> {
+    async fn lookup(
+        &self,
+        token: &BearerToken,
+        key: &TokenKey,
+    ) -> Result<Option<Resolved>, sqlx::Error> {
         let row = match token {
             BearerToken::IdSecret { id, secret } => {
                 let Some(row) = self.tokens.by_id(*id).await? else {
@@ -184,7 +225,8 @@ impl Sanctum {
                 }
                 row
             }
-            BearerToken::Plain(t) => match self.tokens.by_hash(&sha256_hex(t)).await? {
+            // A plain token's key is the hash Sanctum stores.
+            BearerToken::Plain(_) => match self.tokens.by_hash(hex::encode(key)).await? {
                 Some(row) => row,
                 None => return Ok(None),
             },
@@ -211,19 +253,25 @@ impl Sanctum {
         }))
     }
 
-    /// The time checks of §2, on naive values read in APP_TIMEZONE (§6.4).
+    /// The time checks of §2, on naive values read in APP_TIMEZONE (§6.4). A value that
+    /// cannot be read as a time fails closed: an unreadable `expires_at` is expired (security
+    /// review L6). Fractional seconds (`TIMESTAMP(6)` columns) are ignored.
     fn still_valid(&self, r: &Resolved, now: NaiveDateTime) -> bool {
         let now_utc = local_to_utc(now, self.tz);
-        let as_utc = |s: &str| parse_wall(s).map(|w| local_to_utc(normalize(&w), self.tz));
+        let as_utc = |s: &str| {
+            let whole = s.split_once('.').map_or(s, |(w, _)| w);
+            parse_wall(whole).map(|w| local_to_utc(normalize(&w), self.tz))
+        };
         if let Some(minutes) = self.expiration_minutes {
             match r.created_at.as_deref().and_then(as_utc) {
                 Some(created) if created > now_utc - chrono::Duration::minutes(minutes) => {}
                 _ => return false,
             }
         }
-        if let Some(expires) = r.expires_at.as_deref().and_then(as_utc) {
-            if expires < now_utc {
-                return false;
+        if let Some(expires) = r.expires_at.as_deref() {
+            match as_utc(expires) {
+                Some(expires) if expires >= now_utc => {}
+                _ => return false,
             }
         }
         true
@@ -233,9 +281,9 @@ impl Sanctum {
     /// whenever it differs from `now` (PHP's behaviour).
     pub async fn touch(&self, token_id: u64, now: NaiveDateTime) -> Result<(), sqlx::Error> {
         if !self.touch_interval.is_zero() {
-            let touched = self.touched.lock().unwrap_or_else(|e| e.into_inner());
+            let mut touched = self.touched.lock().unwrap_or_else(|e| e.into_inner());
             if touched
-                .get(&token_id)
+                .get_mut(&token_id, Instant::now())
                 .is_some_and(|at| at.elapsed() < self.touch_interval)
             {
                 return Ok(());
@@ -263,11 +311,9 @@ impl Sanctum {
             None => write_touches(&self.pool, vec![touch]).await.map(drop)?,
         }
         if !self.touch_interval.is_zero() {
+            let now = Instant::now();
             let mut touched = self.touched.lock().unwrap_or_else(|e| e.into_inner());
-            if touched.len() > 100_000 {
-                touched.retain(|_, at| at.elapsed() < self.touch_interval);
-            }
-            touched.insert(token_id, Instant::now());
+            touched.insert(token_id, now, now);
         }
         Ok(())
     }
@@ -303,6 +349,70 @@ impl Sanctum {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn resolved(expires_at: Option<&str>) -> Resolved {
+        Resolved {
+            user: AuthUser {
+                token_id: 1,
+                user_id: 5,
+                user_type: "customer".into(),
+                name: "C".into(),
+                email: None,
+                banned: false,
+            },
+            created_at: Some("2024-01-01 00:00:00".into()),
+            expires_at: expires_at.map(str::to_string),
+        }
+    }
+
+    #[tokio::test]
+    async fn unreadable_expiry_dates_fail_closed() {
+        let pool = sqlx::mysql::MySqlPoolOptions::new()
+            .connect_lazy("mysql://nobody@127.0.0.1:1/none")
+            .unwrap();
+        let sanctum = Sanctum::new(
+            pool,
+            chrono_tz::UTC,
+            "App\\Models\\User".into(),
+            None,
+            Duration::from_secs(60),
+            Duration::from_secs(1),
+        );
+        let now = parse_wall("2026-06-01 12:00:00")
+            .map(|w| normalize(&w))
+            .unwrap();
+        assert!(sanctum.still_valid(&resolved(None), now));
+        assert!(sanctum.still_valid(&resolved(Some("2037-12-31 00:00:00")), now));
+        assert!(!sanctum.still_valid(&resolved(Some("2024-01-01 00:00:00")), now));
+        // TIMESTAMP(6) columns: the fraction is ignored.
+        assert!(sanctum.still_valid(&resolved(Some("2037-12-31 00:00:00.250000")), now));
+        assert!(!sanctum.still_valid(&resolved(Some("2024-01-01 00:00:00.5")), now));
+        // Anything else unreadable is expired (it was valid before the security review, L6).
+        assert!(!sanctum.still_valid(&resolved(Some("tomorrow")), now));
+        assert!(!sanctum.still_valid(&resolved(Some("")), now));
+    }
+
+    #[test]
+    fn cache_keys_hold_no_secret() {
+        let a = token_key(&BearerToken::IdSecret {
+            id: 7,
+            secret: b"secret".to_vec(),
+        });
+        let b = token_key(&BearerToken::IdSecret {
+            id: 7,
+            secret: b"secret".to_vec(),
+        });
+        assert_eq!(a, b);
+        assert!(!a.windows(6).any(|w| w == b"secret"));
+        // A plain token's key is the hash Sanctum stores for it.
+        let plain = token_key(&BearerToken::Plain(
+            b"e82dec50eb35333b411bdc59de6c1b222cbf49b6".to_vec(),
+        ));
+        assert_eq!(
+            hex::encode(plain),
+            "b77aa08d8f83a6a3329ece3cfa18abb5a5c1a56fbbde235ab3ac50e8d12057c7"
+        );
+    }
 
     #[test]
     fn hash_is_lowercase_hex() {

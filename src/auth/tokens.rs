@@ -9,9 +9,8 @@
 //! batcher idle is sent at once (no added latency), lookups that arrive
 //! while earlier statements run wait for the next one together.
 
-use std::collections::HashMap;
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, OnceLock};
+use std::sync::{Arc, Mutex, OnceLock};
+use std::time::{Duration, Instant};
 
 use sqlx::MySqlPool;
 
@@ -42,81 +41,122 @@ pub struct TokenRow {
 #[derive(Clone, Copy)]
 enum Filter<'a> {
     Ids(&'a [u64]),
-    Hash(&'a str),
+    Hashes(&'a [&'a str]),
 }
+
+/// How long a table found without `expires_at` is believed to stay so before the column is
+/// tried again (security review L6: a migration may add it while shopchat runs).
+const RECHECK_EXPIRES_AT: Duration = Duration::from_secs(60);
 
 pub struct TokenStore {
     pool: MySqlPool,
-    /// Older installs have no `expires_at` column (added in product 9.6).
-    has_expires_at: AtomicBool,
-    batcher: OnceLock<Batcher<u64, Option<TokenRow>>>,
+    /// Older installs have no `expires_at` column (added in product 9.6): since when the table
+    /// is known to lack it, if it does.
+    without_expires_at: Mutex<Option<Instant>>,
+    by_id: OnceLock<Batcher<u64, Option<TokenRow>>>,
+    by_hash: OnceLock<Batcher<String, Option<TokenRow>>>,
 }
 
 impl TokenStore {
     pub fn new(pool: MySqlPool) -> Arc<TokenStore> {
         Arc::new(TokenStore {
             pool,
-            has_expires_at: AtomicBool::new(true),
-            batcher: OnceLock::new(),
+            without_expires_at: Mutex::new(None),
+            by_id: OnceLock::new(),
+            by_hash: OnceLock::new(),
         })
     }
 
-    /// Starts batching lookups by id on the current runtime (done once at
-    /// start-up; without it every lookup is its own statement).
+    /// Starts batching lookups on the current runtime (done once at start-up; without it
+    /// every lookup is its own statement).
     pub fn start_batching(self: &Arc<Self>) {
         let store = self.clone();
         let _ = self
-            .batcher
+            .by_id
             .set(Batcher::start(PARALLEL, BATCH, move |ids: Vec<u64>| {
                 let store = store.clone();
                 async move {
                     let mut unique = ids.clone();
                     unique.sort_unstable();
                     unique.dedup();
-                    let rows = store.fetch_ids(&unique).await?;
-                    Ok(ids.iter().map(|id| rows.get(id).cloned()).collect())
+                    let rows = store.fetch(Filter::Ids(&unique)).await?;
+                    Ok(ids
+                        .iter()
+                        .map(|id| rows.iter().find(|r| r.id == *id).cloned())
+                        .collect())
                 }
             }));
+        // Plain (hash-only) tokens are batched the same way (security review M1).
+        let store = self.clone();
+        let _ = self.by_hash.set(Batcher::start(
+            PARALLEL,
+            BATCH,
+            move |hashes: Vec<String>| {
+                let store = store.clone();
+                async move {
+                    let mut unique: Vec<&str> = hashes.iter().map(String::as_str).collect();
+                    unique.sort_unstable();
+                    unique.dedup();
+                    let rows = store.fetch(Filter::Hashes(&unique)).await?;
+                    Ok(hashes.iter().map(|h| first_with_hash(&rows, h)).collect())
+                }
+            },
+        ));
     }
 
     /// The token with this id, and its user.
     pub async fn by_id(&self, id: u64) -> Result<Option<TokenRow>, sqlx::Error> {
-        if let Some(batcher) = self.batcher.get() {
+        if let Some(batcher) = self.by_id.get() {
             if let Ok(result) = batcher.call(id).await {
                 return result;
             }
         }
-        Ok(self.fetch_ids(&[id]).await?.remove(&id))
-    }
-
-    /// The token whose hash is `hash` (a bearer value without `|`).
-    pub async fn by_hash(&self, hash: &str) -> Result<Option<TokenRow>, sqlx::Error> {
-        Ok(self.fetch(Filter::Hash(hash)).await?.into_iter().next())
-    }
-
-    async fn fetch_ids(&self, ids: &[u64]) -> Result<HashMap<u64, TokenRow>, sqlx::Error> {
         Ok(self
-            .fetch(Filter::Ids(ids))
+            .fetch(Filter::Ids(&[id]))
             .await?
             .into_iter()
-            .map(|r| (r.id, r))
-            .collect())
+            .find(|r| r.id == id))
+    }
+
+    /// The token whose hash is `hash` (a bearer value without `|`); the lowest id if several
+    /// rows share it (Sanctum's column is unique).
+    pub async fn by_hash(&self, hash: String) -> Result<Option<TokenRow>, sqlx::Error> {
+        if let Some(batcher) = self.by_hash.get() {
+            if let Ok(result) = batcher.call(hash.clone()).await {
+                return result;
+            }
+        }
+        let rows = self.fetch(Filter::Hashes(&[hash.as_str()])).await?;
+        Ok(first_with_hash(&rows, &hash))
+    }
+
+    /// Whether to ask for `expires_at` (after a failure without it, again once a minute).
+    fn with_expires_at(&self) -> bool {
+        let mut since = self
+            .without_expires_at
+            .lock()
+            .unwrap_or_else(|e| e.into_inner());
+        match *since {
+            Some(at) if at.elapsed() < RECHECK_EXPIRES_AT => false,
+            Some(_) => {
+                *since = None;
+                true
+            }
+            None => true,
+        }
     }
 
     async fn fetch(&self, filter: Filter<'_>) -> Result<Vec<TokenRow>, sqlx::Error> {
         loop {
-            let with_expiry = self.has_expires_at.load(Ordering::Relaxed);
+            let with_expiry = self.with_expires_at();
             let expires = if with_expiry {
                 "CAST(t.expires_at AS CHAR)"
             } else {
                 "NULL"
             };
-            let (condition, ids) = match filter {
-                Filter::Ids(ids) => {
-                    let (list, ids) = in_list(ids);
-                    (format!("t.id IN ({list})"), ids)
-                }
-                Filter::Hash(_) => ("t.token = ? LIMIT 1".to_string(), Vec::new()),
+            let condition = match filter {
+                Filter::Ids(ids) => format!("t.id IN ({})", in_list(ids).0),
+                Filter::Hashes(hashes) => format!("t.token IN ({})", in_list(hashes).0),
             };
             let sql = format!(
                 "SELECT t.id, t.token, t.tokenable_type, t.tokenable_id, \
@@ -127,21 +167,40 @@ impl TokenStore {
             );
             let mut query = sqlx::query_as::<_, TokenRow>(&sql);
             match filter {
-                Filter::Ids(_) => {
-                    for id in &ids {
-                        query = query.bind(*id);
+                Filter::Ids(ids) => {
+                    for id in in_list(ids).1 {
+                        query = query.bind(id);
                     }
                 }
-                Filter::Hash(hash) => query = query.bind(hash),
+                Filter::Hashes(hashes) => {
+                    for hash in in_list(hashes).1 {
+                        query = query.bind(hash);
+                    }
+                }
             }
             match query.fetch_all(&self.pool).await {
-                // ER_BAD_FIELD_ERROR: a pre-9.6 table without `expires_at`.
-                Err(e) if with_expiry && mysql_error_number(&e) == Some(1054) => {
-                    tracing::warn!("personal_access_tokens has no expires_at column; token expiry dates are not checked");
-                    self.has_expires_at.store(false, Ordering::Relaxed);
+                // ER_BAD_FIELD_ERROR on `expires_at`: a pre-9.6 table. Any other unknown
+                // column is a real error, and expiry is never switched off for it.
+                Err(e)
+                    if with_expiry
+                        && mysql_error_number(&e) == Some(1054)
+                        && e.to_string().contains("expires_at") =>
+                {
+                    tracing::warn!("personal_access_tokens has no expires_at column; token expiry dates are not checked (tried again in a minute)");
+                    *self
+                        .without_expires_at
+                        .lock()
+                        .unwrap_or_else(|e| e.into_inner()) = Some(Instant::now());
                 }
                 other => return other,
             }
         }
     }
+}
+
+fn first_with_hash(rows: &[TokenRow], hash: &str) -> Option<TokenRow> {
+    rows.iter()
+        .filter(|r| r.token == hash)
+        .min_by_key(|r| r.id)
+        .cloned()
 }

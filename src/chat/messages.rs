@@ -46,10 +46,12 @@ pub async fn handle(
     let wait = ctx
         .input
         .positive_int("wait")
-        // A process that is shutting down answers at once (graceful shutdown, Operability).
+        // A process that is shutting down answers at once (graceful shutdown).
         .filter(|_| max_wait > 0 && !state.ops.is_draining())
         .map(|w| Duration::from_secs((w as u64).min(max_wait)));
-    let Some(wait) = wait else {
+    // A user (or the process) holding as many long-polls as allowed is answered at once.
+    let held = wait.and_then(|w| Some((w, watcher.waiter(ctx.user.user_id)?)));
+    let Some((wait, _held)) = held else {
         // "Nothing new" without a query (§11.1); a long-poll must wait instead.
         if cursor.is_some_and(|last| watcher.nothing_new(id, last)) {
             return Ok(answer(ctx, page, 0, Vec::new()));
@@ -67,7 +69,6 @@ pub async fn handle(
     // or the wait is over, then answer exactly like a request without `wait`.
     // A conversation deleted meanwhile answers its 404 (each query re-reads its row).
     let deadline = tokio::time::Instant::now() + wait;
-    let _counted = watcher.waiter();
     // A client that closed its connection is not waited for (actix does not cancel the
     // request: the connection's clock tells).
     let gone = async {

@@ -61,14 +61,35 @@ struct Inner {
     last_poll: Option<Instant>,
 }
 
-#[derive(Default)]
 pub struct Watcher {
     inner: Mutex<Inner>,
     waiting: AtomicUsize,
     released: Notify,
+    /// Held long-polls per user, and the caps (security review M6).
+    held: Mutex<HashMap<u64, usize>>,
+    per_user: usize,
+    max_held: usize,
+}
+
+impl Default for Watcher {
+    fn default() -> Self {
+        Watcher::new(usize::MAX, usize::MAX)
+    }
 }
 
 impl Watcher {
+    /// A watcher that holds at most `per_user` long-polls of one user and `max_held` in all.
+    pub fn new(per_user: usize, max_held: usize) -> Watcher {
+        Watcher {
+            inner: Mutex::default(),
+            waiting: AtomicUsize::new(0),
+            released: Notify::new(),
+            held: Mutex::default(),
+            per_user,
+            max_held,
+        }
+    }
+
     fn lock(&self) -> std::sync::MutexGuard<'_, Inner> {
         self.inner.lock().unwrap_or_else(|e| e.into_inner())
     }
@@ -128,10 +149,21 @@ impl Watcher {
         inner.waiters.entry(conversation).or_default().clone()
     }
 
-    /// Counts a long-poll waiter for as long as the guard lives.
-    pub fn waiter(self: &Arc<Self>) -> WaiterGuard {
+    /// A place for one more held long-poll of `user`, counted for as long as the guard lives;
+    /// `None` when the user or the process already holds as many as allowed (the request is then
+    /// answered at once, like one without `wait`: security review M6).
+    pub fn waiter(self: &Arc<Self>, user: u64) -> Option<WaiterGuard> {
+        let mut held = self.held.lock().unwrap_or_else(|e| e.into_inner());
+        let mine = held.entry(user).or_default();
+        if *mine >= self.per_user || self.waiting.load(Ordering::Relaxed) >= self.max_held {
+            if *mine == 0 {
+                held.remove(&user);
+            }
+            return None;
+        }
+        *mine += 1;
         self.waiting.fetch_add(1, Ordering::Relaxed);
-        WaiterGuard(self.clone())
+        Some(WaiterGuard(self.clone(), user))
     }
 
     /// Long-poll requests currently held.
@@ -280,10 +312,17 @@ impl Watcher {
     }
 }
 
-pub struct WaiterGuard(Arc<Watcher>);
+pub struct WaiterGuard(Arc<Watcher>, u64);
 
 impl Drop for WaiterGuard {
     fn drop(&mut self) {
+        let mut held = self.0.held.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(n) = held.get_mut(&self.1) {
+            *n -= 1;
+            if *n == 0 {
+                held.remove(&self.1);
+            }
+        }
         self.0.waiting.fetch_sub(1, Ordering::Relaxed);
     }
 }
@@ -318,11 +357,18 @@ mod tests {
     }
 
     #[test]
-    fn waiters_are_counted() {
-        let w = Arc::new(Watcher::default());
-        let g = w.waiter();
-        assert_eq!(w.waiting(), 1);
-        drop(g);
+    fn waiters_are_counted_and_capped() {
+        let w = Arc::new(Watcher::new(2, 3));
+        let a = w.waiter(5).unwrap();
+        let b = w.waiter(5).unwrap();
+        assert_eq!(w.waiting(), 2);
+        assert!(w.waiter(5).is_none(), "two per user");
+        let c = w.waiter(6).unwrap();
+        assert!(w.waiter(7).is_none(), "three in all");
+        drop(a);
+        assert!(w.waiter(5).is_some(), "a place freed");
+        drop((b, c));
         assert_eq!(w.waiting(), 0);
+        assert!(w.held.lock().unwrap().is_empty());
     }
 }

@@ -52,6 +52,45 @@ pub struct DatabaseSettings {
     pub acquire_timeout: Duration,
     /// `SHOPCHAT_DB_TIME_ZONE`: only when set do we touch the session time zone (§6.4).
     pub time_zone: Option<String>,
+    /// `SHOPCHAT_DB_SSL_MODE` (§10, 2026-12); `DATABASE_URL`'s `ssl-mode` wins.
+    pub ssl_mode: SslMode,
+    /// `MYSQL_ATTR_SSL_CA`: the CA the server's certificate is verified against.
+    pub ssl_ca: Option<PathBuf>,
+}
+
+/// MySQL's `ssl-mode` (COMPAT §10, 2026-12).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum SslMode {
+    Disabled,
+    Preferred,
+    Required,
+    VerifyCa,
+    VerifyIdentity,
+}
+
+impl SslMode {
+    pub fn parse(s: &str) -> Option<SslMode> {
+        Some(
+            match s.trim().to_ascii_lowercase().replace('-', "_").as_str() {
+                "disabled" => SslMode::Disabled,
+                "preferred" => SslMode::Preferred,
+                "required" => SslMode::Required,
+                "verify_ca" => SslMode::VerifyCa,
+                "verify_identity" => SslMode::VerifyIdentity,
+                _ => return None,
+            },
+        )
+    }
+
+    pub fn name(self) -> &'static str {
+        match self {
+            SslMode::Disabled => "disabled",
+            SslMode::Preferred => "preferred",
+            SslMode::Required => "required",
+            SslMode::VerifyCa => "verify_ca",
+            SslMode::VerifyIdentity => "verify_identity",
+        }
+    }
 }
 
 /// Where uploaded files live (§7.4).
@@ -93,6 +132,10 @@ pub struct MailSettings {
     /// First retry delay in seconds (`SHOPCHAT_MAIL_RETRY_SECONDS`), doubling to an hour.
     pub retry_seconds: u64,
     pub outbox_dir: PathBuf,
+    /// `SHOPCHAT_OUTBOX_MAX_BYTES`: staging a mail fails (503) once the outbox holds this much.
+    pub outbox_max_bytes: u64,
+    /// `SHOPCHAT_OUTBOX_DEAD_DAYS`: `dead/` entries older than this are deleted; `None` = kept.
+    pub dead_ttl: Option<Duration>,
 }
 
 #[derive(Clone, Debug)]
@@ -113,6 +156,14 @@ pub struct Settings {
     pub laravel_root: Option<PathBuf>,
     pub maintenance_forced: bool,
     pub rate_limit: u32,
+    /// `SHOPCHAT_RATE_LIMIT_MAX_KEYS`: throttle windows held at most (memory bound, §1.4).
+    pub rate_limit_max_keys: usize,
+    /// `SHOPCHAT_OPS_RATE_LIMIT`: `/ready` and `/metrics` requests per minute and client IP on
+    /// the public listener; `0` = off.
+    pub ops_rate_limit: u32,
+    /// `SHOPCHAT_NEW_CONVERSATIONS_PER_HOUR`: new conversations (and their e-mails) per sender
+    /// and receiver and hour; `0` = off.
+    pub new_conversations_per_hour: u32,
     pub token_touch_seconds: u64,
     pub sanctum_expiration_minutes: Option<i64>,
     pub tokenable_type: String,
@@ -120,6 +171,11 @@ pub struct Settings {
     pub translation_ttl: Duration,
     pub settings_ttl: Duration,
     pub long_poll_max_seconds: u64,
+    /// `SHOPCHAT_LONG_POLL_PER_USER`: long-polls one user may have held at once; more answer at once.
+    pub long_poll_per_user: usize,
+    /// Long-polls held at once in the process (`SHOPCHAT_LONG_POLL_MAX_HELD`, kept below
+    /// `SHOPCHAT_MAX_CONNECTIONS`); more answer at once.
+    pub long_poll_max_held: usize,
     pub max_body_bytes: usize,
     pub client_timeout: Duration,
     /// `SHOPCHAT_MAX_CONNECTIONS`: open client connections at most; more wait
@@ -266,6 +322,18 @@ impl Settings {
             pool_size: positive(v, "SHOPCHAT_DB_POOL_SIZE")?,
             acquire_timeout: Duration::from_millis(v.parse("SHOPCHAT_DB_ACQUIRE_TIMEOUT_MS")?),
             time_zone: v.non_empty("SHOPCHAT_DB_TIME_ZONE"),
+            ssl_ca: v.non_empty("MYSQL_ATTR_SSL_CA").map(PathBuf::from),
+            // Without a CA: `preferred`, MySQL's default; with one: verify against it (§10).
+            ssl_mode: match v.non_empty("SHOPCHAT_DB_SSL_MODE") {
+                Some(m) => SslMode::parse(&m).ok_or_else(|| {
+                    bad(
+                        "SHOPCHAT_DB_SSL_MODE",
+                        format!("{m:?} is not disabled, preferred, required, verify_ca or verify_identity"),
+                    )
+                })?,
+                None if v.non_empty("MYSQL_ATTR_SSL_CA").is_some() => SslMode::VerifyCa,
+                None => SslMode::Preferred,
+            },
         };
         if let Some(url) = &database.url {
             if !(url.starts_with("mysql://") || url.starts_with("mariadb://")) {
@@ -357,6 +425,11 @@ impl Settings {
                 v.non_empty("SHOPCHAT_OUTBOX_DIR")
                     .unwrap_or_else(|| "./outbox".into()),
             ),
+            outbox_max_bytes: positive(v, "SHOPCHAT_OUTBOX_MAX_BYTES")?,
+            dead_ttl: match v.parse::<u64>("SHOPCHAT_OUTBOX_DEAD_DAYS")? {
+                0 => None,
+                days => Some(Duration::from_secs(days * 86_400)),
+            },
         };
 
         let mut trusted_proxies = Vec::new();
@@ -408,6 +481,9 @@ impl Settings {
             laravel_root: v.non_empty("SHOPCHAT_LARAVEL_ROOT").map(PathBuf::from),
             maintenance_forced: v.on_off("SHOPCHAT_MAINTENANCE")?,
             rate_limit: v.parse("SHOPCHAT_RATE_LIMIT")?,
+            rate_limit_max_keys: positive(v, "SHOPCHAT_RATE_LIMIT_MAX_KEYS")?,
+            ops_rate_limit: v.parse("SHOPCHAT_OPS_RATE_LIMIT")?,
+            new_conversations_per_hour: v.parse("SHOPCHAT_NEW_CONVERSATIONS_PER_HOUR")?,
             token_touch_seconds: v.parse("SHOPCHAT_TOKEN_TOUCH_SECONDS")?,
             sanctum_expiration_minutes,
             tokenable_type,
@@ -415,6 +491,8 @@ impl Settings {
             translation_ttl: Duration::from_secs(v.parse("SHOPCHAT_TRANSLATION_TTL")?),
             settings_ttl: Duration::from_secs(v.parse("SHOPCHAT_SETTINGS_TTL")?),
             long_poll_max_seconds: v.parse("SHOPCHAT_LONG_POLL_MAX_SECONDS")?,
+            long_poll_per_user: positive(v, "SHOPCHAT_LONG_POLL_PER_USER")?,
+            long_poll_max_held: long_poll_max_held(v)?,
             max_body_bytes: positive::<usize>(v, "SHOPCHAT_MAX_BODY_BYTES")?,
             client_timeout: Duration::from_secs(positive::<u64>(v, "SHOPCHAT_CLIENT_TIMEOUT")?),
             max_connections: positive::<usize>(v, "SHOPCHAT_MAX_CONNECTIONS")?,
@@ -443,6 +521,14 @@ impl Settings {
             &self.default_language
         }
     }
+}
+
+/// At most 80 % of `SHOPCHAT_MAX_CONNECTIONS`: held long-polls must leave connections for
+/// everything else (security review M6).
+fn long_poll_max_held(v: &Values) -> Result<usize, ConfigError> {
+    let configured: usize = positive(v, "SHOPCHAT_LONG_POLL_MAX_HELD")?;
+    let connections: usize = positive(v, "SHOPCHAT_MAX_CONNECTIONS")?;
+    Ok(configured.min(connections / 5 * 4).max(1))
 }
 
 fn positive<T>(v: &Values, name: &str) -> Result<T, ConfigError>

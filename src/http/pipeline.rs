@@ -325,22 +325,36 @@ async fn routed(
         Vec::new()
     };
 
-    // The throttle key needs the token's user, resolved without side effects (D8).
+    // The throttle key needs the token's user, resolved without side effects (D8). A client
+    // IP whose bucket is spent is answered before any lookup, unless its token is already
+    // known good: a flood of random tokens costs the shop's database nothing (§1.4, 2026-12).
     let authorization = req
         .headers()
         .get(header::AUTHORIZATION)
         .map(|v| v.as_bytes());
-    let auth = state.sanctum.resolve(authorization, info.now).await;
+    let ip_key = RateKey::ip(info.client_ip);
+    let spent = match info.mode {
+        Mode::Serve => state
+            .limiter
+            .spent(ip_key)
+            .filter(|_| !state.sanctum.known_good(authorization, info.now)),
+        Mode::Shadow => None,
+    };
+    let auth = match spent {
+        Some(_) => Ok(None),
+        None => state.sanctum.resolve(authorization, info.now).await,
+    };
     let key = match &auth {
         Ok(Some(user)) => RateKey::User(user.user_id),
-        _ => RateKey::Ip(info.client_ip),
+        _ => ip_key,
     };
     // Step 2. A shadow request is not counted (§11.2): it reports the limit
     // with nothing used, a value the comparison ignores.
-    let decision = match info.mode {
-        Mode::Serve => state.limiter.hit(key),
-        Mode::Shadow if settings.rate_limit == 0 => Decision::Off,
-        Mode::Shadow => Decision::Allowed {
+    let decision = match (info.mode, spent) {
+        (Mode::Serve, Some(limited)) => limited,
+        (Mode::Serve, None) => state.limiter.hit(key),
+        (Mode::Shadow, _) if settings.rate_limit == 0 => Decision::Off,
+        (Mode::Shadow, _) => Decision::Allowed {
             limit: settings.rate_limit,
             remaining: settings.rate_limit,
         },

@@ -131,6 +131,79 @@ impl TestDb {
     }
 }
 
+/// A database account of its own for one test's service: the server counts the statements
+/// each account runs, so a test sees what its requests cost the database while other tests
+/// use the same server (MariaDB's user statistics, MySQL's performance schema).
+pub struct CountedUser {
+    pub name: String,
+    pub password: String,
+}
+
+impl CountedUser {
+    /// `DB_USERNAME`/`DB_PASSWORD` overrides that make a service use this account.
+    pub fn env(&self) -> [(&str, &str); 2] {
+        [
+            ("DB_USERNAME", self.name.as_str()),
+            ("DB_PASSWORD", self.password.as_str()),
+        ]
+    }
+}
+
+impl TestDb {
+    /// A new account with every privilege on this database, its statements counted.
+    pub async fn counted_user(&self) -> CountedUser {
+        let name = format!("sc_{:08x}", rand::thread_rng().gen::<u32>());
+        let password = format!("pw{:016x}", rand::thread_rng().gen::<u64>());
+        // MariaDB counts per account only with userstat on (a global switch, harmless).
+        let _ = self.admin.execute("SET GLOBAL userstat = 1").await;
+        for host in ["%", "localhost", "127.0.0.1"] {
+            self.admin
+                .execute(
+                    format!(
+                        "CREATE USER IF NOT EXISTS '{name}'@'{host}' IDENTIFIED BY '{password}'"
+                    )
+                    .as_str(),
+                )
+                .await
+                .expect("create user");
+            self.admin
+                .execute(
+                    format!(
+                        "GRANT ALL PRIVILEGES ON `{}`.* TO '{name}'@'{host}'",
+                        self.name
+                    )
+                    .as_str(),
+                )
+                .await
+                .expect("grant");
+        }
+        CountedUser { name, password }
+    }
+
+    /// Statements the server has run for `user` so far.
+    pub async fn statements(&self, user: &CountedUser) -> u64 {
+        let mariadb: Result<Option<i64>, _> = sqlx::query_scalar(
+            "SELECT CAST(SUM(SELECT_COMMANDS + UPDATE_COMMANDS + OTHER_COMMANDS) AS SIGNED) \
+             FROM information_schema.USER_STATISTICS WHERE USER = ?",
+        )
+        .bind(&user.name)
+        .fetch_one(&self.admin)
+        .await;
+        let count = match mariadb {
+            Ok(n) => n,
+            Err(_) => sqlx::query_scalar(
+                "SELECT CAST(SUM(COUNT_STAR) AS SIGNED) \
+                 FROM performance_schema.events_statements_summary_by_user_by_event_name WHERE USER = ?",
+            )
+            .bind(&user.name)
+            .fetch_one(&self.admin)
+            .await
+            .expect("statement counts (MariaDB userstat or MySQL performance_schema)"),
+        };
+        count.unwrap_or(0) as u64
+    }
+}
+
 /// Databases of earlier, interrupted runs (older than an hour) are dropped.
 async fn drop_stale(admin: &MySqlPool, now: u64) {
     let names: Vec<String> = sqlx::query_scalar("SELECT CAST(schema_name AS CHAR) FROM information_schema.schemata WHERE schema_name LIKE 'shopchat\\_t\\_%'")

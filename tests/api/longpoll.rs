@@ -225,3 +225,49 @@ async fn a_poll_whose_client_went_away_is_released() {
     );
     app.finish().await;
 }
+
+#[tokio::test]
+async fn held_polls_are_capped_per_user() {
+    // A few accounts must not hold every connection slot (security review M6): beyond its
+    // cap a user's poll is answered at once, exactly like a poll without `wait`.
+    let app = spawn_app_with(&[("SHOPCHAT_LONG_POLL_PER_USER", "2")]).await;
+    let target = format!("{POLL}?wait=20");
+    let first = hold(&app, &target);
+    let second = hold(&app, &target);
+    for _ in 0..50 {
+        if waiters(&app).await == "2" {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert_eq!(waiters(&app).await, "2");
+    let started = std::time::Instant::now();
+    let third = app.get(&target, CUST1).await;
+    assert!(
+        started.elapsed() < Duration::from_secs(10),
+        "answered at once"
+    );
+    assert_eq!(third.text(), app.get(POLL, CUST1).await.text());
+    // Another user still gets a place.
+    let seller = {
+        let (addr, target) = (app.addr.clone(), target.clone());
+        tokio::spawn(async move { request_at(&addr, "GET", &target, SELLER1, None).await })
+    };
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert_eq!(waiters(&app).await, "3");
+    // The held ones answer when a message arrives.
+    app.post_form(
+        "/api/v2/chat/insert-message",
+        SELLER1,
+        &[("conversation_id", "1"), ("message", "now")],
+    )
+    .await;
+    for h in [first, second, seller] {
+        let res = tokio::time::timeout(Duration::from_secs(10), h)
+            .await
+            .unwrap()
+            .unwrap();
+        assert_eq!(res.json()["meta"]["total"], 1);
+    }
+    app.finish().await;
+}

@@ -19,5 +19,6 @@ mod raw_http;
 mod reads;
 mod real_app;
 mod shadow;
+mod throttle;
 mod web_side;
 mod writes;

@@ -235,6 +235,32 @@ async fn token_expiration_setting() {
     app.finish().await;
 }
 
+#[tokio::test]
+async fn a_schema_error_never_switches_expiry_checks_off() {
+    // A `users` column missing for a moment (a migration) is a failing query, nothing more:
+    // expired tokens stay expired afterwards (security review L6; before, any "unknown column"
+    // turned expiry checks off for the life of the process).
+    let app = spawn_app_with(&[("SHOPCHAT_AUTH_CACHE_MS", "0")]).await;
+    assert_eq!(app.get(LIST, CUST1_EXPIRED).await.status, 401);
+    sqlx::raw_sql("ALTER TABLE users CHANGE banned banned_x TINYINT NOT NULL DEFAULT 0")
+        .execute(&app.db.pool)
+        .await
+        .unwrap();
+    let res = app.get(LIST, CUST1_EXPIRED).await;
+    assert!(res.status >= 500, "{}: {}", res.status, res.text());
+    sqlx::raw_sql("ALTER TABLE users CHANGE banned_x banned TINYINT NOT NULL DEFAULT 0")
+        .execute(&app.db.pool)
+        .await
+        .unwrap();
+    assert_eq!(
+        app.get(LIST, CUST1_EXPIRED).await.status,
+        401,
+        "still expired"
+    );
+    assert_eq!(app.get(LIST, CUST1).await.status, 200);
+    app.finish().await;
+}
+
 /// Pretends token 5 was last used long ago.
 async fn age_last_used(app: &TestApp) {
     sqlx::query(
