@@ -354,7 +354,7 @@ async fn ops_listener_entry(
     }
     match req.path().trim_end_matches('/') {
         "/metrics" => crate::ops::metrics::answer(&state).await,
-        "/ready" => crate::ops::ready::answer(&state).await,
+        "/ready" => crate::ops::ready::answer(&state, crate::ops::ready::Audience::Internal).await,
         "/health" => {
             crate::http::response::json(StatusCode::OK, &serde_json::json!({"status": "ok"}))
         }

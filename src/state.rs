@@ -26,6 +26,8 @@ pub struct AppState {
     pub translator: Translator,
     pub assets: Assets,
     pub limiter: RateLimiter,
+    /// `/ready` and `/metrics` per client IP on the public listener (`SHOPCHAT_OPS_RATE_LIMIT`).
+    pub ops_limiter: RateLimiter,
     pub maintenance: Maintenance,
     pub participants: Participants,
     /// Text columns that cannot hold every character (COMPAT §5.0).
@@ -59,6 +61,7 @@ impl AppState {
             ),
             assets: Assets::new(pool.clone(), s.filesystem.clone(), s.settings_ttl),
             limiter: RateLimiter::new(s.rate_limit, s.rate_limit_max_keys),
+            ops_limiter: RateLimiter::new(s.ops_rate_limit, 100_000),
             maintenance: Maintenance::new(s.maintenance_forced, s.laravel_root.clone()),
             participants: Participants::default(),
             storage: Storage::new(ops.metrics.storage_degraded()),
@@ -81,6 +84,7 @@ impl AppState {
     pub fn release_idle_memory(&self, what: Release) {
         self.sanctum.purge_expired();
         self.limiter.purge_expired();
+        self.ops_limiter.purge_expired();
         self.watcher.forget_stale();
         if what == Release::Everything {
             self.sanctum.forget_touches();

@@ -34,6 +34,7 @@ use crate::http::response;
 use crate::http::routing::{match_path, Methods, Route};
 use crate::laravel::accept::is_json_client;
 use crate::laravel::dates::now_naive;
+use crate::ops::ready::Audience;
 use crate::state::AppState;
 
 /// How a request is executed. `Shadow` is used only by `shopchat shadow`
@@ -199,7 +200,21 @@ async fn answer(
         _ => (Route::Outside, raw_path),
     };
     let json_client = json_client(req.headers());
-    if let Some(res) = short_circuit(req.method(), &route, rel_path, json_client, state).await {
+    let client_ip = origin::client_ip(
+        peer,
+        header_str(req.headers(), "x-forwarded-for").filter(|_| trusted),
+        &settings.trusted_proxies,
+    );
+    if let Some(res) = short_circuit(
+        req.method(),
+        &route,
+        rel_path,
+        json_client,
+        client_ip,
+        state,
+    )
+    .await
+    {
         return (route.name(), res);
     }
 
@@ -208,11 +223,7 @@ async fn answer(
         path_url: format!("{root}{}", rel_path.trim_end_matches('/')),
         root,
         json_client,
-        client_ip: origin::client_ip(
-            peer,
-            header_str(req.headers(), "x-forwarded-for").filter(|_| trusted),
-            &settings.trusted_proxies,
-        ),
+        client_ip,
         now: now_naive(settings.timezone),
         route,
         mode,
@@ -229,9 +240,12 @@ async fn short_circuit(
     route: &Route,
     rel_path: &str,
     json_client: bool,
+    client_ip: IpAddr,
     state: &AppState,
 ) -> Option<HttpResponse> {
     let is_get = method == Method::GET || method == Method::HEAD;
+    // With SHOPCHAT_METRICS_LISTEN set, /metrics lives only on that listener.
+    let metrics_here = state.settings.metrics_listen.is_none();
     match route {
         Route::Health | Route::Ready | Route::Metrics if !is_get => {
             return Some(method_not_allowed(
@@ -242,10 +256,26 @@ async fn short_circuit(
             ))
         }
         Route::Health => return Some(response::json(StatusCode::OK, &json!({"status": "ok"}))),
-        Route::Ready => return Some(crate::ops::ready::answer(state).await),
-        // With SHOPCHAT_METRICS_LISTEN set, /metrics lives only on that listener.
-        Route::Metrics if state.settings.metrics_listen.is_none() => {
-            return Some(crate::ops::metrics::answer(state).await)
+        // The endpoints that do work are throttled per client IP on this public listener, with
+        // a budget of their own (not the §1.4 throttle: no X-RateLimit-* headers; security
+        // review M7).
+        Route::Ready | Route::Metrics if route == &Route::Ready || metrics_here => {
+            if let Decision::Limited { retry_after, .. } =
+                state.ops_limiter.hit(RateKey::ip(client_ip))
+            {
+                let mut res = response::mirrored_error(
+                    StatusCode::TOO_MANY_REQUESTS,
+                    "Too Many Attempts.",
+                    json_client,
+                );
+                res.headers_mut()
+                    .insert(header::RETRY_AFTER, HeaderValue::from(retry_after));
+                return Some(res);
+            }
+            return Some(match route {
+                Route::Ready => crate::ops::ready::answer(state, Audience::Public).await,
+                _ => crate::ops::metrics::answer(state).await,
+            });
         }
         Route::Outside | Route::Metrics => {
             let trimmed = rel_path.trim_matches('/');

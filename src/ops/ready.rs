@@ -7,11 +7,18 @@
 //!   ([`crate::ops::schema`]); the result is kept `SHOPCHAT_READY_CACHE_SECONDS`, so frequent
 //!   probes cost one `SELECT 1`, not an `information_schema` scan;
 //! - `outbox`: a file can be created in `<outbox>/staging/` (where create-conversation writes,
-//!   §8.6 step 1; a failure there would answer 503);
+//!   §8.6 step 1). Reported, never failing: a full outbox disk answers new conversations 503,
+//!   but must not take reads out of the load balancer on every instance (security review M3);
 //! - `shutdown`: present only while the process drains after SIGTERM, failing, so the load
 //!   balancer stops sending before the listener closes.
 //!
-//! 200 `{"status":"ok",…}` or 503 `{"status":"fail","failed":[…],…}`.
+//! 200 `{"status":"ok",…}` (with `"degraded":[…]` when a reported check fails) or 503
+//! `{"status":"fail","failed":[…],…}`.
+//!
+//! A probe flood costs little (security review M7): the answer is reused for up to a second,
+//! the public listener throttles these endpoints per client IP (`SHOPCHAT_OPS_RATE_LIMIT`), and
+//! shows which checks fail but not why — database error texts name users and hosts. The
+//! reasons are logged, and shown on the internal metrics listener (`SHOPCHAT_METRICS_LISTEN`).
 
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
@@ -30,6 +37,26 @@ pub struct Readiness {
     schema_ttl: Duration,
     /// When the schema was last read, and the problems found then.
     schema: Mutex<Option<(Instant, Vec<String>)>>,
+    /// The last outcome of the checks, reused for [`ANSWER_TTL`].
+    last: Mutex<Option<(Instant, Vec<Check>)>>,
+}
+
+/// How long one run of the checks answers probes.
+const ANSWER_TTL: Duration = Duration::from_secs(1);
+
+/// One check: its name, its outcome, and whether a failure makes the process unready.
+#[derive(Clone, Debug)]
+struct Check {
+    name: &'static str,
+    outcome: Outcome,
+    critical: bool,
+}
+
+/// Who asks: the public listener sees no failure reasons.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Audience {
+    Public,
+    Internal,
 }
 
 /// One check's outcome: `None` = passed, `Some(reason)` = failed.
@@ -41,6 +68,7 @@ impl Readiness {
             timeout,
             schema_ttl,
             schema: Mutex::new(None),
+            last: Mutex::new(None),
         }
     }
 
@@ -105,49 +133,89 @@ async fn outbox(state: &AppState) -> Outcome {
     }
 }
 
-/// Runs the checks and builds the answer.
-pub async fn answer(state: &AppState) -> HttpResponse {
+/// Runs the checks (or reuses a run of the last second) and builds the answer.
+pub async fn answer(state: &AppState, audience: Audience) -> HttpResponse {
+    let checks = checks(state).await;
+    let (status, res_status, body) = render(&checks, audience);
+    let mut res = response::with_body(res_status, response::JSON, body);
+    if status == "fail" {
+        res.headers_mut()
+            .insert(RETRY_AFTER, HeaderValue::from_static("5"));
+    }
+    res
+}
+
+async fn checks(state: &AppState) -> Vec<Check> {
     let r = &state.ops.readiness;
-    let mut checks: Vec<(&str, Outcome)> = Vec::new();
-    if state.ops.is_draining() {
-        checks.push(("shutdown", Some("the process is shutting down".into())));
+    let draining = state.ops.is_draining();
+    // A drain must show at once; otherwise a probe within the second gets the last run.
+    let ttl = ANSWER_TTL.min(r.schema_ttl);
+    if !draining {
+        let last = r.last.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some((at, checks)) = &*last {
+            if at.elapsed() < ttl {
+                return checks.clone();
+            }
+        }
+    }
+    let mut checks = Vec::new();
+    if draining {
+        checks.push(Check {
+            name: "shutdown",
+            outcome: Some("the process is shutting down".into()),
+            critical: true,
+        });
     }
     let db = r.database(state).await;
     let db_ok = db.is_none();
-    checks.push(("database", db));
+    checks.push(Check {
+        name: "database",
+        outcome: db,
+        critical: true,
+    });
     let schema = if db_ok {
         r.schema(state).await
     } else {
         Some("not checked: the database is unavailable".into())
     };
-    checks.push(("schema", schema));
-    checks.push(("outbox", outbox(state).await));
-    let (status, res_status, body) = render(&checks);
-    let mut res = response::with_body(res_status, response::JSON, body);
-    if status == "fail" {
-        res.headers_mut()
-            .insert(RETRY_AFTER, HeaderValue::from_static("5"));
-        tracing::warn!(
-            failed = ?checks.iter().filter(|(_, o)| o.is_some()).map(|(n, _)| *n).collect::<Vec<_>>(),
-            "not ready"
-        );
+    checks.push(Check {
+        name: "schema",
+        outcome: schema,
+        critical: true,
+    });
+    checks.push(Check {
+        name: "outbox",
+        outcome: outbox(state).await,
+        critical: false,
+    });
+    let failing: Vec<String> = checks
+        .iter()
+        .filter_map(|c| Some(format!("{}: {}", c.name, c.outcome.as_ref()?)))
+        .collect();
+    if !failing.is_empty() {
+        tracing::warn!(failing = ?failing, "readiness checks failing");
     }
-    res
+    *r.last.lock().unwrap_or_else(|e| e.into_inner()) = Some((Instant::now(), checks.clone()));
+    checks
 }
 
-fn render(checks: &[(&str, Outcome)]) -> (&'static str, StatusCode, String) {
-    let failed: Vec<&str> = checks
-        .iter()
-        .filter(|(_, o)| o.is_some())
-        .map(|(n, _)| *n)
-        .collect();
+fn render(checks: &[Check], audience: Audience) -> (&'static str, StatusCode, String) {
+    let names = |critical: bool| -> Vec<&str> {
+        checks
+            .iter()
+            .filter(|c| c.outcome.is_some() && c.critical == critical)
+            .map(|c| c.name)
+            .collect()
+    };
+    let (failed, degraded) = (names(true), names(false));
     let mut detail = Map::new();
-    for (name, outcome) in checks {
-        let v = match outcome {
-            None => json!({"status": "ok"}),
-            Some(reason) => json!({"status": "fail", "error": reason}),
+    for c in checks {
+        let v = match (&c.outcome, audience) {
+            (None, _) => json!({"status": "ok"}),
+            (Some(_), Audience::Public) => json!({"status": "fail"}),
+            (Some(reason), Audience::Internal) => json!({"status": "fail", "error": reason}),
         };
-        detail.insert((*name).to_string(), v);
+        detail.insert(c.name.to_string(), v);
     }
     let (status, code) = if failed.is_empty() {
         ("ok", StatusCode::OK)
@@ -159,6 +227,9 @@ fn render(checks: &[(&str, Outcome)]) -> (&'static str, StatusCode, String) {
     if !failed.is_empty() {
         body.insert("failed".into(), json!(failed));
     }
+    if !degraded.is_empty() {
+        body.insert("degraded".into(), json!(degraded));
+    }
     body.insert("checks".into(), Value::Object(detail));
     (status, code, Value::Object(body).to_string())
 }
@@ -167,27 +238,57 @@ fn render(checks: &[(&str, Outcome)]) -> (&'static str, StatusCode, String) {
 mod tests {
     use super::*;
 
+    fn check(name: &'static str, outcome: Option<&str>, critical: bool) -> Check {
+        Check {
+            name,
+            outcome: outcome.map(str::to_string),
+            critical,
+        }
+    }
+
     #[test]
     fn body_names_the_failing_check() {
-        let (status, code, body) = render(&[
-            ("database", None),
-            (
+        let checks = [
+            check("database", None, true),
+            check(
                 "schema",
-                Some("column messages.updated_at is missing".into()),
+                Some("column messages.updated_at is missing"),
+                true,
             ),
-            ("outbox", None),
-        ]);
+            check("outbox", None, false),
+        ];
+        let (status, code, body) = render(&checks, Audience::Internal);
         assert_eq!(status, "fail");
         assert_eq!(code, StatusCode::SERVICE_UNAVAILABLE);
         assert_eq!(
             body,
             r#"{"status":"fail","failed":["schema"],"checks":{"database":{"status":"ok"},"schema":{"status":"fail","error":"column messages.updated_at is missing"},"outbox":{"status":"ok"}}}"#
         );
-        let (_, code, body) = render(&[("database", None)]);
+        // The public listener tells which, not why (security review M7).
+        let (_, _, public) = render(&checks, Audience::Public);
+        assert_eq!(
+            public,
+            r#"{"status":"fail","failed":["schema"],"checks":{"database":{"status":"ok"},"schema":{"status":"fail"},"outbox":{"status":"ok"}}}"#
+        );
+        let (_, code, body) = render(&[check("database", None, true)], Audience::Public);
         assert_eq!(code, StatusCode::OK);
         assert_eq!(
             body,
             r#"{"status":"ok","checks":{"database":{"status":"ok"}}}"#
+        );
+    }
+
+    #[test]
+    fn an_outbox_failure_degrades_but_keeps_reads_in() {
+        let checks = [
+            check("database", None, true),
+            check("outbox", Some("disk full"), false),
+        ];
+        let (status, code, body) = render(&checks, Audience::Public);
+        assert_eq!((status, code), ("ok", StatusCode::OK));
+        assert_eq!(
+            body,
+            r#"{"status":"ok","degraded":["outbox"],"checks":{"database":{"status":"ok"},"outbox":{"status":"fail"}}}"#
         );
     }
 

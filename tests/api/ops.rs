@@ -27,7 +27,12 @@ fn metric_line<'a>(text: &'a str, prefix: &str) -> Option<&'a str> {
 
 #[tokio::test]
 async fn ready_passes_on_the_fixture_then_names_a_dropped_column() {
-    let app = spawn_app_with(&[("SHOPCHAT_READY_CACHE_SECONDS", "0")]).await;
+    let internal = format!("127.0.0.1:{}", free_port());
+    let app = spawn_app_with(&[
+        ("SHOPCHAT_READY_CACHE_SECONDS", "0"),
+        ("SHOPCHAT_METRICS_LISTEN", internal.as_str()),
+    ])
+    .await;
     let res = get_plain(&app, "/ready").await;
     assert_eq!(res.status, 200, "{}", res.text());
     assert_eq!(
@@ -48,11 +53,16 @@ async fn ready_passes_on_the_fixture_then_names_a_dropped_column() {
     let body = res.json();
     assert_eq!(body["status"], "fail");
     assert_eq!(body["failed"], json!(["schema"]));
+    // The public listener tells which check fails, not why (security review M7)…
+    assert_eq!(body["checks"]["schema"], json!({"status": "fail"}));
+    assert_eq!(body["checks"]["database"]["status"], "ok");
+    // …the internal listener does.
+    let res = raw_http::send(&internal, "GET", "/ready", &[("Host", "x")], b"").await;
+    assert_eq!(res.status, 503);
     assert_eq!(
-        body["checks"]["schema"]["error"],
+        res.json()["checks"]["schema"]["error"],
         "column messages.updated_at is missing"
     );
-    assert_eq!(body["checks"]["database"]["status"], "ok");
     // Liveness does not depend on the database or the schema.
     assert_eq!(get_plain(&app, "/health").await.status, 200);
     app.finish().await;
@@ -61,21 +71,29 @@ async fn ready_passes_on_the_fixture_then_names_a_dropped_column() {
 #[tokio::test]
 async fn ready_fails_while_the_database_is_unreachable() {
     let closed = free_port().to_string();
+    let internal = format!("127.0.0.1:{}", free_port());
     let app = spawn_app_with(&[
         ("DB_PORT", closed.as_str()),
         ("SHOPCHAT_READY_TIMEOUT_MS", "1000"),
         ("SHOPCHAT_DB_ACQUIRE_TIMEOUT_MS", "500"),
+        ("SHOPCHAT_METRICS_LISTEN", internal.as_str()),
     ])
     .await;
     let res = get_plain(&app, "/ready").await;
     assert_eq!(res.status, 503, "{}", res.text());
     let body = res.json();
     assert_eq!(body["failed"], json!(["database", "schema"]));
-    assert_eq!(
-        body["checks"]["schema"]["error"],
-        "not checked: the database is unavailable"
+    assert!(
+        !res.text().contains(&closed) && !res.text().contains("error"),
+        "no database error text on the public listener: {}",
+        res.text()
     );
     assert_eq!(body["checks"]["outbox"]["status"], "ok");
+    let res = raw_http::send(&internal, "GET", "/ready", &[("Host", "x")], b"").await;
+    assert_eq!(
+        res.json()["checks"]["schema"]["error"],
+        "not checked: the database is unavailable"
+    );
     let health = get_plain(&app, "/health").await;
     assert_eq!(health.status, 200);
     assert_eq!(health.text(), r#"{"status":"ok"}"#);
@@ -83,7 +101,9 @@ async fn ready_fails_while_the_database_is_unreachable() {
     // A chat request meanwhile is a 503, counted as a query error (§1.3).
     let res = app.get("/api/v2/chat/conversations", CUST1).await;
     assert_eq!(res.status, 503);
-    let metrics = get_plain(&app, "/metrics").await.text();
+    let metrics = raw_http::send(&internal, "GET", "/metrics", &[("Host", "x")], b"")
+        .await
+        .text();
     assert!(
         metrics.contains("shopchat_query_errors_total{kind=\"unavailable\"} 1"),
         "{metrics}"
@@ -92,19 +112,68 @@ async fn ready_fails_while_the_database_is_unreachable() {
 }
 
 #[tokio::test]
-async fn ready_fails_when_the_outbox_cannot_take_mail() {
-    let app = spawn_app_with(&[]).await;
+async fn an_outbox_that_cannot_take_mail_does_not_take_reads_down() {
+    // A full outbox disk must not take every instance out of the load balancer: reads go on,
+    // only new conversations (which stage mail) answer 503 (security review M3).
+    let app = spawn_app_with(&[("SHOPCHAT_READY_CACHE_SECONDS", "0")]).await;
     assert_eq!(get_plain(&app, "/ready").await.status, 200);
     // Root ignores permission bits, so make staging/ unusable by replacing it with a file.
     let staging = app.outbox.path().join("staging");
     std::fs::remove_dir_all(&staging).unwrap();
     std::fs::write(&staging, b"not a directory").unwrap();
     let res = get_plain(&app, "/ready").await;
-    assert_eq!(res.status, 503, "{}", res.text());
+    assert_eq!(res.status, 200, "{}", res.text());
     let body = res.json();
-    assert_eq!(body["failed"], json!(["outbox"]));
-    let error = body["checks"]["outbox"]["error"].as_str().unwrap();
-    assert!(error.contains("staging"), "{error}");
+    assert_eq!(body["degraded"], json!(["outbox"]));
+    assert_eq!(body["checks"]["outbox"]["status"], "fail");
+    assert_eq!(
+        app.get("/api/v2/chat/conversations", CUST1).await.status,
+        200
+    );
+    let res = app
+        .post_form(
+            "/api/v2/chat/create-conversation",
+            CUST2,
+            &[("product_id", "3"), ("message", "hello?")],
+        )
+        .await;
+    assert_eq!(res.status, 503, "{}", res.text());
+    app.finish().await;
+}
+
+#[tokio::test]
+async fn operational_endpoints_are_throttled_per_ip_on_the_public_listener() {
+    let internal = format!("127.0.0.1:{}", free_port());
+    let app = spawn_app_with(&[
+        ("SHOPCHAT_OPS_RATE_LIMIT", "3"),
+        ("SHOPCHAT_METRICS_LISTEN", internal.as_str()),
+    ])
+    .await;
+    let statuses: Vec<u16> =
+        futures_util::future::join_all((0..5).map(|_| get_plain(&app, "/ready")))
+            .await
+            .iter()
+            .map(|r| r.status)
+            .collect();
+    assert_eq!(
+        statuses.iter().filter(|s| **s == 200).count(),
+        3,
+        "{statuses:?}"
+    );
+    let res = get_plain(&app, "/ready").await;
+    assert_eq!(res.status, 429);
+    assert!(res.header("retry-after").is_some());
+    assert_eq!(
+        res.header("x-ratelimit-limit"),
+        None,
+        "not the §1.4 throttle"
+    );
+    // /health does no work and is never refused; the internal listener is not throttled.
+    assert_eq!(get_plain(&app, "/health").await.status, 200);
+    for _ in 0..5 {
+        let res = raw_http::send(&internal, "GET", "/ready", &[("Host", "x")], b"").await;
+        assert_eq!(res.status, 200);
+    }
     app.finish().await;
 }
 
