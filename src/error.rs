@@ -27,6 +27,11 @@ pub enum ApiError {
     /// D2: the fields and their single messages, in field order.
     #[error("validation failed")]
     Validation(Vec<(&'static str, String)>),
+    /// create-conversation: the sender started `SHOPCHAT_NEW_CONVERSATIONS_PER_HOUR` new
+    /// conversations with this receiver within the hour (security review M3): 429, JSON for
+    /// every client, `Retry-After` = seconds until one more is allowed.
+    #[error("too many new conversations; retry in {0} s")]
+    TooManyConversations(u64),
     /// The database is unavailable (§1.3): 503 with `Retry-After: 5`.
     #[error("database unavailable: {0}")]
     Unavailable(String),
@@ -98,6 +103,7 @@ impl ApiError {
                 StatusCode::NOT_FOUND
             }
             ApiError::Validation(_) => StatusCode::UNPROCESSABLE_ENTITY,
+            ApiError::TooManyConversations(_) => StatusCode::TOO_MANY_REQUESTS,
             ApiError::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
             ApiError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
         }
@@ -117,17 +123,19 @@ impl ApiError {
                 json_client,
             ),
             ApiError::Validation(errors) => validation_response(errors, shape),
+            ApiError::TooManyConversations(retry_after) => {
+                let mut res =
+                    own_message(StatusCode::TOO_MANY_REQUESTS, "Too Many Attempts.", shape);
+                res.headers_mut()
+                    .insert(RETRY_AFTER, HeaderValue::from(*retry_after));
+                res
+            }
             ApiError::Unavailable(reason) => {
                 tracing::warn!(%reason, "database unavailable");
-                let mut body = Map::new();
-                if shape == ErrorShape::ResultFalse {
-                    body.insert("result".into(), Value::Bool(false));
-                }
-                body.insert("message".into(), "Service Unavailable".into());
-                let mut res = response::with_body(
+                let mut res = own_message(
                     StatusCode::SERVICE_UNAVAILABLE,
-                    response::JSON,
-                    to_php_json_pretty(&Value::Object(body)),
+                    "Service Unavailable",
+                    shape,
                 );
                 res.headers_mut()
                     .insert(RETRY_AFTER, HeaderValue::from_static("5"));
@@ -143,6 +151,21 @@ impl ApiError {
             }
         }
     }
+}
+
+/// A pretty `{"message": …}` of shopchat's own, after `"result": false` on create-conversation
+/// (§5.5 step 7).
+fn own_message(status: StatusCode, message: &str, shape: ErrorShape) -> HttpResponse {
+    let mut body = Map::new();
+    if shape == ErrorShape::ResultFalse {
+        body.insert("result".into(), Value::Bool(false));
+    }
+    body.insert("message".into(), message.into());
+    response::with_body(
+        status,
+        response::JSON,
+        to_php_json_pretty(&Value::Object(body)),
+    )
 }
 
 /// The 422 body of §5.0: pretty, `message` then `errors` in field order (after `"result":

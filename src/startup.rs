@@ -204,13 +204,18 @@ impl Application {
         };
         let pool = pool(&settings.database)?;
         let outbox_dir = settings.mail.outbox_dir.clone();
-        let outbox = Arc::new(Outbox::open(&outbox_dir).with_context(|| {
-            format!("SHOPCHAT_OUTBOX_DIR: cannot use {}", outbox_dir.display())
-        })?);
+        let outbox = Arc::new(
+            Outbox::open(&outbox_dir)
+                .with_context(|| {
+                    format!("SHOPCHAT_OUTBOX_DIR: cannot use {}", outbox_dir.display())
+                })?
+                .with_limit(settings.mail.outbox_max_bytes),
+        );
         let mailer = Arc::new(mailer(&settings));
         let policy = RetryPolicy {
             max_attempts: settings.mail.max_attempts,
             first_backoff_secs: settings.mail.retry_seconds,
+            keep_dead: settings.mail.dead_ttl,
         };
         let state = web::Data::new(AppState::new(
             settings,

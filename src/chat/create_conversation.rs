@@ -23,6 +23,7 @@ use crate::chat::validation::{Validator, MESSAGE_LIMIT, TITLE_LIMIT};
 use crate::chat::{items, Ctx};
 use crate::error::ApiError;
 use crate::http::response;
+use crate::laravel::dates::{normalize, parse_wall};
 use crate::mail::render::{link, render, Labels, Notification};
 use crate::mail::Staged;
 
@@ -193,6 +194,7 @@ async fn create_or_reuse(
             (id, locked.receiver_viewed)
         }
         None => {
+            new_conversation_allowed(ctx, &mut tx, owner_id).await?;
             let id = storage
                 .insert_conversation(&mut tx, user_id, owner_id, title, &ctx.now_s)
                 .await?;
@@ -229,6 +231,35 @@ async fn create_or_reuse(
     Ok(id)
 }
 
+/// Each new conversation mails its receiver: a sender may start at most
+/// `SHOPCHAT_NEW_CONVERSATIONS_PER_HOUR` with one receiver per hour (security review M3: one free
+/// account could otherwise send the shop's mail to any seller by the hundred). Runs under the
+/// pair's lock, so concurrent taps cannot pass it together.
+async fn new_conversation_allowed(
+    ctx: &Ctx<'_>,
+    tx: &mut sqlx::Transaction<'_, sqlx::MySql>,
+    owner_id: i64,
+) -> Result<(), ApiError> {
+    let cap = ctx.state.settings.new_conversations_per_hour;
+    if cap == 0 {
+        return Ok(());
+    }
+    let Some(created) = repo::nth_newest_created(tx, ctx.user.user_id, owner_id, cap).await? else {
+        return Ok(());
+    };
+    // Wall-clock times in APP_TIMEZONE on both sides, compared in code (§6.4).
+    let Some(created) = parse_wall(&created).map(|w| normalize(&w)) else {
+        return Ok(());
+    };
+    let hour = chrono::Duration::hours(1);
+    let free_at = created + hour;
+    if free_at <= ctx.info.now {
+        return Ok(());
+    }
+    let wait = (free_at - ctx.info.now).num_seconds().max(1) as u64;
+    Err(ApiError::TooManyConversations(wait))
+}
+
 /// Step 2 of §8.6. A failure here loses nothing: start-up recovery promotes
 /// every staged mail whose conversation exists.
 async fn promote(staged: Staged) {
@@ -259,7 +290,10 @@ fn notification(
     let to = owner.email.as_deref().filter(|e| !e.is_empty())?;
     let labels = labels?;
     let token = ctx.state.encrypter.encrypt_int(conversation_id as u64);
-    let href = link(ctx.root(), owner.user_type == "admin", &token);
+    // On APP_URL when the shop set it: a client-supplied host must never reach a seller's
+    // mail (§8.3, security review M2).
+    let root = ctx.state.settings.mail_root(ctx.root());
+    let href = link(root, owner.user_type == "admin", &token);
     let mail = &ctx.state.settings.mail;
     Some(render(
         labels,

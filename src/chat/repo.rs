@@ -465,6 +465,26 @@ pub async fn insert_conversation(
     Ok(done.last_insert_id() as i64)
 }
 
+/// When the pair's `cap`-th newest conversation was created (as stored, a wall-clock time in
+/// `APP_TIMEZONE`): the new-conversation cap looks no further (security review M3).
+pub async fn nth_newest_created(
+    tx: &mut sqlx::Transaction<'_, MySql>,
+    sender_id: u64,
+    receiver_id: i64,
+    cap: u32,
+) -> Result<Option<String>, sqlx::Error> {
+    let created: Option<Option<String>> = sqlx::query_scalar(
+        "SELECT CAST(created_at AS CHAR) FROM conversations \
+         WHERE sender_id = ? AND receiver_id = ? ORDER BY id DESC LIMIT 1 OFFSET ?",
+    )
+    .bind(sender_id)
+    .bind(receiver_id)
+    .bind(u64::from(cap.max(1)) - 1)
+    .fetch_optional(&mut **tx)
+    .await?;
+    Ok(created.flatten())
+}
+
 /// D6 (§5.5 step 4): the newest conversation of the pair whose stored title equals `title`
 /// exactly (binary, compared in code: the column collation ignores case, and the SQL match pads
 /// with spaces) — or, on a column that stores some characters as `?`, equals `stored_title`,

@@ -145,7 +145,9 @@ pub struct Settings {
     pub database: DatabaseSettings,
     pub app_key: [u8; 32],
     pub app_previous_keys: Vec<[u8; 32]>,
-    pub app_url: String,
+    /// `APP_URL` as the shop set it (COMPAT §10): the root of e-mail links (§8.3) and of
+    /// requests without `Host`; `None` when unset or empty.
+    pub app_url: Option<String>,
     pub timezone: Tz,
     pub system_key: Option<String>,
     pub default_language: String,
@@ -470,7 +472,7 @@ impl Settings {
             app_previous_keys,
             app_url: v
                 .non_empty("APP_URL")
-                .unwrap_or_else(|| "http://localhost".into()),
+                .map(|u| u.trim_end_matches('/').to_string()),
             timezone,
             system_key: v.get("SYSTEM_KEY"),
             default_language: v.string("DEFAULT_LANGUAGE"),
@@ -511,6 +513,17 @@ impl Settings {
                 }
             },
         })
+    }
+
+    /// `<root>` of a request without `Host` (§4.3): `APP_URL`, Laravel's default without it.
+    pub fn url_root(&self) -> &str {
+        self.app_url.as_deref().unwrap_or("http://localhost")
+    }
+
+    /// The root of e-mail links (§8.3, 2026-12): `APP_URL` when set, else the request's
+    /// `<root>` — never a host the client chose when the shop set its URL.
+    pub fn mail_root<'a>(&'a self, request_root: &'a str) -> &'a str {
+        self.app_url.as_deref().unwrap_or(request_root)
     }
 
     /// The language used before `App-Language` is applied (§1.2 step 6, §7.1).

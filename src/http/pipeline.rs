@@ -188,7 +188,7 @@ async fn answer(
             let scheme = if scheme == "https" { "https" } else { "http" };
             origin::origin(scheme, h, forwarded("x-forwarded-port"))
         }
-        None => settings.app_url.trim_end_matches('/').to_string(),
+        None => settings.url_root().to_string(),
     };
 
     let raw_path = req.uri().path();

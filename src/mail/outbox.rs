@@ -26,7 +26,8 @@ use std::ffi::OsStr;
 use std::fs::{self, File, OpenOptions};
 use std::io::{self, Write};
 use std::path::{Path, PathBuf};
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use rand::Rng;
 use serde::{Deserialize, Serialize};
@@ -50,6 +51,8 @@ const BACKOFF_CAP_SECS: u64 = 3600;
 pub struct RetryPolicy {
     pub max_attempts: u32,
     pub first_backoff_secs: u64,
+    /// How long `dead/` keeps an entry (`SHOPCHAT_OUTBOX_DEAD_DAYS`); `None` = until purged.
+    pub keep_dead: Option<Duration>,
 }
 
 impl Default for RetryPolicy {
@@ -57,6 +60,7 @@ impl Default for RetryPolicy {
         RetryPolicy {
             max_attempts: 20,
             first_backoff_secs: 60,
+            keep_dead: Some(Duration::from_secs(30 * 86_400)),
         }
     }
 }
@@ -71,11 +75,18 @@ struct Entry {
     created_at: u64,
 }
 
-/// A handle on `<outbox>`; cheap, stateless, safe to share between threads and processes.
+/// A handle on `<outbox>`; cheap, safe to share between threads and processes.
 #[derive(Debug, Clone)]
 pub struct Outbox {
     root: PathBuf,
+    /// `SHOPCHAT_OUTBOX_MAX_BYTES`: no new mail is staged beyond it (security review M3).
+    max_bytes: Option<u64>,
+    /// The bytes the outbox held when last measured, and when (shared by the clones).
+    usage: Arc<Mutex<Option<(Instant, u64)>>>,
 }
+
+/// How long a measurement of the outbox's size is trusted (staged mail is added to it).
+const USAGE_TTL: Duration = Duration::from_secs(5);
 
 /// A mail written to `staging/` whose fate depends on the database commit (§8.6 steps 1–2).
 ///
@@ -158,7 +169,51 @@ impl Outbox {
         for dir in [STAGING, PENDING, SENDING, DEAD] {
             fs::create_dir_all(root.join(dir))?;
         }
-        Ok(Outbox { root })
+        Ok(Outbox {
+            root,
+            max_bytes: None,
+            usage: Arc::default(),
+        })
+    }
+
+    /// Refuses to stage mail once the outbox holds `max_bytes` (503 before the disk fills).
+    pub fn with_limit(mut self, max_bytes: u64) -> Outbox {
+        self.max_bytes = Some(max_bytes);
+        self
+    }
+
+    /// The bytes held by every entry of the four directories (measured at most every few
+    /// seconds; mail staged since is added).
+    pub fn usage(&self) -> io::Result<u64> {
+        let mut usage = self.usage.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some((at, bytes)) = *usage {
+            if at.elapsed() < USAGE_TTL {
+                return Ok(bytes);
+            }
+        }
+        let mut bytes = 0;
+        for dir in [STAGING, PENDING, SENDING, DEAD] {
+            for name in entry_names(&self.dir(dir))? {
+                match fs::metadata(self.dir(dir).join(name)) {
+                    Ok(m) => bytes += m.len(),
+                    Err(e) if e.kind() == io::ErrorKind::NotFound => {}
+                    Err(e) => return Err(e),
+                }
+            }
+        }
+        *usage = Some((Instant::now(), bytes));
+        Ok(bytes)
+    }
+
+    fn count_staged(&self, bytes: u64) {
+        if let Some((_, used)) = self
+            .usage
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .as_mut()
+        {
+            *used += bytes;
+        }
     }
 
     pub fn root(&self) -> &Path {
@@ -190,7 +245,16 @@ impl Outbox {
             created_at: now,
         };
         let bytes = serde_json::to_vec_pretty(&entry).map_err(io::Error::other)?;
+        if let Some(max) = self.max_bytes {
+            let used = self.usage()?;
+            if used + bytes.len() as u64 > max {
+                return Err(io::Error::other(format!(
+                    "the outbox holds {used} bytes; SHOPCHAT_OUTBOX_MAX_BYTES is {max}"
+                )));
+            }
+        }
         write_atomically(&self.dir(STAGING), &format!("{id}{EXT}"), &bytes)?;
+        self.count_staged(bytes.len() as u64);
         Ok(StagedMail {
             root: self.root.clone(),
             id,
@@ -435,6 +499,32 @@ impl Outbox {
             sync_dir(&self.dir(DEAD))?;
         }
         Ok(moved)
+    }
+
+    /// Deletes the dead entries that died longer ago than `keep` (`SHOPCHAT_OUTBOX_DEAD_DAYS`;
+    /// an entry's file is rewritten when it fails, so its modification time is its death).
+    /// Returns the count.
+    pub fn expire_dead(&self, keep: Duration) -> io::Result<usize> {
+        let mut removed = 0;
+        for name in entry_names(&self.dir(DEAD))? {
+            let path = self.dir(DEAD).join(&name);
+            let age = match fs::metadata(&path).and_then(|m| m.modified()) {
+                Ok(at) => at.elapsed().unwrap_or_default(),
+                Err(e) if e.kind() == io::ErrorKind::NotFound => continue,
+                Err(e) => return Err(e),
+            };
+            if age > keep {
+                match fs::remove_file(&path) {
+                    Ok(()) => removed += 1,
+                    Err(e) if e.kind() == io::ErrorKind::NotFound => {}
+                    Err(e) => return Err(e),
+                }
+            }
+        }
+        if removed > 0 {
+            sync_dir(&self.dir(DEAD))?;
+        }
+        Ok(removed)
     }
 
     /// `shopchat outbox purge --dead` (§8.6 step 5): deletes every dead entry. Returns the count.
@@ -892,6 +982,7 @@ mod tests {
                     RetryPolicy {
                         max_attempts: max,
                         first_backoff_secs: 60,
+                        keep_dead: None,
                     },
                     now,
                 )
@@ -926,7 +1017,8 @@ mod tests {
                 false,
                 RetryPolicy {
                     max_attempts: max,
-                    first_backoff_secs: 60
+                    first_backoff_secs: 60,
+                    keep_dead: None,
                 },
                 now
             )
@@ -969,7 +1061,8 @@ mod tests {
                     true,
                     RetryPolicy {
                         max_attempts: 20,
-                        first_backoff_secs: 60
+                        first_backoff_secs: 60,
+                        keep_dead: None,
                     },
                     now
                 )
@@ -998,6 +1091,7 @@ mod tests {
                 RetryPolicy {
                     max_attempts: 20,
                     first_backoff_secs: 60,
+                    keep_dead: None,
                 },
                 now,
             )
@@ -1053,5 +1147,42 @@ mod tests {
             .starts_with("unreadable entry"));
         assert_eq!(outbox.retry_dead().unwrap(), 0);
         assert_eq!(outbox.purge_dead().unwrap(), 1);
+    }
+
+    #[test]
+    fn staging_stops_at_the_size_cap() {
+        let tmp = tempfile::tempdir().unwrap();
+        let outbox = Outbox::open(tmp.path()).unwrap().with_limit(2_000);
+        let mut staged = Vec::new();
+        let err = loop {
+            match outbox.stage(&note(staged.len() as u64)) {
+                Ok(s) => staged.push(s),
+                Err(e) => break e,
+            }
+            assert!(staged.len() < 100, "the cap never applied");
+        };
+        assert!(
+            err.to_string().contains("SHOPCHAT_OUTBOX_MAX_BYTES"),
+            "{err}"
+        );
+        assert!(outbox.usage().unwrap() <= 2_000);
+        assert!(!staged.is_empty(), "mail fits below the cap");
+        // Delivered (deleted) mail frees room once the size is measured again.
+        for s in staged {
+            s.discard().unwrap();
+        }
+        *outbox.usage.lock().unwrap() = None;
+        assert!(outbox.stage(&note(1)).is_ok());
+    }
+
+    #[test]
+    fn dead_entries_expire() {
+        let tmp = tempfile::tempdir().unwrap();
+        let outbox = Outbox::open(tmp.path()).unwrap();
+        fs::write(outbox.dir(DEAD).join("000000000001-a.json"), b"{}").unwrap();
+        assert_eq!(outbox.expire_dead(Duration::from_secs(3600)).unwrap(), 0);
+        std::thread::sleep(Duration::from_millis(20));
+        assert_eq!(outbox.expire_dead(Duration::from_millis(10)).unwrap(), 1);
+        assert!(files(&outbox, DEAD).is_empty());
     }
 }

@@ -22,6 +22,9 @@ const DELIVERY_DEADLINE: Duration = Duration::from_secs(5 * 60);
 /// How often stale claims are looked for; they are 10 minutes old at the earliest.
 const STALE_SCAN_EVERY: Duration = Duration::from_secs(30);
 
+/// How often `dead/` is swept of entries older than `SHOPCHAT_OUTBOX_DEAD_DAYS`.
+const DEAD_SWEEP_EVERY: Duration = Duration::from_secs(10 * 60);
+
 /// Runs until `shutdown` becomes `true` (or its sender is dropped). A mail being sent at that
 /// moment is finished and its outcome recorded first; waits between scans end at once.
 pub async fn run_worker(
@@ -52,9 +55,23 @@ pub async fn run_worker_counted(
     counters: MailCounters,
 ) {
     let mut last_stale_scan: Option<Instant> = None;
+    let mut last_dead_sweep: Option<Instant> = None;
     loop {
         if *shutdown.borrow() {
             break;
+        }
+
+        // `dead/` does not grow for ever (security review M3).
+        if let Some(keep) = policy.keep_dead {
+            if last_dead_sweep.is_none_or(|t| t.elapsed() >= DEAD_SWEEP_EVERY) {
+                last_dead_sweep = Some(Instant::now());
+                let ob = Arc::clone(&outbox);
+                match blocking(move || ob.expire_dead(keep)).await {
+                    Ok(0) => {}
+                    Ok(n) => tracing::info!(deleted = n, "expired dead mail deleted"),
+                    Err(e) => tracing::error!(error = %e, "outbox: expiring dead/ failed"),
+                }
+            }
         }
 
         if last_stale_scan.is_none_or(|t| t.elapsed() >= STALE_SCAN_EVERY) {
@@ -297,6 +314,7 @@ mod tests {
             RetryPolicy {
                 max_attempts,
                 first_backoff_secs: 60,
+                keep_dead: None,
             },
             Duration::from_millis(50),
             rx,

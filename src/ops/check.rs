@@ -210,6 +210,25 @@ fn configuration(report: &mut Report, s: &Settings, source: &str) {
         ),
     };
 
+    // The root of the links in sellers' e-mails (COMPAT §8.3, security review M2).
+    match s.app_url.as_deref() {
+        None => report.add(
+            "APP_URL",
+            Level::Warn,
+            "unset: e-mail links use the request's host; set it to the shop's URL so that no client-supplied host can reach a seller's mail".to_string(),
+        ),
+        Some(u) if u.contains("://localhost") || u.contains("://127.") => report.add(
+            "APP_URL",
+            Level::Warn,
+            format!("{u}: e-mail links would point at this machine, not the shop"),
+        ),
+        Some(u) => report.add(
+            "APP_URL",
+            Level::Ok,
+            format!("e-mail links start with {u}"),
+        ),
+    };
+
     match s.system_key.as_deref() {
         None | Some("") | Some("0") => report.add(
             "SYSTEM_KEY",

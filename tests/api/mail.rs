@@ -448,3 +448,164 @@ async fn mail_waits_in_the_outbox_while_smtp_is_down() {
     );
     app.finish().await;
 }
+
+/// The "See Details" link of a mail sent after a request with forged host headers.
+async fn link_after_forged_hosts(overrides: &[(&str, &str)]) -> String {
+    let (port, store) = smtp_sink().await;
+    let port = port.to_string();
+    let mut env = vec![
+        ("MAIL_MAILER", "smtp"),
+        ("MAIL_HOST", "127.0.0.1"),
+        ("MAIL_PORT", port.as_str()),
+        ("MAIL_ENCRYPTION", "null"),
+        ("SHOPCHAT_TRUSTED_PROXIES", "127.0.0.1"),
+    ];
+    env.extend_from_slice(overrides);
+    let app = spawn_app_with(&env).await;
+    let res = app
+        .call(
+            "POST",
+            "/api/v2/chat/create-conversation",
+            Some(CUST2),
+            &[
+                ("Host", "shop-login.attacker.tld"),
+                ("X-Forwarded-Host", "shop-login.attacker.tld"),
+                ("Content-Type", "application/x-www-form-urlencoded"),
+            ],
+            b"product_id=3&title=Keyboard&message=hello",
+        )
+        .await;
+    assert_eq!(res.status, 200, "{}", res.text());
+    let mails = wait_for_mail(&store, 1).await;
+    assert_eq!(mails.len(), 1);
+    let data = unqp(&mails[0].data);
+    let start = data.find("href=\"").expect("a link") + 6;
+    let link = data[start..].split('"').next().unwrap().to_string();
+    app.finish().await;
+    link
+}
+
+#[tokio::test]
+async fn mail_links_are_built_on_app_url_never_on_a_forged_host() {
+    // Security review M2: a customer sent `X-Forwarded-Host: shop-login.attacker.tld` (through
+    // a proxy that passed it on) and the seller's genuine mail linked to the attacker's site.
+    let link = link_after_forged_hosts(&[("APP_URL", "https://shop.example.com/")]).await;
+    assert!(
+        link.starts_with("https://shop.example.com/conversations/eyJpdiI6I"),
+        "{link}"
+    );
+    // Without APP_URL the request's root is all there is (`shopchat check` warns about it).
+    let link = link_after_forged_hosts(&[]).await;
+    assert!(
+        link.starts_with("http://shop-login.attacker.tld/"),
+        "{link}"
+    );
+}
+
+#[tokio::test]
+async fn new_conversations_per_pair_are_capped() {
+    // Security review M3: every new conversation mails its receiver.
+    let (port, store) = smtp_sink().await;
+    let port = port.to_string();
+    let app = spawn_app_with(&[
+        ("MAIL_MAILER", "smtp"),
+        ("MAIL_HOST", "127.0.0.1"),
+        ("MAIL_PORT", &port),
+        ("MAIL_ENCRYPTION", "null"),
+        ("SHOPCHAT_NEW_CONVERSATIONS_PER_HOUR", "2"),
+    ])
+    .await;
+    let create = |title: &str, product: &str| {
+        let body = serde_json::json!({"product_id": product, "title": title, "message": "hi"});
+        let app = &app;
+        async move {
+            app.post_json("/api/v2/chat/create-conversation", CUST2, &body)
+                .await
+        }
+    };
+    assert_eq!(create("one", "3").await.status, 200);
+    assert_eq!(create("two", "3").await.status, 200);
+    let before = app.db.scalar("SELECT COUNT(*) FROM conversations").await;
+    let res = create("three", "3").await;
+    assert_eq!(res.status, 429, "{}", res.text());
+    assert_eq!(
+        res.text(),
+        "{\n    \"result\": false,\n    \"message\": \"Too Many Attempts.\"\n}"
+    );
+    let retry: u64 = res.header("retry-after").unwrap().parse().unwrap();
+    assert!((3500..=3600).contains(&retry), "{retry}");
+    assert_eq!(
+        app.db.scalar("SELECT COUNT(*) FROM conversations").await,
+        before,
+        "nothing written"
+    );
+    // Reusing a conversation is no new mail storm: allowed; another receiver has its own cap.
+    assert_eq!(create("one", "3").await.status, 200);
+    assert_eq!(create("three", "4").await.status, 200);
+    let mails = wait_for_mail(&store, 3).await;
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert_eq!(store.lock().unwrap().len(), 3, "{mails:?}");
+    app.finish().await;
+}
+
+#[tokio::test]
+async fn a_full_outbox_refuses_new_conversations_and_reads_go_on() {
+    // Security review M3: the outbox has a size cap (503 before the disk fills). SMTP is down
+    // here, so staged mail stays in pending/.
+    let closed = free_port().to_string();
+    let app = spawn_app_with(&[
+        ("MAIL_MAILER", "smtp"),
+        ("MAIL_HOST", "127.0.0.1"),
+        ("MAIL_PORT", &closed),
+        ("MAIL_ENCRYPTION", "null"),
+        ("SHOPCHAT_MAIL_RETRY_SECONDS", "3600"),
+        ("SHOPCHAT_OUTBOX_MAX_BYTES", "4000"),
+        ("SHOPCHAT_NEW_CONVERSATIONS_PER_HOUR", "0"),
+    ])
+    .await;
+    let mut statuses = Vec::new();
+    for i in 0..20 {
+        let res = app
+            .post_json(
+                "/api/v2/chat/create-conversation",
+                CUST2,
+                &serde_json::json!({"product_id": 3, "title": format!("question {i}"), "message": "x".repeat(300)}),
+            )
+            .await;
+        statuses.push(res.status);
+        if res.status == 503 {
+            assert_eq!(
+                res.text(),
+                "{\n    \"result\": false,\n    \"message\": \"Service Unavailable\"\n}"
+            );
+            break;
+        }
+    }
+    assert_eq!(statuses.last(), Some(&503), "{statuses:?}");
+    assert!(statuses.len() > 1, "mail below the cap was accepted");
+    let accepted = statuses.iter().filter(|s| **s == 200).count();
+    assert_eq!(
+        app.db
+            .scalar("SELECT COUNT(*) FROM conversations WHERE sender_id = 6 AND title LIKE 'question %'")
+            .await,
+        accepted.to_string(),
+        "nothing written for the refused one"
+    );
+    // Reads, posts into existing conversations and readiness go on.
+    assert_eq!(
+        app.get("/api/v2/chat/conversations", CUST2).await.status,
+        200
+    );
+    assert_eq!(
+        app.post_form(
+            "/api/v2/chat/insert-message",
+            CUST2,
+            &[("conversation_id", "3"), ("message", "still here")]
+        )
+        .await
+        .status,
+        200
+    );
+    assert_eq!(app.call("GET", "/ready", None, &[], b"").await.status, 200);
+    app.finish().await;
+}

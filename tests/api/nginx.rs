@@ -14,6 +14,9 @@ use crate::shadow::{fake_primary, FakeRequest};
 
 type Seen = Arc<Mutex<Vec<(String, String)>>>;
 
+/// The `X-Forwarded-Host` values an upstream received, in order.
+static FORWARDED_HOSTS: Mutex<Vec<(&str, String)>> = Mutex::new(Vec::new());
+
 /// An upstream answering its own name and recording (method, path).
 async fn upstream(name: &'static str) -> (String, Seen) {
     let seen: Seen = Arc::default();
@@ -22,6 +25,13 @@ async fn upstream(name: &'static str) -> (String, Seen) {
         s.lock()
             .unwrap()
             .push((req.method.clone(), req.path.clone()));
+        if let Some((_, v)) = req
+            .headers
+            .iter()
+            .find(|(k, _)| k.eq_ignore_ascii_case("x-forwarded-host"))
+        {
+            FORWARDED_HOSTS.lock().unwrap().push((name, v.clone()));
+        }
         Box::pin(async move {
             (
                 200,
@@ -241,6 +251,27 @@ async fn nginx_kit_routes_canaries_mirrors_and_rolls_back() {
     assert_eq!(get(&addr, "GET", "/api/v2/chat/nope", tok).await, "php");
     assert_eq!(get(&addr, "GET", "/login", tok).await, "php");
 
+    // (b) the kit sets X-Forwarded-Host itself: a client's own value never reaches shopchat,
+    // which trusts the header from nginx (security review M2: links in sellers' e-mails).
+    let res = raw_http::send(
+        &addr,
+        "GET",
+        "/api/v2/chat/get-new-messages/1/34",
+        &[
+            ("Host", "shop.test"),
+            ("X-Forwarded-Host", "shop-login.attacker.tld"),
+            ("Authorization", "Bearer 5|secret"),
+        ],
+        b"",
+    )
+    .await;
+    assert_eq!(res.text(), "shopchat");
+    let forwarded = FORWARDED_HOSTS.lock().unwrap().clone();
+    assert!(
+        !forwarded.is_empty() && forwarded.iter().all(|(_, h)| h == "shop.test"),
+        "{forwarded:?}"
+    );
+
     // (c) mirror: PHP answers, shopchat gets a copy of GETs, never of POSTs.
     assert_eq!(
         get(&addr, "GET", "/api/v2/chat/messages/1", tok).await,
@@ -321,10 +352,10 @@ async fn nginx_kit_routes_canaries_mirrors_and_rolls_back() {
     let log = std::fs::read(dir.path().join("replay.log")).unwrap();
     let mut out = Vec::new();
     let (kept, skipped) = shopchat::shadow::replay::convert_nginx(&log[..], &mut out, "").unwrap();
-    // 4 get-new-messages + 4 messages + 82 conversations; the 2 POSTs are
+    // 5 get-new-messages + 4 messages + 82 conversations; the 2 POSTs are
     // dropped; neither the fallback (not a chat route) nor mirror
     // subrequests are logged.
-    assert_eq!((kept, skipped), (90, 2));
+    assert_eq!((kept, skipped), (91, 2));
     let first: serde_json::Value =
         serde_json::from_slice(out.split(|b| *b == b'\n').next().unwrap()).unwrap();
     assert_eq!(first["path"], "/api/v2/chat/get-new-messages/1/33");
