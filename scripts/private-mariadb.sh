@@ -9,6 +9,9 @@
 #   scripts/private-mariadb.sh load   URL|PORT DB  (re)create database DB (utf8mb4_unicode_ci) and load
 #                                                  schema/shop.sql then fixtures/fixtures.sql
 #   scripts/private-mariadb.sh client DIR [ARGS]   run the mariadb client against the server in DIR
+#   scripts/private-mariadb.sh tls    DIR          make a test CA and a server certificate in DIR/tls/ (once);
+#                                                  the next start of DIR serves TLS with them; the last line on
+#                                                  stdout is the CA file. DIR/tls/other-ca.pem signed nothing.
 #
 # Library (source it; it sets no shell options and defines only functions and PMDB_* variables):
 #   pmdb_start DIR [PORT]   pmdb_stop DIR   pmdb_status DIR   pmdb_is_running DIR   pmdb_port DIR
@@ -17,7 +20,8 @@
 # Functions return non-zero (with a message on stderr) instead of exiting.
 #
 # Layout of DIR: data/ (datadir), mysqld.sock, mysqld.pid, error.log, install.log, port (port of the
-# last start; use `status` to know whether the server is running).
+# last start; use `status` to know whether the server is running), tls/ (optional: certificates; when
+# tls/server-cert.pem exists the server is started with TLS).
 #
 # The server: root@localhost and root@127.0.0.1 without password, no test database, UTC default time
 # zone, utf8mb4/utf8mb4_unicode_ci, bound to 127.0.0.1 only, small InnoDB settings. It ignores every
@@ -240,8 +244,11 @@ pmdb_init_datadir() {
         pmdb_log "removing the incomplete datadir $dir/data (an earlier initialisation did not finish)"
         rm -rf "$dir/data"
     fi
-    local -a user=()
+    local -a user=() tls=()
     [[ "$(id -u)" -eq 0 ]] && user=(--user=root)
+    if [[ -f "$dir/tls/server-cert.pem" ]]; then
+        tls=(--ssl-ca="$dir/tls/ca.pem" --ssl-cert="$dir/tls/server-cert.pem" --ssl-key="$dir/tls/server-key.pem")
+    fi
     pmdb_log "initialising $dir/data ($PMDB_INSTALL_DB)"
     if ! "$PMDB_INSTALL_DB" --no-defaults "${user[@]}" --datadir="$dir/data" \
         --auth-root-authentication-method=normal --skip-test-db --skip-name-resolve --force \
@@ -258,8 +265,11 @@ pmdb_init_datadir() {
 pmdb_launch() {
     local dir="$1" port="$2" sock pid="" waited=0 log_offset
     sock="$(pmdb_socket_path "$dir")"
-    local -a user=()
+    local -a user=() tls=()
     [[ "$(id -u)" -eq 0 ]] && user=(--user=root)
+    if [[ -f "$dir/tls/server-cert.pem" ]]; then
+        tls=(--ssl-ca="$dir/tls/ca.pem" --ssl-cert="$dir/tls/server-cert.pem" --ssl-key="$dir/tls/server-key.pem")
+    fi
     rm -f "$dir/mysqld.pid"
     touch "$dir/error.log"
     log_offset="$(wc -c <"$dir/error.log")"
@@ -283,6 +293,7 @@ pmdb_launch() {
         --innodb-log-file-size=16M \
         --innodb-flush-log-at-trx-commit=2 \
         --max-connections=500 \
+        "${tls[@]}" \
         </dev/null >>"$dir/error.log" 2>&1 &
     pid=$!
     while ! pmdb_ping "$port" "$dir"; do
@@ -314,6 +325,41 @@ pmdb_launch() {
     printf '%s\n' "$port" >"$dir/port"
     printf '%s\n' "$sock" >"$dir/socket"
     return 0
+}
+
+# pmdb_tls DIR: a throw-away CA and a server certificate for localhost / 127.0.0.1 in DIR/tls/, made
+# with openssl (installed when missing); prints the CA file's path. A second CA (other-ca.pem) signed
+# nothing: tests use it as a wrong CA.
+pmdb_tls() {
+    local dir tls
+    dir="$(pmdb_abs_dir "${1:?usage: pmdb_tls DIR}")" || return 1
+    tls="$dir/tls"
+    if [[ -f "$tls/server-cert.pem" && -f "$tls/other-ca.pem" ]]; then
+        printf '%s\n' "$tls/ca.pem"
+        return 0
+    fi
+    command -v openssl >/dev/null 2>&1 || pmdb_apt_install openssl || {
+        pmdb_err "openssl is required to make the test certificates (Debian package openssl)"
+        return 1
+    }
+    mkdir -p "$tls" || return 1
+    (
+        cd "$tls" || exit 1
+        openssl req -x509 -newkey rsa:2048 -nodes -days 3650 -subj "/CN=shopchat test CA" \
+            -keyout ca-key.pem -out ca.pem &&
+            openssl req -newkey rsa:2048 -nodes -subj "/CN=localhost" \
+                -keyout server-key.pem -out server.csr &&
+            printf '%s\n' "subjectAltName=DNS:localhost,IP:127.0.0.1" "basicConstraints=CA:FALSE" \
+                "keyUsage=digitalSignature,keyEncipherment" "extendedKeyUsage=serverAuth" >server.ext &&
+            openssl x509 -req -in server.csr -CA ca.pem -CAkey ca-key.pem -CAcreateserial \
+                -days 3650 -extfile server.ext -out server-cert.pem &&
+            openssl req -x509 -newkey rsa:2048 -nodes -days 3650 -subj "/CN=another CA" \
+                -keyout other-ca-key.pem -out other-ca.pem
+    ) >"$dir/tls.log" 2>&1 || {
+        pmdb_err "making the test certificates failed; see $dir/tls.log"
+        return 1
+    }
+    printf '%s\n' "$tls/ca.pem"
 }
 
 # pmdb_start DIR [PORT]: prints mysql://root@127.0.0.1:PORT as the last line on stdout.
@@ -532,6 +578,7 @@ usage: scripts/private-mariadb.sh start  DIR [PORT]
        scripts/private-mariadb.sh status DIR
        scripts/private-mariadb.sh load   URL|PORT DBNAME
        scripts/private-mariadb.sh client DIR [mariadb client arguments...]
+       scripts/private-mariadb.sh tls    DIR
 EOF
 }
 
@@ -580,6 +627,13 @@ pmdb_main() {
         }
         port="$(pmdb_port "$dir")" || return 1
         pmdb_sql "$port" "$@"
+        ;;
+    tls)
+        [[ $# -eq 1 ]] || {
+            pmdb_usage
+            return 2
+        }
+        pmdb_tls "$1"
         ;;
     -h | --help | help)
         pmdb_usage

@@ -11,11 +11,11 @@ use actix_service::{fn_service, map_config, IntoServiceFactory, ServiceFactoryEx
 use actix_web::dev::AppConfig;
 use actix_web::{web, App, HttpServer};
 use anyhow::Context;
-use sqlx::mysql::{MySqlConnectOptions, MySqlPoolOptions};
+use sqlx::mysql::{MySqlConnectOptions, MySqlPoolOptions, MySqlSslMode};
 use sqlx::{ConnectOptions, Executor, MySqlPool};
 use tokio::sync::watch;
 
-use crate::config::{DatabaseSettings, MailerKind, Settings};
+use crate::config::{DatabaseSettings, MailerKind, Settings, SslMode};
 use crate::http::conn::{self, Clocked};
 use crate::http::pipeline;
 use crate::mail::outbox::{Outbox, RetryPolicy};
@@ -27,7 +27,15 @@ use crate::state::AppState;
 const SQL_MODE: &str = "SET SESSION sql_mode = 'STRICT_ALL_TABLES,NO_ENGINE_SUBSTITUTION'";
 
 pub fn connect_options(db: &DatabaseSettings) -> anyhow::Result<MySqlConnectOptions> {
-    let options = match &db.url {
+    // TLS (COMPAT §10, 2026-12): DATABASE_URL's own `ssl-mode`/`ssl-ca` win over
+    // SHOPCHAT_DB_SSL_MODE and MYSQL_ATTR_SSL_CA.
+    let url_sets = |key: &str| {
+        db.url
+            .as_deref()
+            .and_then(|u| u.split_once('?'))
+            .is_some_and(|(_, query)| query.split('&').any(|kv| kv.starts_with(key)))
+    };
+    let mut options = match &db.url {
         Some(url) => url
             .replace("mariadb://", "mysql://")
             .parse::<MySqlConnectOptions>()
@@ -48,6 +56,18 @@ pub fn connect_options(db: &DatabaseSettings) -> anyhow::Result<MySqlConnectOpti
             o
         }
     };
+    if !url_sets("ssl-mode") && !url_sets("sslmode") {
+        options = options.ssl_mode(match db.ssl_mode {
+            SslMode::Disabled => MySqlSslMode::Disabled,
+            SslMode::Preferred => MySqlSslMode::Preferred,
+            SslMode::Required => MySqlSslMode::Required,
+            SslMode::VerifyCa => MySqlSslMode::VerifyCa,
+            SslMode::VerifyIdentity => MySqlSslMode::VerifyIdentity,
+        });
+    }
+    if let (Some(ca), false) = (&db.ssl_ca, url_sets("ssl-ca") || url_sets("sslca")) {
+        options = options.ssl_ca(ca);
+    }
     Ok(options
         .charset("utf8mb4")
         .collation("utf8mb4_unicode_ci")

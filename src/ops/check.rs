@@ -14,7 +14,7 @@ use std::time::Duration;
 use serde::Serialize;
 use sqlx::{MySqlPool, Row};
 
-use crate::config::{ConfigError, MailerKind, Settings};
+use crate::config::{ConfigError, MailerKind, Settings, SslMode};
 use crate::laravel::encrypter::Encrypter;
 use crate::mail::outbox::Outbox;
 use crate::mail::smtp::Mailer;
@@ -307,6 +307,54 @@ fn outbox(report: &mut Report, s: &Settings) {
     }
 }
 
+/// Whether the database connection is encrypted, and whether it should be (security review M5):
+/// a database on another host without TLS carries every message and the password in clear.
+async fn database_tls(report: &mut Report, s: &Settings, pool: &sqlx::MySqlPool) {
+    let db = &s.database;
+    let cipher: Option<(String, String)> = sqlx::query_as("SHOW SESSION STATUS LIKE 'Ssl_cipher'")
+        .fetch_optional(pool)
+        .await
+        .ok()
+        .flatten();
+    let encrypted = cipher.as_ref().is_some_and(|(_, c)| !c.is_empty());
+    let host = match &db.url {
+        Some(url) => url
+            .rsplit_once('@')
+            .map_or(url.as_str(), |(_, h)| h)
+            .split(['/', ':', '?'])
+            .next()
+            .unwrap_or("")
+            .to_string(),
+        None if db.socket.is_some() => "localhost".to_string(),
+        None => db.host.clone(),
+    };
+    let local = matches!(
+        host.as_str(),
+        "localhost" | "127.0.0.1" | "::1" | "[::1]" | ""
+    );
+    let verified = matches!(db.ssl_mode, SslMode::VerifyCa | SslMode::VerifyIdentity);
+    let (level, text) = match (encrypted, local, verified) {
+        (true, _, true) => (
+            Level::Ok,
+            format!("TLS ({}), server certificate verified ({})", cipher.unwrap_or_default().1, db.ssl_mode.name()),
+        ),
+        (true, true, false) => (
+            Level::Ok,
+            format!("TLS ({}), certificate not verified ({})", cipher.unwrap_or_default().1, db.ssl_mode.name()),
+        ),
+        (true, false, false) => (
+            Level::Warn,
+            format!("TLS to {host} without verifying the server's certificate ({}): set MYSQL_ATTR_SSL_CA (verify_ca) against a man in the middle", db.ssl_mode.name()),
+        ),
+        (false, true, _) => (Level::Ok, "local database, no TLS".to_string()),
+        (false, false, _) => (
+            Level::Warn,
+            format!("{host} is not local and the connection is not encrypted: messages, token hashes and the password cross the network in clear; set MYSQL_ATTR_SSL_CA and SHOPCHAT_DB_SSL_MODE=verify_ca (docs/security.md, M5)"),
+        ),
+    };
+    report.add("database TLS", level, text);
+}
+
 async fn database(report: &mut Report, s: &Settings) {
     let pool = match startup::pool(&s.database) {
         Ok(p) => p,
@@ -330,11 +378,34 @@ async fn database(report: &mut Report, s: &Settings) {
             );
         }
         Err(e) => {
-            report.add("database", Level::Fail, format!("cannot connect: {e}"));
+            let db = &s.database;
+            // rustls reports a certificate it does not trust as an I/O error.
+            let about_tls = matches!(e, sqlx::Error::Tls(_)) || {
+                let text = e.to_string().to_ascii_lowercase();
+                ["certificate", "tls", "ssl", "handshake"]
+                    .iter()
+                    .any(|w| text.contains(w))
+            };
+            let hint = match about_tls {
+                true => format!(
+                    " — TLS to the database failed: check SHOPCHAT_DB_SSL_MODE ({}) and MYSQL_ATTR_SSL_CA ({})",
+                    db.ssl_mode.name(),
+                    db.ssl_ca
+                        .as_deref()
+                        .map_or("unset".to_string(), |p| p.display().to_string())
+                ),
+                false => String::new(),
+            };
+            report.add(
+                "database",
+                Level::Fail,
+                format!("cannot connect: {e}{hint}"),
+            );
             pool.close().await;
             return;
         }
     }
+    database_tls(report, s, &pool).await;
     match schema::load_columns(&pool).await {
         Ok(columns) => {
             let collations = table_collations(&pool).await.unwrap_or_default();

@@ -4,7 +4,6 @@
 
 use std::collections::HashMap;
 use std::path::Path;
-use std::process::Command;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -25,38 +24,6 @@ fn unavailable(kind: &str) -> &'static str {
     match kind {
         "create-conversation" => UNAVAILABLE_CREATE,
         _ => UNAVAILABLE,
-    }
-}
-
-/// `scripts/private-mariadb.sh CMD ARGS…`; the last stdout line.
-fn private_db(args: &[&str]) -> String {
-    let out = Command::new("bash")
-        .arg(project_file("scripts/private-mariadb.sh"))
-        .args(args)
-        .output()
-        .expect("run scripts/private-mariadb.sh");
-    assert!(
-        out.status.success(),
-        "private-mariadb.sh {args:?}: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8_lossy(&out.stdout)
-        .lines()
-        .last()
-        .unwrap_or_default()
-        .to_string()
-}
-
-/// The private server's directory; stopped (and removed) on drop.
-struct PrivateServer(tempfile::TempDir);
-
-impl Drop for PrivateServer {
-    fn drop(&mut self) {
-        let _ = Command::new("bash")
-            .arg(project_file("scripts/private-mariadb.sh"))
-            .arg("stop")
-            .arg(self.0.path())
-            .output();
     }
 }
 

@@ -4,6 +4,7 @@
 use std::collections::HashMap;
 use std::net::TcpListener;
 use std::path::PathBuf;
+use std::process::Command;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use rand::Rng;
@@ -414,4 +415,36 @@ pub fn free_port() -> u16 {
         .local_addr()
         .unwrap()
         .port()
+}
+
+/// `scripts/private-mariadb.sh CMD ARGS…`; the last stdout line.
+pub fn private_db(args: &[&str]) -> String {
+    let out = Command::new("bash")
+        .arg(project_file("scripts/private-mariadb.sh"))
+        .args(args)
+        .output()
+        .expect("run scripts/private-mariadb.sh");
+    assert!(
+        out.status.success(),
+        "private-mariadb.sh {args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .last()
+        .unwrap_or_default()
+        .to_string()
+}
+
+/// The private server's directory; stopped (and removed) on drop.
+pub struct PrivateServer(pub tempfile::TempDir);
+
+impl Drop for PrivateServer {
+    fn drop(&mut self) {
+        let _ = Command::new("bash")
+            .arg(project_file("scripts/private-mariadb.sh"))
+            .arg("stop")
+            .arg(self.0.path())
+            .output();
+    }
 }

@@ -20,5 +20,6 @@ mod reads;
 mod real_app;
 mod shadow;
 mod throttle;
+mod tls;
 mod web_side;
 mod writes;
