@@ -110,6 +110,10 @@ struct ReplayArgs {
     /// shopchat's SHOPCHAT_BASE_PATH, to name the routes.
     #[arg(long, default_value = "")]
     base_path: String,
+    /// Send the list's writes (POST…) too: both targets execute them, so only ever against
+    /// copies of the database.
+    #[arg(long)]
+    allow_writes: bool,
 }
 
 #[derive(Subcommand)]
@@ -449,6 +453,7 @@ fn replay(args: &ReplayArgs) -> ExitCode {
         log_max_bytes: args.compare.log_max_bytes,
         noise_floor: args.compare.noise_floor,
         base_path: args.base_path.clone(),
+        allow_writes: args.allow_writes,
     };
     let runtime = match tokio::runtime::Builder::new_current_thread()
         .enable_all()

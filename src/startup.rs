@@ -47,8 +47,8 @@ pub fn connect_options(db: &DatabaseSettings) -> anyhow::Result<MySqlConnectOpti
                 .username(&db.username)
                 .database(&db.database);
             // An empty DB_PASSWORD means "no password", not an empty scramble.
-            if !db.password.is_empty() {
-                o = o.password(&db.password);
+            if !db.password.expose().is_empty() {
+                o = o.password(db.password.expose());
             }
             if let Some(socket) = &db.socket {
                 o = o.socket(socket);
@@ -114,7 +114,7 @@ pub fn mailer(settings: &Settings) -> Mailer {
             // Absent MAIL_ENCRYPTION means Laravel's default `tls` (§10).
             encryption: encryption_from_env(Some(m.encryption.as_deref().unwrap_or("tls")), m.port),
             username: m.username.clone(),
-            password: m.password.clone(),
+            password: m.password.as_ref().map(|p| p.expose().clone()),
             timeout: m.timeout,
         }),
     }
@@ -253,14 +253,12 @@ impl Application {
             shutdown_rx.clone(),
         ));
         let counters = state.ops.metrics.mail_counters();
+        tokio::spawn(crate::mail::recovery::run(
+            outbox.clone(),
+            pool.clone(),
+            shutdown_rx.clone(),
+        ));
         let worker = tokio::spawn(async move {
-            // Recovery waits for the database; a shutdown meanwhile leaves staging/ for the
-            // next start (§8.6 step 3), nothing is lost.
-            let mut stop = shutdown_rx.clone();
-            tokio::select! {
-                _ = recover_staging(&outbox, &pool) => {}
-                _ = stop.wait_for(|s| *s) => return,
-            }
             worker::run_worker_counted(
                 outbox,
                 mailer,
@@ -388,52 +386,5 @@ async fn ops_listener_entry(
             "text/plain; charset=utf-8",
             "not found\n".into(),
         ),
-    }
-}
-
-/// §8.6 step 3: staged mail whose conversation committed is promoted, the
-/// rest deleted. Waits for the database if it is not reachable yet.
-async fn recover_staging(outbox: &Arc<Outbox>, pool: &MySqlPool) {
-    let ob = outbox.clone();
-    let entries = match tokio::task::spawn_blocking(move || ob.staged_entries()).await {
-        Ok(Ok(entries)) => entries,
-        other => {
-            tracing::error!(?other, "outbox: cannot read staging/");
-            return;
-        }
-    };
-    // Retries start fast (a database that is merely busy at start-up answers at once) and
-    // back off to 5 s while it is down.
-    let mut retry = Duration::from_millis(250);
-    for (path, n) in entries {
-        let exists = loop {
-            match sqlx::query_scalar::<_, i64>("SELECT COUNT(*) FROM conversations WHERE id = ?")
-                .bind(n.conversation_id)
-                .fetch_one(pool)
-                .await
-            {
-                Ok(count) => break count > 0,
-                Err(e) => {
-                    tracing::warn!(error = %e, "outbox recovery waits for the database");
-                    tokio::time::sleep(retry).await;
-                    retry = (retry * 2).min(Duration::from_secs(5));
-                }
-            }
-        };
-        let ob = outbox.clone();
-        let result = tokio::task::spawn_blocking(move || {
-            if exists {
-                ob.promote_path(&path)
-            } else {
-                ob.delete_path(&path)
-            }
-        })
-        .await;
-        tracing::info!(
-            conversation_id = n.conversation_id,
-            promoted = exists,
-            ?result,
-            "outbox: staged mail recovered"
-        );
     }
 }

@@ -68,7 +68,7 @@ impl AppState {
             pair_locks: Default::default(),
             watcher: Arc::new(Watcher::new(s.long_poll_per_user, s.long_poll_max_held)),
             mailbox,
-            encrypter: Encrypter::new(s.app_key, s.app_previous_keys.clone()),
+            encrypter: Encrypter::new(*s.app_key.expose(), s.previous_keys()),
             ops,
             pool,
             settings,

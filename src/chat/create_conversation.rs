@@ -18,7 +18,7 @@ use sqlx::mysql::{MySql, MySqlConnection};
 use sqlx::pool::PoolConnection;
 use sqlx::{Connection, MySqlPool};
 
-use crate::chat::repo::{self, Touch, UserBrief};
+use crate::chat::repo::{self, CommitOutcome, Touch, UserBrief};
 use crate::chat::validation::{Validator, MESSAGE_LIMIT, TITLE_LIMIT};
 use crate::chat::{items, Ctx};
 use crate::error::ApiError;
@@ -174,9 +174,9 @@ async fn create_or_reuse(
             .map(|l| (id, l)),
         None => None,
     };
-    let (id, notify) = match found {
+    let (id, message_id, notify) = match found {
         Some((id, locked)) => {
-            storage
+            let message_id = storage
                 .insert_message(&mut tx, id, user_id, message, &ctx.now_s)
                 .await?;
             // U is the sender: 1/0, and the conversation always rises to the top of the web
@@ -191,22 +191,23 @@ async fn create_or_reuse(
             )
             .await?;
             // The receiver had read it: this question would reach them silently (§8.1).
-            (id, locked.receiver_viewed)
+            (id, message_id, locked.receiver_viewed)
         }
         None => {
             new_conversation_allowed(ctx, &mut tx, owner_id).await?;
             let id = storage
                 .insert_conversation(&mut tx, user_id, owner_id, title, &ctx.now_s)
                 .await?;
-            storage
+            let message_id = storage
                 .insert_message(&mut tx, id, user_id, message, &ctx.now_s)
                 .await?;
-            (id, true)
+            (id, message_id, true)
         }
     };
 
     // §8.6 step 1: the e-mail is on disk before the commit, or nothing commits.
-    let staged = match notification(ctx, owner, labels, id, message).filter(|_| notify) {
+    let staged = match notification(ctx, owner, labels, id, message_id, message).filter(|_| notify)
+    {
         Some(n) => Some(
             state
                 .mailbox
@@ -216,11 +217,22 @@ async fn create_or_reuse(
         ),
         None => None,
     };
-    if let Err(e) = tx.commit().await {
-        if let Some(staged) = staged {
-            if let Err(io) = staged.discard().await {
-                tracing::error!(error = %io, "could not discard a staged e-mail after a failed commit");
+    // A commit whose answer was lost may have committed: the mail then goes out (and the
+    // request is answered as done); if the database cannot tell, the staged mail stays for
+    // the recovery to judge (security review L2).
+    if let Err((e, outcome)) = repo::commit(tx, &state.pool, message_id, id).await {
+        match (staged, outcome) {
+            (Some(staged), CommitOutcome::RolledBack) => {
+                if let Err(io) = staged.discard().await {
+                    tracing::error!(error = %io, "could not discard a staged e-mail after a failed commit");
+                }
             }
+            (Some(_), _) => {
+                tracing::warn!(
+                    "COMMIT outcome unknown: the staged e-mail is left to the outbox recovery"
+                )
+            }
+            (None, _) => {}
         }
         return Err(e.into());
     }
@@ -285,6 +297,7 @@ fn notification(
     owner: &UserBrief,
     labels: Option<&Labels>,
     conversation_id: i64,
+    message_id: i64,
     message: &str,
 ) -> Option<Notification> {
     let to = owner.email.as_deref().filter(|e| !e.is_empty())?;
@@ -295,7 +308,7 @@ fn notification(
     let root = ctx.state.settings.mail_root(ctx.root());
     let href = link(root, owner.user_type == "admin", &token);
     let mail = &ctx.state.settings.mail;
-    Some(render(
+    let mut n = render(
         labels,
         &ctx.user.name,
         message,
@@ -304,7 +317,9 @@ fn notification(
         &mail.from_address,
         &mail.from_name,
         conversation_id as u64,
-    ))
+    );
+    n.message_id = Some(message_id as u64);
+    Some(n)
 }
 
 /// Per-process queues, one per lock name, in front of `GET_LOCK`.

@@ -70,7 +70,11 @@ pub async fn handle(ctx: &Ctx<'_>) -> Result<HttpResponse, ApiError> {
     )
     .await?;
     let row = repo::message_by_id(&mut *tx, id).await?;
-    tx.commit().await?;
+    // A commit whose answer was lost may have stored the message: then it is answered as
+    // stored, and a retry by the app does not post it twice (security review L2).
+    repo::commit(tx, &state.pool, id, cid.value)
+        .await
+        .map_err(|(e, _)| ApiError::from(e))?;
     state.watcher.message_stored(cid.value);
     // 4. A one-item page over the new row; page ≥ 2 shows none (K11).
     let page = ctx.input.page();

@@ -522,6 +522,50 @@ pub async fn reusable_conversation(
         .map(|(id, _)| id))
 }
 
+/// What a failed `COMMIT` did (security review L2): a connection lost while committing may have
+/// committed on the server all the same.
+#[derive(Debug, PartialEq, Eq)]
+pub enum CommitOutcome {
+    Committed,
+    RolledBack,
+    /// The database could not be asked.
+    Unknown,
+}
+
+/// Commits `tx`; after a failure that leaves the outcome open (the connection was lost), asks
+/// the database on another connection whether `message_id` of `conversation_id` is there.
+pub async fn commit(
+    tx: sqlx::Transaction<'_, MySql>,
+    pool: &MySqlPool,
+    message_id: i64,
+    conversation_id: i64,
+) -> Result<(), (sqlx::Error, CommitOutcome)> {
+    let Err(e) = tx.commit().await else {
+        return Ok(());
+    };
+    if !crate::error::is_unavailable(&e) {
+        return Err((e, CommitOutcome::RolledBack));
+    }
+    let asked = tokio::time::timeout(
+        Duration::from_secs(5),
+        sqlx::query_scalar::<_, i64>(
+            "SELECT COUNT(*) FROM messages WHERE id = ? AND conversation_id = ?",
+        )
+        .bind(message_id)
+        .bind(conversation_id)
+        .fetch_one(pool),
+    )
+    .await;
+    match asked {
+        Ok(Ok(n)) if n > 0 => {
+            tracing::warn!(error = %e, message_id, "COMMIT failed on the way back, but the message is stored");
+            Ok(())
+        }
+        Ok(Ok(_)) => Err((e, CommitOutcome::RolledBack)),
+        _ => Err((e, CommitOutcome::Unknown)),
+    }
+}
+
 /// The conversation row as a write re-read it under its lock (§11.1, 2026-12).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Locked {

@@ -31,6 +31,27 @@ pub struct ConfigError {
     pub problem: String,
 }
 
+/// A secret setting (`APP_KEY`, passwords): shown as `[redacted]` by `Debug`, so that printing
+/// the settings can never leak it (security review L6). `expose()` is the one way in.
+#[derive(Clone, PartialEq, Eq)]
+pub struct Secret<T>(T);
+
+impl<T> Secret<T> {
+    pub fn new(value: T) -> Self {
+        Secret(value)
+    }
+
+    pub fn expose(&self) -> &T {
+        &self.0
+    }
+}
+
+impl<T> std::fmt::Debug for Secret<T> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("[redacted]")
+    }
+}
+
 fn bad(name: &str, problem: impl Into<String>) -> ConfigError {
     ConfigError {
         name: name.to_string(),
@@ -46,7 +67,7 @@ pub struct DatabaseSettings {
     pub port: u16,
     pub database: String,
     pub username: String,
-    pub password: String,
+    pub password: Secret<String>,
     pub socket: Option<String>,
     pub pool_size: u32,
     pub acquire_timeout: Duration,
@@ -124,7 +145,7 @@ pub struct MailSettings {
     /// `Some("")` = explicitly empty/null (opportunistic STARTTLS).
     pub encryption: Option<String>,
     pub username: Option<String>,
-    pub password: Option<String>,
+    pub password: Option<Secret<String>>,
     pub from_address: String,
     pub from_name: String,
     pub timeout: Duration,
@@ -143,8 +164,8 @@ pub struct Settings {
     pub listen: SocketAddr,
     pub metrics_listen: Option<SocketAddr>,
     pub database: DatabaseSettings,
-    pub app_key: [u8; 32],
-    pub app_previous_keys: Vec<[u8; 32]>,
+    pub app_key: Secret<[u8; 32]>,
+    pub app_previous_keys: Vec<Secret<[u8; 32]>>,
     /// `APP_URL` as the shop set it (COMPAT §10): the root of e-mail links (§8.3) and of
     /// requests without `Host`; `None` when unset or empty.
     pub app_url: Option<String>,
@@ -319,7 +340,7 @@ impl Settings {
             port: v.parse("DB_PORT")?,
             database: v.string("DB_DATABASE"),
             username: v.string("DB_USERNAME"),
-            password: v.string("DB_PASSWORD"),
+            password: Secret::new(v.string("DB_PASSWORD")),
             socket: v.non_empty("DB_SOCKET"),
             pool_size: positive(v, "SHOPCHAT_DB_POOL_SIZE")?,
             acquire_timeout: Duration::from_millis(v.parse("SHOPCHAT_DB_ACQUIRE_TIMEOUT_MS")?),
@@ -346,7 +367,8 @@ impl Settings {
         let app_key_raw = v
             .non_empty("APP_KEY")
             .ok_or_else(|| bad("APP_KEY", "is required (base64:… of 32 bytes)"))?;
-        let app_key = parse_app_key(&app_key_raw).map_err(|e| bad("APP_KEY", e.to_string()))?;
+        let app_key =
+            Secret::new(parse_app_key(&app_key_raw).map_err(|e| bad("APP_KEY", e.to_string()))?);
         let mut app_previous_keys = Vec::new();
         for key in v
             .string("APP_PREVIOUS_KEYS")
@@ -354,8 +376,9 @@ impl Settings {
             .map(str::trim)
             .filter(|k| !k.is_empty())
         {
-            app_previous_keys
-                .push(parse_app_key(key).map_err(|e| bad("APP_PREVIOUS_KEYS", e.to_string()))?);
+            app_previous_keys.push(Secret::new(
+                parse_app_key(key).map_err(|e| bad("APP_PREVIOUS_KEYS", e.to_string()))?,
+            ));
         }
         let timezone_name = v.non_empty("APP_TIMEZONE").unwrap_or_else(|| "UTC".into());
         let timezone: Tz = timezone_name.parse().map_err(|_| {
@@ -417,7 +440,7 @@ impl Settings {
             port: v.parse("MAIL_PORT")?,
             encryption,
             username: v.non_empty("MAIL_USERNAME"),
-            password: v.get("MAIL_PASSWORD"),
+            password: v.get("MAIL_PASSWORD").map(Secret::new),
             from_address: v.string("MAIL_FROM_ADDRESS"),
             from_name: v.string("MAIL_FROM_NAME"),
             timeout: Duration::from_secs(positive(v, "SHOPCHAT_MAIL_TIMEOUT")?),
@@ -515,6 +538,11 @@ impl Settings {
         })
     }
 
+    /// The older `APP_PREVIOUS_KEYS`, to verify links with (§8.4).
+    pub fn previous_keys(&self) -> Vec<[u8; 32]> {
+        self.app_previous_keys.iter().map(|k| *k.expose()).collect()
+    }
+
     /// `<root>` of a request without `Host` (§4.3): `APP_URL`, Laravel's default without it.
     pub fn url_root(&self) -> &str {
         self.app_url.as_deref().unwrap_or("http://localhost")
@@ -583,6 +611,25 @@ mod tests {
         assert_eq!(s.filesystem, FileSystem::Local);
         assert_eq!(s.max_connections, 25_000);
         assert_eq!(s.client_timeout, Duration::from_secs(10));
+    }
+
+    #[test]
+    fn secrets_never_show_in_debug() {
+        let s = Settings::load_from(
+            None,
+            env(&[
+                ("APP_KEY", KEY),
+                ("DB_PASSWORD", "db-secret-pw"),
+                ("MAIL_PASSWORD", "mail-secret-pw"),
+            ]),
+        )
+        .unwrap();
+        let shown = format!("{s:?}");
+        assert!(!shown.contains("db-secret-pw") && !shown.contains("mail-secret-pw"));
+        // The key's bytes, as Debug would print an array of them.
+        assert!(!shown.contains(&format!("{:?}", s.app_key.expose())));
+        assert!(shown.contains("[redacted]"));
+        assert_eq!(s.database.password.expose(), "db-secret-pw");
     }
 
     #[test]

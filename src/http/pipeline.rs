@@ -465,9 +465,7 @@ async fn steps_3_to_8(
     }
     // Step 5 (K5): byte-equal, never "" or "0"; unset SYSTEM_KEY refuses everything.
     let system_key = req.headers().get("system-key").map(|v| v.as_bytes());
-    let key_ok = matches!((system_key, settings.system_key.as_deref()),
-        (Some(given), Some(expected)) if !given.is_empty() && given != b"0" && given == expected.as_bytes());
-    if !key_ok {
+    if !system_key_matches(system_key, settings.system_key.as_deref()) {
         return Ok(response::json(
             StatusCode::OK,
             &json!({"result": false, "message": "Request not found!"}),
@@ -514,6 +512,18 @@ async fn steps_3_to_8(
         input,
     };
     chat::dispatch(&ctx, &route).await
+}
+
+/// K5: the `System-Key` header equals `SYSTEM_KEY` byte for byte, and is neither empty nor
+/// `"0"`. Compared in constant time: the key is a shared secret (security review L6).
+fn system_key_matches(given: Option<&[u8]>, expected: Option<&str>) -> bool {
+    use subtle::ConstantTimeEq;
+    match (given, expected) {
+        (Some(given), Some(expected)) if !given.is_empty() && given != b"0" => {
+            bool::from(given.ct_eq(expected.as_bytes()))
+        }
+        _ => false,
+    }
 }
 
 /// Reads a POST body within the size limit and the client timeout (step 0).
@@ -596,4 +606,23 @@ fn json_client(headers: &HeaderMap) -> bool {
         header_str(headers, "x-requested-with"),
         header_str(headers, "x-pjax"),
     )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::system_key_matches;
+
+    #[test]
+    fn system_key_is_byte_equal_and_never_empty_or_zero() {
+        assert!(system_key_matches(Some(b"k3y"), Some("k3y")));
+        assert!(!system_key_matches(Some(b"k3y "), Some("k3y")));
+        assert!(!system_key_matches(Some(b"K3Y"), Some("k3y")));
+        assert!(!system_key_matches(Some(b""), Some("")));
+        assert!(!system_key_matches(Some(b"0"), Some("0")));
+        assert!(!system_key_matches(None, Some("k3y")));
+        assert!(
+            !system_key_matches(Some(b"k3y"), None),
+            "unset refuses everything"
+        );
+    }
 }

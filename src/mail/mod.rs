@@ -3,6 +3,7 @@
 //! worker delivers it (deviation D7).
 
 pub mod outbox;
+pub mod recovery;
 pub mod render;
 pub mod smtp;
 pub mod worker;

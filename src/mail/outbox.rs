@@ -167,7 +167,14 @@ impl Outbox {
     pub fn open(root: impl Into<PathBuf>) -> io::Result<Outbox> {
         let root = root.into();
         for dir in [STAGING, PENDING, SENDING, DEAD] {
-            fs::create_dir_all(root.join(dir))?;
+            let path = root.join(dir);
+            if !path.is_dir() {
+                let mut builder = fs::DirBuilder::new();
+                builder.recursive(true);
+                #[cfg(unix)]
+                std::os::unix::fs::DirBuilderExt::mode(&mut builder, 0o700);
+                builder.create(&path)?;
+            }
         }
         Ok(Outbox {
             root,
@@ -280,6 +287,28 @@ impl Outbox {
             }
         }
         Ok((promoted, deleted))
+    }
+
+    /// The staged mails `settled(writer_pid, age)` accepts, by the process id in their name and
+    /// their file's age ([`crate::mail::recovery`]).
+    pub fn staged_entries_settled(
+        &self,
+        settled: impl Fn(u32, Duration) -> bool,
+    ) -> io::Result<Vec<(PathBuf, Notification)>> {
+        Ok(self
+            .staged_entries()?
+            .into_iter()
+            .filter(|(path, _)| {
+                let writer = staged_name(path)
+                    .ok()
+                    .and_then(|name| name.split('-').nth(1)?.parse::<u32>().ok())
+                    .unwrap_or(0);
+                fs::metadata(path)
+                    .and_then(|m| m.modified())
+                    .map(|at| settled(writer, at.elapsed().unwrap_or_default()))
+                    .unwrap_or(false)
+            })
+            .collect())
     }
 
     /// The staged mails, for a caller that checks the database asynchronously and then calls
@@ -744,7 +773,13 @@ fn write_atomically(dir: &Path, name: &str, bytes: &[u8]) -> io::Result<()> {
         rand::thread_rng().gen::<u64>()
     ));
     let result = (|| {
-        let mut file = OpenOptions::new().write(true).create_new(true).open(&tmp)?;
+        let mut options = OpenOptions::new();
+        options.write(true).create_new(true);
+        // Mail text and addresses: readable by the service's user only, whatever the umask
+        // (the container image sets none: security review L7).
+        #[cfg(unix)]
+        std::os::unix::fs::OpenOptionsExt::mode(&mut options, 0o600);
+        let mut file = options.open(&tmp)?;
         file.write_all(bytes)?;
         file.sync_all()?;
         drop(file);
@@ -807,6 +842,7 @@ mod tests {
             subject: format!("Sender:- Customer {conversation_id}"),
             html: "<h1>Message</h1>\n".into(),
             conversation_id,
+            message_id: None,
         }
     }
 
@@ -1184,5 +1220,20 @@ mod tests {
         std::thread::sleep(Duration::from_millis(20));
         assert_eq!(outbox.expire_dead(Duration::from_millis(10)).unwrap(), 1);
         assert!(files(&outbox, DEAD).is_empty());
+    }
+
+    #[cfg(unix)]
+    #[test]
+    fn mail_is_readable_by_its_owner_only() {
+        use std::os::unix::fs::PermissionsExt;
+        let tmp = tempfile::tempdir().unwrap();
+        let outbox = Outbox::open(tmp.path().join("outbox")).unwrap();
+        let staged = outbox.stage(&note(1)).unwrap();
+        let mode = |p: &Path| fs::metadata(p).unwrap().permissions().mode() & 0o777;
+        assert_eq!(mode(&staged.path()), 0o600);
+        assert_eq!(mode(&outbox.dir(PENDING)), 0o700);
+        staged.promote().unwrap();
+        let pending = entry_names(&outbox.dir(PENDING)).unwrap();
+        assert_eq!(mode(&outbox.dir(PENDING).join(&pending[0])), 0o600);
     }
 }

@@ -18,6 +18,11 @@ pub struct Notification {
     pub html: String,
     /// Lets start-up recovery decide whether the staged mail's transaction committed (§8.6 step 3).
     pub conversation_id: u64,
+    /// The message the mail is about: recovery promotes a staged mail only when this message
+    /// committed — a reused conversation exists whether or not its new message did (§8.6
+    /// step 3; security review L2). `None` in entries staged before it was recorded.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub message_id: Option<u64>,
 }
 
 /// `T('Message')`, `T('Sender')`, `T('See Details')`, `T('Hi! You recieved a message from ')`
@@ -68,6 +73,7 @@ pub fn render(
         subject: format!("{}:- {}", labels.sender, sender_name),
         html,
         conversation_id,
+        message_id: None,
     }
 }
 

@@ -226,6 +226,7 @@ mod tests {
             subject: "المرسل:- Customer One".into(),
             html: "<h1>رسالة</h1>\n".into(),
             conversation_id: 1,
+            message_id: None,
         }
     }
 

@@ -193,7 +193,7 @@ fn configuration(report: &mut Report, s: &Settings, source: &str) {
     );
 
     // APP_KEY was decoded while loading (32 bytes or refused); prove it works end to end.
-    let enc = Encrypter::new(s.app_key, s.app_previous_keys.clone());
+    let enc = Encrypter::new(*s.app_key.expose(), s.previous_keys());
     match enc.decrypt_int(&enc.encrypt_int(424242)) {
         Ok(424242) => report.add(
             "APP_KEY",

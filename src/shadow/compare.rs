@@ -64,11 +64,24 @@ impl Answer {
         String::from_utf8_lossy(&self.body)
     }
 
-    /// For the log: the body as text when it is UTF-8, else base64.
+    /// For the log: the body as text when it is UTF-8, else base64. Cookies the answer sets
+    /// (PHP's session cookie) are `<redacted>`: a session is a login (security review L4).
     pub fn to_json(&self) -> Value {
+        let headers: Vec<Vec<String>> = self
+            .headers
+            .iter()
+            .map(|(k, v)| {
+                let v = if k.eq_ignore_ascii_case("set-cookie") {
+                    "<redacted>".to_string()
+                } else {
+                    v.clone()
+                };
+                vec![k.clone(), v]
+            })
+            .collect();
         let mut v = serde_json::json!({
             "status": self.status,
-            "headers": self.headers.iter().map(|(k, v)| vec![k.clone(), v.clone()]).collect::<Vec<_>>(),
+            "headers": headers,
         });
         match std::str::from_utf8(&self.body) {
             Ok(text) => v["body"] = Value::String(text.into()),
@@ -581,6 +594,24 @@ mod tests {
         assert_eq!(d.candidate, "hello [[small]] world");
         let d = byte_diff(b"abc", b"abcd");
         assert_eq!((d.offset, d.primary_len, d.candidate_len), (3, 0, 1));
+    }
+
+    #[test]
+    fn logged_answers_hold_no_session_cookie() {
+        let a = Answer {
+            status: 200,
+            headers: vec![
+                (
+                    "Set-Cookie".into(),
+                    "shop_session=eyJpdiI6; path=/; httponly".into(),
+                ),
+                ("Content-Type".into(), "application/json".into()),
+            ],
+            body: b"{}".to_vec(),
+        };
+        let logged = a.to_json().to_string();
+        assert!(!logged.contains("shop_session"), "{logged}");
+        assert!(logged.contains("<redacted>") && logged.contains("application/json"));
     }
 
     #[test]

@@ -22,9 +22,17 @@ pub struct MismatchLog {
 }
 
 impl MismatchLog {
-    /// Appends to `path`; its current size counts towards `cap` bytes.
+    /// Appends to `path`; its current size counts towards `cap` bytes. The log holds chat text,
+    /// names and the answers' headers: it is created readable by its owner only, and an
+    /// existing one is narrowed to that (security review L4).
     pub fn open(path: &Path, cap: u64) -> io::Result<MismatchLog> {
-        let file = OpenOptions::new().create(true).append(true).open(path)?;
+        let mut options = OpenOptions::new();
+        options.create(true).append(true);
+        #[cfg(unix)]
+        std::os::unix::fs::OpenOptionsExt::mode(&mut options, 0o600);
+        let file = options.open(path)?;
+        #[cfg(unix)]
+        file.set_permissions(std::os::unix::fs::PermissionsExt::from_mode(0o600))?;
         let written = file.metadata()?.len();
         Ok(MismatchLog { file, written, cap })
     }
@@ -111,5 +119,20 @@ mod tests {
         // Reopening counts what is already there.
         let mut again = MismatchLog::open(&path, 40).unwrap();
         assert!(!again.record(&json!({"kind": "mismatch"})).unwrap());
+    }
+
+    #[cfg(unix)]
+    #[test]
+    fn only_its_owner_reads_the_log() {
+        use std::os::unix::fs::PermissionsExt;
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("log.jsonl");
+        let mode = |p: &Path| std::fs::metadata(p).unwrap().permissions().mode() & 0o777;
+        MismatchLog::open(&path, 40).unwrap();
+        assert_eq!(mode(&path), 0o600);
+        // An older log, world-readable, is narrowed when reopened.
+        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o644)).unwrap();
+        MismatchLog::open(&path, 40).unwrap();
+        assert_eq!(mode(&path), 0o600);
     }
 }

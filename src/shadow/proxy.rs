@@ -63,9 +63,15 @@ pub fn primary_client() -> anyhow::Result<reqwest::Client> {
         .redirect(reqwest::redirect::Policy::none())
         .no_proxy()
         .connect_timeout(std::time::Duration::from_secs(5))
+        // A hung primary must not hold the shadow's connections for ever (security review
+        // L4); above a long-poll's longest wait (SHOPCHAT_LONG_POLL_MAX_SECONDS, 30 s).
+        .read_timeout(PRIMARY_READ_TIMEOUT)
         .pool_idle_timeout(std::time::Duration::from_secs(30))
         .build()?)
 }
+
+/// The longest pause in the primary's answer before the exchange is abandoned.
+const PRIMARY_READ_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(65);
 
 impl Shadow {
     /// Binds `config.listen` and starts serving; the comparison worker runs on
@@ -154,12 +160,21 @@ async fn handle(
 
     // The request body: kept whole up to shopchat's own limit (the shadow
     // needs it), streamed past it.
+    // A client that sends its body slower than SHOPCHAT_CLIENT_TIMEOUT gets a 408, as from
+    // shopchat itself (security review L4: bodies were read without a time limit).
     let limit = shared.config.settings.max_body_bytes;
-    let body = match read_prefix(payload, limit).await {
-        Ok(b) => b,
-        Err(e) => {
+    let timeout = shared.config.settings.client_timeout;
+    let body = match tokio::time::timeout(timeout, read_prefix(payload, limit)).await {
+        Ok(Ok(b)) => b,
+        Ok(Err(e)) => {
             tracing::warn!(error = %e, "shadow: client request body broken off");
             return HttpResponse::BadRequest().finish();
+        }
+        Err(_) => {
+            tracing::warn!("shadow: client request body not complete in time");
+            return HttpResponse::RequestTimeout()
+                .insert_header((actix_web::http::header::CONNECTION, "close"))
+                .finish();
         }
     };
 

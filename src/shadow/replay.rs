@@ -5,8 +5,10 @@
 //!
 //! Unlike shadow mode both services really execute every request, writes
 //! included, each on its own database (replay against copies, never against
-//! production). Writes are still compared by status class only: ids and
-//! times of new rows differ by nature.
+//! production). A request list with writes is therefore refused unless
+//! `--allow-writes` says the targets are copies (security review L5). Writes
+//! are still compared by status class only: ids and times of new rows differ
+//! by nature.
 
 use std::io::{BufRead, Write};
 use std::path::PathBuf;
@@ -33,6 +35,8 @@ pub struct ReplayConfig {
     pub noise_floor: bool,
     /// shopchat's `SHOPCHAT_BASE_PATH`, to name routes.
     pub base_path: String,
+    /// `--allow-writes`: the targets are copies; POSTs (and other writes) may be sent.
+    pub allow_writes: bool,
 }
 
 pub struct ReplayResult {
@@ -61,6 +65,17 @@ pub async fn replay(cfg: &ReplayConfig) -> anyhow::Result<ReplayResult> {
         let r: RecordedRequest = serde_json::from_str(line)
             .with_context(|| format!("{} line {}", cfg.requests.display(), i + 1))?;
         requests.push(r);
+    }
+    let writes = requests
+        .iter()
+        .filter(|r| !matches!(r.method.as_str(), "GET" | "HEAD" | "OPTIONS"))
+        .count();
+    if writes > 0 && !cfg.allow_writes {
+        bail!(
+            "{} holds {writes} write request(s) (POST…), which both services would execute: \
+             replay them only against copies of the database, with --allow-writes; nothing was sent",
+            cfg.requests.display()
+        );
     }
     let client = primary_client()?;
     let metrics = Metrics::new();

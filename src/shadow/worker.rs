@@ -327,25 +327,34 @@ async fn ask_primary(env: &Env, job: &Job) -> anyhow::Result<Answer> {
     Ok(Answer::from_reqwest(res).await?)
 }
 
+/// Decoded bodies larger than this are not compared (a gzip bomb from a broken primary must
+/// not fill the shadow's memory: security review L4).
+const MAX_DECODED_BYTES: u64 = 64 << 20;
+
 /// A gzip- or deflate-encoded primary body is compared decoded (shopchat's
 /// in-process answer is never encoded); other encodings cannot be compared.
 fn decode_body(a: &mut Answer) -> Result<(), String> {
+    decode_body_within(a, MAX_DECODED_BYTES)
+}
+
+fn decode_body_within(a: &mut Answer, max: u64) -> Result<(), String> {
     let encoding = a.header("content-encoding").map(|e| e.to_ascii_lowercase());
+    let bounded = |r: &mut dyn Read| {
+        let mut out = Vec::new();
+        r.take(max + 1)
+            .read_to_end(&mut out)
+            .and_then(|n| match n as u64 > max {
+                true => Err(std::io::Error::other(format!(
+                    "larger than {max} bytes decoded"
+                ))),
+                false => Ok(out),
+            })
+    };
     let decoded = match encoding.as_deref() {
         None | Some("identity") => return Ok(()),
         _ if a.body.is_empty() => return Ok(()),
-        Some("gzip") | Some("x-gzip") => {
-            let mut out = Vec::new();
-            flate2::read::GzDecoder::new(&a.body[..])
-                .read_to_end(&mut out)
-                .map(|_| out)
-        }
-        Some("deflate") => {
-            let mut out = Vec::new();
-            flate2::read::ZlibDecoder::new(&a.body[..])
-                .read_to_end(&mut out)
-                .map(|_| out)
-        }
+        Some("gzip") | Some("x-gzip") => bounded(&mut flate2::read::GzDecoder::new(&a.body[..])),
+        Some("deflate") => bounded(&mut flate2::read::ZlibDecoder::new(&a.body[..])),
         Some(other) => {
             return Err(format!(
                 "the primary's Content-Encoding {other} cannot be compared"
@@ -421,5 +430,29 @@ async fn premises(env: &Env, job: &Job, candidate: &Answer) -> Premises {
     Premises {
         not_participant,
         token_gone,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn decoding_is_bounded() {
+        use std::io::Write;
+        let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
+        gz.write_all(&vec![b'a'; 100_000]).unwrap();
+        let body = gz.finish().unwrap();
+        let answer = |body: Vec<u8>| Answer {
+            status: 200,
+            headers: vec![("Content-Encoding".into(), "gzip".into())],
+            body,
+        };
+        let mut big = answer(body.clone());
+        let err = decode_body_within(&mut big, 10_000).unwrap_err();
+        assert!(err.contains("larger than 10000 bytes"), "{err}");
+        let mut fits = answer(body);
+        decode_body_within(&mut fits, 200_000).unwrap();
+        assert_eq!(fits.body.len(), 100_000);
     }
 }

@@ -609,3 +609,89 @@ async fn a_full_outbox_refuses_new_conversations_and_reads_go_on() {
     assert_eq!(app.call("GET", "/ready", None, &[], b"").await.status, 200);
     app.finish().await;
 }
+
+#[tokio::test]
+async fn staged_mail_is_judged_by_its_message_once_its_writer_is_gone() {
+    // Security review L2: recovery promoted a staged mail when its *conversation* existed; a
+    // reused conversation exists whether or not the message being mailed was committed. And
+    // a start-up recovery deleted the staged mail of other processes' running transactions.
+    let (port, store) = smtp_sink().await;
+    let port = port.to_string();
+    let app = spawn_app_with(&[
+        ("MAIL_MAILER", "smtp"),
+        ("MAIL_HOST", "127.0.0.1"),
+        ("MAIL_PORT", &port),
+        ("MAIL_ENCRYPTION", "null"),
+    ])
+    .await;
+    let outbox = shopchat::mail::outbox::Outbox::open(app.outbox.path()).unwrap();
+    let note = |message_id: u64, to: &str| {
+        let mut n = shopchat::mail::render::render(
+            &shopchat::mail::render::Labels {
+                message: "Message".into(),
+                sender: "Sender".into(),
+                see_details: "See Details".into(),
+                hi_you_recieved: "Hi! You recieved a message from".into(),
+            },
+            "Customer One",
+            "a question",
+            "http://shop.test/conversations/x",
+            to,
+            "hello@example.com",
+            "Example",
+            2,
+        );
+        n.message_id = Some(message_id);
+        n
+    };
+    // A writer that is gone (a reaped child's process id) and one that runs (this process).
+    let mut child = std::process::Command::new("true").spawn().unwrap();
+    let dead = child.id();
+    child.wait().unwrap();
+    let staging = app.outbox.path().join("staging");
+    let as_written_by = |staged: shopchat::mail::outbox::StagedMail, pid: u32| {
+        let path = staged.path();
+        let name = path.file_name().unwrap().to_str().unwrap().to_string();
+        let mut parts: Vec<&str> = name.splitn(3, '-').collect();
+        let pid = pid.to_string();
+        parts[1] = &pid;
+        std::fs::rename(&path, staging.join(parts.join("-"))).unwrap();
+    };
+    // Message 38 of conversation 2 is stored; 99999 never was.
+    as_written_by(
+        outbox.stage(&note(38, "committed@example.com")).unwrap(),
+        dead,
+    );
+    as_written_by(
+        outbox
+            .stage(&note(99_999, "rolled-back@example.com"))
+            .unwrap(),
+        dead,
+    );
+    as_written_by(
+        outbox
+            .stage(&note(38, "still-running@example.com"))
+            .unwrap(),
+        std::process::id(),
+    );
+
+    let mails = wait_for_mail(&store, 1).await;
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    let rcpts: Vec<String> = store
+        .lock()
+        .unwrap()
+        .iter()
+        .flat_map(|m| m.rcpt.clone())
+        .collect();
+    assert_eq!(rcpts, ["committed@example.com"], "{mails:?}");
+    let left: Vec<String> = std::fs::read_dir(&staging)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().into_string().unwrap())
+        .collect();
+    assert_eq!(left.len(), 1, "{left:?}");
+    assert!(
+        left[0].contains(&format!("-{}-", std::process::id())),
+        "a live writer's young staged mail is left alone: {left:?}"
+    );
+    app.finish().await;
+}

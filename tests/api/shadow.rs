@@ -677,6 +677,16 @@ async fn run_replay(
     requests: &std::path::Path,
     log: &std::path::Path,
 ) -> std::process::Output {
+    run_replay_with(primary, candidate, requests, log, &["--allow-writes"]).await
+}
+
+async fn run_replay_with(
+    primary: &str,
+    candidate: &str,
+    requests: &std::path::Path,
+    log: &std::path::Path,
+    extra: &[&str],
+) -> std::process::Output {
     let mut cmd = Command::new(env!("CARGO_BIN_EXE_shopchat"));
     cmd.args(["replay", "--primary"])
         .arg(format!("http://{primary}"))
@@ -686,10 +696,39 @@ async fn run_replay(
         .arg(requests)
         .arg("--log")
         .arg(log)
+        .args(extra)
         .env_clear();
     tokio::task::spawn_blocking(move || cmd.output().unwrap())
         .await
         .unwrap()
+}
+
+#[tokio::test]
+async fn replay_refuses_writes_unless_told_the_targets_are_copies() {
+    // Security review L5: a --candidate pointed at production would duplicate real users'
+    // messages and e-mails.
+    let a = spawn_app().await;
+    let b = spawn_app().await;
+    let dir = tempfile::tempdir().unwrap();
+    let requests = write_requests(dir.path(), &replay_requests());
+    let log = dir.path().join("replay.jsonl");
+    let out = run_replay_with(&a.addr, &b.addr, &requests, &log, &[]).await;
+    assert_eq!(out.status.code(), Some(1));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("--allow-writes") && err.contains("nothing was sent"),
+        "{err}"
+    );
+    for app in [&a, &b] {
+        assert_eq!(
+            app.db
+                .scalar("SELECT COUNT(*) FROM messages WHERE message = 'replayed'")
+                .await,
+            "0"
+        );
+    }
+    a.finish().await;
+    b.finish().await;
 }
 
 #[tokio::test]
