@@ -108,7 +108,7 @@ pub fn mailer(settings: &Settings) -> Mailer {
     let m = &settings.mail;
     match m.mailer {
         MailerKind::Log => Mailer::Log,
-        MailerKind::Smtp => Mailer::Smtp(SmtpSettings {
+        MailerKind::Smtp => Mailer::smtp(SmtpSettings {
             host: m.host.clone(),
             port: m.port,
             // Absent MAIL_ENCRYPTION means Laravel's default `tls` (§10).

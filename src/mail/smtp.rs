@@ -13,10 +13,45 @@ use lettre::{Address, AsyncSmtpTransport, AsyncTransport, Message, Tokio1Executo
 use crate::mail::render::Notification;
 
 /// `MAIL_MAILER` (else `MAIL_DRIVER`), §10: `smtp` sends; `log`/`array` only log.
-#[derive(Debug, Clone)]
+#[derive(Debug)]
 pub enum Mailer {
-    Smtp(SmtpSettings),
+    Smtp(SmtpMailer),
     Log,
+}
+
+impl Mailer {
+    pub fn smtp(settings: SmtpSettings) -> Mailer {
+        Mailer::Smtp(SmtpMailer {
+            settings,
+            transport: Mutex::new(None),
+        })
+    }
+}
+
+/// The SMTP settings and the transport built from them once: it keeps its connections open
+/// between mails (lettre's pool), so a backlog is not a TCP, TLS and AUTH handshake per mail
+/// (security review L3).
+pub struct SmtpMailer {
+    pub settings: SmtpSettings,
+    transport: Mutex<Option<AsyncSmtpTransport<Tokio1Executor>>>,
+}
+
+impl std::fmt::Debug for SmtpMailer {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        self.settings.fmt(f)
+    }
+}
+
+impl SmtpMailer {
+    fn transport(&self) -> Result<AsyncSmtpTransport<Tokio1Executor>, DeliveryError> {
+        let mut cached = self.transport.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(t) = &*cached {
+            return Ok(t.clone());
+        }
+        let t = transport(&self.settings)?;
+        *cached = Some(t.clone());
+        Ok(t)
+    }
 }
 
 /// `MAIL_HOST`, `MAIL_PORT`, `MAIL_ENCRYPTION`, `MAIL_USERNAME`, `MAIL_PASSWORD` (§10).
@@ -76,12 +111,15 @@ pub fn encryption_from_env(value: Option<&str>, port: u16) -> Encryption {
 }
 
 /// A failed delivery. `permanent` (5xx reply, malformed address) sends the entry to `dead/` at
-/// once; otherwise it is retried with back-off (§8.6 step 4).
+/// once; otherwise it is retried with back-off (§8.6 step 4). `unreachable`: no SMTP reply at
+/// all (refused, timed out, TLS failed) — the server, not this mail, is the problem, so the
+/// worker pauses before trying the next one.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[error("{message}")]
 pub struct DeliveryError {
     pub message: String,
     pub permanent: bool,
+    pub unreachable: bool,
 }
 
 impl DeliveryError {
@@ -89,6 +127,7 @@ impl DeliveryError {
         DeliveryError {
             message,
             permanent: true,
+            unreachable: false,
         }
     }
 
@@ -96,6 +135,16 @@ impl DeliveryError {
         DeliveryError {
             message,
             permanent: false,
+            unreachable: false,
+        }
+    }
+
+    /// A failure before any SMTP reply (connection, timeout, TLS).
+    pub fn unreachable(message: String) -> Self {
+        DeliveryError {
+            message,
+            permanent: false,
+            unreachable: true,
         }
     }
 }
@@ -115,15 +164,16 @@ pub async fn deliver(mailer: &Mailer, n: &Notification) -> Result<(), DeliveryEr
             );
             Ok(())
         }
-        Mailer::Smtp(settings) => {
+        Mailer::Smtp(smtp) => {
             let message = build_message(n)?;
-            let transport = transport(settings)?;
+            let transport = smtp.transport()?;
             match transport.send(message).await {
                 Ok(_) => Ok(()),
                 // lettre classifies by reply code: 5xx is permanent (§8.6: dead at once);
                 // 4xx, timeouts, refused connections and TLS trouble are worth retrying.
                 Err(e) if e.is_permanent() => Err(DeliveryError::permanent(error_chain(&e))),
-                Err(e) => Err(DeliveryError::transient(error_chain(&e))),
+                Err(e) if e.is_transient() => Err(DeliveryError::transient(error_chain(&e))),
+                Err(e) => Err(DeliveryError::unreachable(error_chain(&e))),
             }
         }
     }
@@ -169,7 +219,13 @@ fn transport(s: &SmtpSettings) -> Result<AsyncSmtpTransport<Tokio1Executor>, Del
     let mut builder = AsyncSmtpTransport::<Tokio1Executor>::builder_dangerous(s.host.as_str())
         .port(s.port)
         .tls(tls)
-        .timeout(Some(s.timeout));
+        .timeout(Some(s.timeout))
+        // One worker sends one mail at a time; an idle connection is closed after a minute.
+        .pool_config(
+            lettre::transport::smtp::PoolConfig::new()
+                .max_size(2)
+                .idle_timeout(Duration::from_secs(60)),
+        );
     if let Some(user) = &s.username {
         builder = builder.credentials(Credentials::new(
             user.clone(),
@@ -265,7 +321,7 @@ mod tests {
 
     #[tokio::test]
     async fn malformed_address_is_permanent() {
-        let mailer = Mailer::Smtp(SmtpSettings {
+        let mailer = Mailer::smtp(SmtpSettings {
             host: "127.0.0.1".into(),
             port: 9,
             encryption: Encryption::None,

@@ -3,6 +3,7 @@
 //! Several workers, in one process or in several sharing the outbox, may run at once: every
 //! hand-over goes through the outbox's atomic renames.
 
+use std::collections::VecDeque;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -21,6 +22,14 @@ const DELIVERY_DEADLINE: Duration = Duration::from_secs(5 * 60);
 
 /// How often stale claims are looked for; they are 10 minutes old at the earliest.
 const STALE_SCAN_EVERY: Duration = Duration::from_secs(30);
+
+/// A list of due entries is claimed from for at most this long before `pending/` is listed
+/// again (new mail, retries that fell due).
+const DUE_LIST_FOR: Duration = Duration::from_secs(30);
+
+/// The pause after a delivery found the SMTP server unreachable, doubling up to [`MAX_PAUSE`].
+const FIRST_PAUSE: Duration = Duration::from_secs(5);
+const MAX_PAUSE: Duration = Duration::from_secs(5 * 60);
 
 /// How often `dead/` is swept of entries older than `SHOPCHAT_OUTBOX_DEAD_DAYS`.
 const DEAD_SWEEP_EVERY: Duration = Duration::from_secs(10 * 60);
@@ -56,6 +65,9 @@ pub async fn run_worker_counted(
 ) {
     let mut last_stale_scan: Option<Instant> = None;
     let mut last_dead_sweep: Option<Instant> = None;
+    let mut due: VecDeque<String> = VecDeque::new();
+    let mut listed_at: Option<Instant> = None;
+    let mut pause = FIRST_PAUSE;
     loop {
         if *shutdown.borrow() {
             break;
@@ -84,18 +96,43 @@ pub async fn run_worker_counted(
             }
         }
 
-        // Directory scans and fsyncs block; keep them off the async threads.
+        // The due entries, listed once and claimed one by one (another process may take
+        // some first); listed again when used up or [`DUE_LIST_FOR`] old. Directory scans and
+        // fsyncs block: they run off the async threads.
+        if due.is_empty() || listed_at.is_none_or(|t: Instant| t.elapsed() >= DUE_LIST_FOR) {
+            let ob = Arc::clone(&outbox);
+            match blocking(move || ob.due(unix_now())).await {
+                Ok(names) => due = names.into(),
+                Err(e) => tracing::error!(error = %e, "outbox: listing pending/ failed"),
+            }
+            listed_at = Some(Instant::now());
+        }
+        let Some(name) = due.pop_front() else {
+            if wait_or_shutdown(&mut shutdown, poll).await {
+                break;
+            }
+            continue;
+        };
         let ob = Arc::clone(&outbox);
-        match blocking(move || ob.claim_next(unix_now())).await {
+        match blocking(move || ob.claim(&name, unix_now())).await {
             Ok(Some(claimed)) => {
-                send_one(claimed, &mailer, policy, &counters).await;
-                // Go straight on to the next due entry: a backlog drains at full speed.
-            }
-            Ok(None) => {
-                if wait_or_shutdown(&mut shutdown, poll).await {
-                    break;
+                let unreachable = send_one(claimed, &mailer, policy, &counters).await;
+                if unreachable {
+                    // The server cannot be reached: trying every due mail now would only cost
+                    // each a connection timeout and an attempt. Wait, longer each time.
+                    tracing::warn!(pause = ?pause, "SMTP server unreachable; delivery paused");
+                    if wait_or_shutdown(&mut shutdown, pause).await {
+                        break;
+                    }
+                    pause = (pause * 2).min(MAX_PAUSE);
+                    due.clear();
+                } else {
+                    pause = FIRST_PAUSE;
                 }
+                // Otherwise straight on to the next due entry: a backlog drains at full speed.
             }
+            // Claimed by another worker meanwhile.
+            Ok(None) => {}
             Err(e) => {
                 tracing::error!(error = %e, "outbox: claiming an entry failed");
                 if wait_or_shutdown(&mut shutdown, poll).await {
@@ -107,7 +144,14 @@ pub async fn run_worker_counted(
     tracing::debug!("mail worker stopped");
 }
 
-async fn send_one(claimed: Claimed, mailer: &Mailer, policy: RetryPolicy, counters: &MailCounters) {
+/// Delivers one claimed entry and records the outcome; `true` when the server could not be
+/// reached at all.
+async fn send_one(
+    claimed: Claimed,
+    mailer: &Mailer,
+    policy: RetryPolicy,
+    counters: &MailCounters,
+) -> bool {
     let result = match tokio::time::timeout(
         DELIVERY_DEADLINE,
         deliver(mailer, claimed.notification()),
@@ -115,11 +159,11 @@ async fn send_one(claimed: Claimed, mailer: &Mailer, policy: RetryPolicy, counte
     .await
     {
         Ok(r) => r,
-        Err(_) => Err(crate::mail::smtp::DeliveryError {
-            message: format!("delivery took longer than {DELIVERY_DEADLINE:?}"),
-            permanent: false,
-        }),
+        Err(_) => Err(crate::mail::smtp::DeliveryError::unreachable(format!(
+            "delivery took longer than {DELIVERY_DEADLINE:?}"
+        ))),
     };
+    let unreachable = result.as_ref().is_err_and(|e| e.unreachable);
     let file = claimed.file_name().to_owned();
     let conversation_id = claimed.notification().conversation_id;
     match result {
@@ -159,6 +203,7 @@ async fn send_one(claimed: Claimed, mailer: &Mailer, policy: RetryPolicy, counte
             }
         }
     }
+    unreachable
 }
 
 /// Sleeps `poll`; returns true if shutdown was requested meanwhile (or can no longer be
@@ -216,7 +261,7 @@ mod tests {
     }
 
     fn smtp(port: u16) -> Arc<Mailer> {
-        Arc::new(Mailer::Smtp(SmtpSettings {
+        Arc::new(Mailer::smtp(SmtpSettings {
             host: "127.0.0.1".into(),
             port,
             encryption: Encryption::None,

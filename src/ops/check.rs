@@ -781,8 +781,9 @@ async fn smtp(report: &mut Report, s: &Settings) {
             );
         }
         Mailer::Smtp(smtp) => {
+            let smtp = &smtp.settings;
             let deadline = smtp.timeout + Duration::from_secs(5);
-            let outcome = tokio::time::timeout(deadline, crate::mail::smtp::probe(&smtp)).await;
+            let outcome = tokio::time::timeout(deadline, crate::mail::smtp::probe(smtp)).await;
             let target = format!("{}:{}", smtp.host, smtp.port);
             match outcome {
                 Ok(Ok(())) => report.add(

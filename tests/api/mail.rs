@@ -25,12 +25,27 @@ async fn smtp_sink() -> (u16, Arc<Mutex<Vec<Received>>>) {
 }
 
 async fn smtp_sink_on(port: u16) -> (u16, Arc<Mutex<Vec<Received>>>) {
+    let (port, store, _) = smtp_sink_counting(port).await;
+    (port, store)
+}
+
+/// [`smtp_sink_on`] that also counts the connections it accepted.
+async fn smtp_sink_counting(
+    port: u16,
+) -> (
+    u16,
+    Arc<Mutex<Vec<Received>>>,
+    Arc<std::sync::atomic::AtomicUsize>,
+) {
     let listener = TcpListener::bind(("127.0.0.1", port)).await.unwrap();
     let port = listener.local_addr().unwrap().port();
     let store = Arc::new(Mutex::new(Vec::new()));
     let inbox = store.clone();
+    let connections = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let counted = connections.clone();
     tokio::spawn(async move {
         while let Ok((stream, _)) = listener.accept().await {
+            counted.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
             let inbox = inbox.clone();
             tokio::spawn(async move {
                 let (read, mut write) = stream.into_split();
@@ -77,7 +92,7 @@ async fn smtp_sink_on(port: u16) -> (u16, Arc<Mutex<Vec<Received>>>) {
             });
         }
     });
-    (port, store)
+    (port, store, connections)
 }
 
 /// Undoes quoted-printable soft breaks and `=XX` escapes (lettre encodes long lines).
@@ -692,6 +707,83 @@ async fn staged_mail_is_judged_by_its_message_once_its_writer_is_gone() {
     assert!(
         left[0].contains(&format!("-{}-", std::process::id())),
         "a live writer's young staged mail is left alone: {left:?}"
+    );
+    app.finish().await;
+}
+
+#[tokio::test]
+async fn mail_goes_out_over_few_smtp_connections() {
+    // Security review L3: a new TCP, TLS and AUTH session per mail.
+    let (port, store, connections) = smtp_sink_counting(0).await;
+    let port = port.to_string();
+    let app = spawn_app_with(&[
+        ("MAIL_MAILER", "smtp"),
+        ("MAIL_HOST", "127.0.0.1"),
+        ("MAIL_PORT", &port),
+        ("MAIL_ENCRYPTION", "null"),
+        ("SHOPCHAT_NEW_CONVERSATIONS_PER_HOUR", "0"),
+    ])
+    .await;
+    for i in 0..20 {
+        let res = app
+            .post_json(
+                "/api/v2/chat/create-conversation",
+                CUST2,
+                &serde_json::json!({"product_id": 3, "title": format!("q{i}"), "message": "hi"}),
+            )
+            .await;
+        assert_eq!(res.status, 200);
+    }
+    let mails = wait_for_mail(&store, 20).await;
+    assert_eq!(mails.len(), 20);
+    let n = connections.load(std::sync::atomic::Ordering::SeqCst);
+    assert!(n <= 2, "{n} SMTP connections for 20 mails");
+    app.finish().await;
+}
+
+#[tokio::test]
+async fn an_unreachable_smtp_server_pauses_delivery() {
+    // Security review L3: with the server down (or dropping packets) every due mail was tried
+    // in turn, each costing a connection timeout and one of its attempts.
+    let closed = free_port().to_string();
+    let app = spawn_app_with(&[
+        ("MAIL_MAILER", "smtp"),
+        ("MAIL_HOST", "127.0.0.1"),
+        ("MAIL_PORT", &closed),
+        ("MAIL_ENCRYPTION", "null"),
+        ("SHOPCHAT_NEW_CONVERSATIONS_PER_HOUR", "0"),
+    ])
+    .await;
+    for i in 0..8 {
+        app.post_json(
+            "/api/v2/chat/create-conversation",
+            CUST2,
+            &serde_json::json!({"product_id": 3, "title": format!("q{i}"), "message": "hi"}),
+        )
+        .await;
+    }
+    tokio::time::sleep(Duration::from_millis(2500)).await;
+    let mut tried = 0;
+    let mut waiting = 0;
+    for dir in ["pending", "sending"] {
+        for e in std::fs::read_dir(app.outbox.path().join(dir)).unwrap() {
+            let e = e.unwrap();
+            if !e.file_name().to_str().unwrap().ends_with(".json") {
+                continue;
+            }
+            let entry: serde_json::Value =
+                serde_json::from_slice(&std::fs::read(e.path()).unwrap()).unwrap();
+            if entry["attempts"].as_u64().unwrap() > 0 {
+                tried += 1;
+            } else {
+                waiting += 1;
+            }
+        }
+    }
+    assert_eq!(tried + waiting, 8, "every mail kept");
+    assert!(
+        tried <= 2,
+        "{tried} of 8 mails tried against an unreachable server"
     );
     app.finish().await;
 }
