@@ -159,6 +159,14 @@ if [[ ! -s "$clients_dir/creators.tsv" ]]; then
 fi
 export BENCH_CLIENTS_DIR="$clients_dir"
 
+# bench/soak.sh needs the server, the data set and the client lists, not the measurements.
+if [[ "${BENCH_PREPARE_ONLY:-0}" == 1 ]]; then
+    trap - EXIT
+    printf 'BENCH_DB_PORT=%s\nBENCH_DB_NAME=%s\nBENCH_CLIENTS_DIR=%s\n' \
+        "$BENCH_DB_PORT" "$BENCH_DB_NAME" "$BENCH_CLIENTS_DIR"
+    exit 0
+fi
+
 # ------------------------------------------------------------------ measurements
 export BENCH_ROOT="$root"
 export BENCH_STARTED_AT="$started_at"

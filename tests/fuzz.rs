@@ -96,7 +96,7 @@ fn fuzz(name: &str, seeds: &[&[u8]], check: fn(&[u8])) {
     let started = Instant::now();
     let mut corpus: Vec<Vec<u8>> = seeds.iter().map(|s| s.to_vec()).collect();
     let mut runs = 0u64;
-    let mut run = |input: &[u8]| {
+    let run = |input: &[u8]| {
         if catch_unwind(AssertUnwindSafe(|| check(input))).is_err() {
             panic!(
                 "fuzz {name}: a check failed (SHOPCHAT_FUZZ_SEED={seed}) on input {}",

@@ -167,6 +167,16 @@ impl Sanctum {
         *touched = Generations::new(self.touch_interval.max(Duration::from_secs(1)));
     }
 
+    /// Entries of the token caches (positive, failed) and of the touch times, for `/metrics`.
+    pub fn cache_sizes(&self) -> [(&'static str, usize); 3] {
+        let touched = self.touched.lock().unwrap_or_else(|e| e.into_inner()).len();
+        [
+            ("tokens", self.cache.len()),
+            ("failed_tokens", self.failed.len()),
+            ("token_touches", touched),
+        ]
+    }
+
     /// Whether the header carries a token this process resolved recently and that is still
     /// valid: such a request is never refused before its lookup (§1.4 cost).
     pub fn known_good(&self, authorization: Option<&[u8]>, now: NaiveDateTime) -> bool {

@@ -54,6 +54,15 @@ impl Participants {
         self.known.lock().unwrap_or_else(|e| e.into_inner())
     }
 
+    /// Conversations held (for `/metrics`).
+    pub fn len(&self) -> usize {
+        self.known().len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
     /// Forgets every conversation (re-read when needed; called when the process is idle).
     pub fn clear(&self) {
         *self.known() = HashMap::new();

@@ -166,6 +166,12 @@ impl Watcher {
         Some(WaiterGuard(self.clone(), user))
     }
 
+    /// Conversations with a known "nothing above L", and with a waiters' notifier (`/metrics`).
+    pub fn sizes(&self) -> (usize, usize) {
+        let inner = self.lock();
+        (inner.known.len(), inner.waiters.len())
+    }
+
     /// Long-poll requests currently held.
     pub fn waiting(&self) -> usize {
         self.waiting.load(Ordering::Relaxed)

@@ -40,6 +40,9 @@ pub struct Metrics {
     pool_connections: IntGaugeVec,
     pool_max: IntGauge,
     outbox_entries: IntGaugeVec,
+    /// Entries of the in-process caches and tables, sampled at scrape time: their growth is
+    /// what a soak test watches (bench/soak.sh).
+    cache_entries: IntGaugeVec,
     /// Writes that stored `?` for characters a column cannot hold (COMPAT §5.0).
     storage_degraded: IntCounterVec,
     mail: MailCounters,
@@ -170,6 +173,12 @@ impl Metrics {
                 "E-mails in the outbox by state (pending, sending, dead, staging), counted at scrape time.",
                 &["state"],
             ),
+            cache_entries: gauge_vec(
+                r,
+                "shopchat_cache_entries",
+                "Entries held by each in-process cache or table (tokens, failed_tokens, token_touches, participants, rate_limit, ops_rate_limit, poll_knowledge, poll_waiters), sampled at scrape time.",
+                &["cache"],
+            ),
             storage_degraded: counter_vec(
                 r,
                 "shopchat_storage_degraded_total",
@@ -256,6 +265,19 @@ pub async fn answer(state: &AppState) -> HttpResponse {
         .set((size - idle).max(0));
     m.long_poll_waiters
         .set(i64::try_from(state.watcher.waiting()).unwrap_or(i64::MAX));
+    let (knowledge, waiters) = state.watcher.sizes();
+    let sizes = state.sanctum.cache_sizes().into_iter().chain([
+        ("participants", state.participants.len()),
+        ("rate_limit", state.limiter.len()),
+        ("ops_rate_limit", state.ops_limiter.len()),
+        ("poll_knowledge", knowledge),
+        ("poll_waiters", waiters),
+    ]);
+    for (cache, n) in sizes {
+        m.cache_entries
+            .with_label_values(&[cache])
+            .set(i64::try_from(n).unwrap_or(i64::MAX));
+    }
     let due = {
         let mut counted = m.outbox_counted.lock().unwrap_or_else(|e| e.into_inner());
         let due = counted.is_none_or(|at| at.elapsed() >= OUTBOX_COUNT_TTL);

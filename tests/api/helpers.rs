@@ -181,6 +181,18 @@ impl TestDb {
         CountedUser { name, password }
     }
 
+    /// Rows the server has sent to `user` so far (MariaDB's user statistics).
+    pub async fn rows_sent(&self, user: &CountedUser) -> u64 {
+        let n: Option<i64> = sqlx::query_scalar(
+            "SELECT CAST(SUM(ROWS_SENT) AS SIGNED) FROM information_schema.USER_STATISTICS WHERE USER = ?",
+        )
+        .bind(&user.name)
+        .fetch_one(&self.admin)
+        .await
+        .expect("rows sent (MariaDB userstat)");
+        n.unwrap_or(0) as u64
+    }
+
     /// Statements the server has run for `user` so far.
     pub async fn statements(&self, user: &CountedUser) -> u64 {
         let mariadb: Result<Option<i64>, _> = sqlx::query_scalar(

@@ -642,3 +642,47 @@ async fn characters_a_column_cannot_hold_are_stored_as_php_stores_them() {
     assert_eq!(res.status, 422);
     app.finish().await;
 }
+
+#[tokio::test]
+async fn the_reuse_lookup_reads_only_matching_titles() {
+    // Security review M4: create-conversation loaded every conversation of the pair (and their
+    // titles, up to 1,000 characters each) inside the lock, to compare titles in code.
+    let db = TestDb::fresh().await;
+    sqlx::raw_sql(
+        "INSERT INTO conversations (sender_id, receiver_id, title, created_at, updated_at) \
+         SELECT 6, 2, CONCAT('Question ', seq, ' ', REPEAT('x', 900)), '2024-01-01 00:00:00', '2024-01-01 00:00:00' \
+         FROM seq_1_to_500",
+    )
+    .execute(&db.pool)
+    .await
+    .unwrap();
+    let user = db.counted_user().await;
+    let app = spawn_app_on(db, &user.env()).await;
+    let ask = |title: &str| {
+        let body = json!({"product_id": 3, "title": title, "message": "again"});
+        let app = &app;
+        async move { app.post_json(CREATE, CUST2, &body).await }
+    };
+    // Warm the pool and the caches first.
+    assert_eq!(ask("Warm-up").await.status, 200);
+    let before = app.db.rows_sent(&user).await;
+    let title = format!("Question 250 {}", "x".repeat(900));
+    let res = ask(&title).await;
+    assert_eq!(res.status, 200, "{}", res.text());
+    let reused = res.json()["conversation_id"].as_i64().unwrap();
+    assert_eq!(
+        app.db
+            .scalar(&format!(
+                "SELECT CAST(title = '{title}' AS SIGNED) FROM conversations WHERE id = {reused}"
+            ))
+            .await,
+        "1",
+        "the exact match was reused"
+    );
+    let sent = app.db.rows_sent(&user).await - before;
+    assert!(
+        sent < 50,
+        "{sent} rows sent for one create among 500 conversations of the pair"
+    );
+    app.finish().await;
+}
