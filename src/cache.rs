@@ -7,10 +7,14 @@ use std::hash::Hash;
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
+/// Entries live for `ttl`; they are held in [`Generations`] of that period, so expired ones go
+/// with their generation while the process is busy, never by a scan (a soak test showed them
+/// piling up until the idle purge: bench/SOAK.md). At most `capacity` entries are written per
+/// period: a fuller generation is retired early.
 pub struct TtlCache<K, V> {
     ttl: Duration,
     capacity: usize,
-    entries: Mutex<HashMap<K, (Instant, V)>>,
+    entries: Mutex<Generations<K, (Instant, V)>>,
 }
 
 impl<K: Eq + Hash + Clone, V: Clone> TtlCache<K, V> {
@@ -19,17 +23,23 @@ impl<K: Eq + Hash + Clone, V: Clone> TtlCache<K, V> {
         TtlCache {
             ttl,
             capacity,
-            entries: Mutex::new(HashMap::new()),
+            entries: Mutex::new(Generations::new(ttl.max(Duration::from_millis(1)))),
         }
+    }
+
+    fn entries(&self) -> std::sync::MutexGuard<'_, Generations<K, (Instant, V)>> {
+        self.entries.lock().unwrap_or_else(|e| e.into_inner())
     }
 
     pub fn get(&self, key: &K) -> Option<V> {
         if self.ttl.is_zero() {
             return None;
         }
-        let entries = self.entries.lock().unwrap_or_else(|e| e.into_inner());
-        match entries.get(key) {
-            Some((at, value)) if at.elapsed() < self.ttl => Some(value.clone()),
+        let now = Instant::now();
+        match self.entries().get(key, now) {
+            Some((at, value)) if now.saturating_duration_since(*at) < self.ttl => {
+                Some(value.clone())
+            }
             _ => None,
         }
     }
@@ -38,35 +48,30 @@ impl<K: Eq + Hash + Clone, V: Clone> TtlCache<K, V> {
         if self.ttl.is_zero() {
             return;
         }
-        let mut entries = self.entries.lock().unwrap_or_else(|e| e.into_inner());
-        if entries.len() >= self.capacity {
-            let ttl = self.ttl;
-            entries.retain(|_, (at, _)| at.elapsed() < ttl);
-            if entries.len() >= self.capacity {
-                entries.clear();
-            }
+        let now = Instant::now();
+        let mut entries = self.entries();
+        if entries.current_len() >= self.capacity {
+            entries.retire(now);
         }
-        entries.insert(key, (Instant::now(), value));
+        entries.insert(key, (now, value), now);
     }
 
     pub fn remove(&self, key: &K) {
-        self.entries
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .remove(key);
+        self.entries().remove(key);
     }
 
     /// Drops expired entries and gives their memory back (called when the process is idle).
     pub fn purge_expired(&self) {
         let ttl = self.ttl;
-        let mut entries = self.entries.lock().unwrap_or_else(|e| e.into_inner());
-        entries.retain(|_, (at, _)| at.elapsed() < ttl);
-        entries.shrink_to_fit();
+        let now = Instant::now();
+        let mut entries = self.entries();
+        entries.rotate(now);
+        entries.retain(|(at, _)| now.saturating_duration_since(*at) < ttl);
     }
 
     /// Entries held, expired ones included.
     pub fn len(&self) -> usize {
-        self.entries.lock().unwrap_or_else(|e| e.into_inner()).len()
+        self.entries().len()
     }
 
     pub fn is_empty(&self) -> bool {
@@ -75,10 +80,7 @@ impl<K: Eq + Hash + Clone, V: Clone> TtlCache<K, V> {
 
     /// Drops every entry for which `keep` is false.
     pub fn retain(&self, mut keep: impl FnMut(&K, &V) -> bool) {
-        self.entries
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .retain(|k, (_, v)| keep(k, v));
+        self.entries().retain_keyed(|k, (_, v)| keep(k, v));
     }
 }
 
@@ -114,6 +116,23 @@ impl<K: Eq + Hash, V> Generations<K, V> {
             self.previous = std::mem::take(&mut self.current);
             self.rotated = now;
         }
+    }
+
+    /// The entry of `key`, wherever it is.
+    pub fn get(&mut self, key: &K, now: Instant) -> Option<&V> {
+        self.rotate(now);
+        self.current.get(key).or_else(|| self.previous.get(key))
+    }
+
+    /// Starts a new generation now, whatever the time (a full one is retired early).
+    pub fn retire(&mut self, now: Instant) {
+        self.previous = std::mem::take(&mut self.current);
+        self.rotated = now;
+    }
+
+    pub fn remove(&mut self, key: &K) {
+        self.current.remove(key);
+        self.previous.remove(key);
     }
 
     /// The entry of `key`, brought into the current generation.
@@ -157,8 +176,13 @@ impl<K: Eq + Hash, V> Generations<K, V> {
     /// Drops the entries for which `keep` is false, and the memory of dropped ones (called
     /// when the process is idle).
     pub fn retain(&mut self, mut keep: impl FnMut(&V) -> bool) {
-        self.current.retain(|_, v| keep(v));
-        self.previous.retain(|_, v| keep(v));
+        self.retain_keyed(|_, v| keep(v));
+    }
+
+    /// [`Generations::retain`] with the key.
+    pub fn retain_keyed(&mut self, mut keep: impl FnMut(&K, &V) -> bool) {
+        self.current.retain(|k, v| keep(k, v));
+        self.previous.retain(|k, v| keep(k, v));
         self.current.shrink_to_fit();
         self.previous.shrink_to_fit();
     }
@@ -167,6 +191,17 @@ impl<K: Eq + Hash, V> Generations<K, V> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn expired_entries_go_while_the_cache_is_busy() {
+        let cache = TtlCache::new(Duration::from_millis(20), 1_000_000);
+        for i in 0..200 {
+            cache.insert(i, i);
+            std::thread::sleep(Duration::from_millis(1));
+        }
+        // Written over ~200 ms, held: what the last two 20 ms periods wrote.
+        assert!(cache.len() < 100, "{}", cache.len());
+    }
 
     #[test]
     fn generations_keep_two_periods_at_most() {

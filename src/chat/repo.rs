@@ -7,6 +7,7 @@ use std::time::{Duration, Instant};
 
 use sqlx::{MySql, MySqlPool};
 
+use crate::cache::Generations;
 use crate::chat::sql;
 use crate::db::in_list;
 use crate::error::ApiError;
@@ -44,13 +45,24 @@ pub enum Seen {
 /// database). Reads trust an entry for [`PARTICIPANTS_TTL`]; every statement that reads a
 /// conversation's messages also reads its row and corrects the entry ([`Participants::saw`]);
 /// writes never trust it (they re-read the row under its lock).
-#[derive(Default)]
 pub struct Participants {
-    known: Mutex<HashMap<i64, (Parties, Instant)>>,
+    /// Entries not read again within two TTLs go with their generation, without a scan.
+    known: Mutex<Generations<i64, (Parties, Instant)>>,
 }
 
+impl Default for Participants {
+    fn default() -> Self {
+        Participants {
+            known: Mutex::new(Generations::new(PARTICIPANTS_TTL)),
+        }
+    }
+}
+
+/// Conversations cached per minute at most (memory bound).
+const PARTICIPANTS_CAPACITY: usize = 200_000;
+
 impl Participants {
-    fn known(&self) -> std::sync::MutexGuard<'_, HashMap<i64, (Parties, Instant)>> {
+    fn known(&self) -> std::sync::MutexGuard<'_, Generations<i64, (Parties, Instant)>> {
         self.known.lock().unwrap_or_else(|e| e.into_inner())
     }
 
@@ -65,7 +77,7 @@ impl Participants {
 
     /// Forgets every conversation (re-read when needed; called when the process is idle).
     pub fn clear(&self) {
-        *self.known() = HashMap::new();
+        *self.known() = Generations::new(PARTICIPANTS_TTL);
     }
 
     /// The participants, from the cache when read within [`PARTICIPANTS_TTL`], else from the
@@ -88,28 +100,25 @@ impl Participants {
 
     /// The cached participants if read within [`PARTICIPANTS_TTL`].
     pub fn fresh(&self, id: i64) -> Option<Parties> {
+        let now = Instant::now();
         self.known()
-            .get(&id)
-            .filter(|(_, at)| at.elapsed() < PARTICIPANTS_TTL)
+            .get(&id, now)
+            .filter(|(_, at)| now.saturating_duration_since(*at) < PARTICIPANTS_TTL)
             .map(|(p, _)| *p)
     }
 
     /// Records what a statement just read about conversation `id`.
     pub fn saw(&self, id: i64, seen: Seen) {
+        let now = Instant::now();
         let mut known = self.known();
         match seen {
             Seen::Row(p) => {
-                if known.len() >= 200_000 {
-                    known.retain(|_, (_, at)| at.elapsed() < PARTICIPANTS_TTL);
-                    if known.len() >= 200_000 {
-                        known.clear();
-                    }
+                if known.current_len() >= PARTICIPANTS_CAPACITY {
+                    known.retire(now);
                 }
-                known.insert(id, (p, Instant::now()));
+                known.insert(id, (p, now), now);
             }
-            Seen::Gone => {
-                known.remove(&id);
-            }
+            Seen::Gone => known.remove(&id),
             Seen::Unread => {}
         }
     }
@@ -675,7 +684,7 @@ mod tests {
         let Some(long_ago) = Instant::now().checked_sub(PARTICIPANTS_TTL) else {
             return; // a machine up for less than a minute cannot express the old entry
         };
-        cache.known().insert(1, (P, long_ago));
+        cache.known().insert(1, (P, long_ago), Instant::now());
         assert_eq!(
             cache.fresh(1),
             None,
