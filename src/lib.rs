@@ -1,6 +1,7 @@
 //! shopchat: a drop-in Rust replacement for the Active eCommerce CMS mobile
-//! chat API (`/api/v2/chat/*`). The contract is `COMPAT.md`; section numbers
-//! in comments (§…) and rule ids (K…, D…) refer to it.
+//! chat API (`/api/v2/chat/*`). The contract is `docs/spec/COMPAT.md` (in this
+//! repository); section numbers in comments (§…) and rule ids (K…, D…) refer
+//! to it. `docs/architecture.md` maps the modules.
 
 pub mod auth;
 pub mod cache;

@@ -37,7 +37,7 @@ pub struct AppState {
     pub watcher: Arc<Watcher>,
     pub mailbox: Mailbox,
     pub encrypter: Encrypter,
-    /// Metrics, readiness and the drain signal (the Operability issue).
+    /// Metrics, readiness and the drain signal of a graceful shutdown.
     pub ops: Ops,
 }
 

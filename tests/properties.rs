@@ -1,4 +1,4 @@
-//! Property tests for every parser of hostile input (issue 7): arbitrary
+//! Property tests for every parser of hostile input: arbitrary
 //! input never panics, and the answer is the contract's, checked against a
 //! small model written from COMPAT.md (not from the code under test).
 

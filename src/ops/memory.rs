@@ -1,5 +1,5 @@
 //! Gives memory back to the operating system once the process is quiet
-//! again (the performance issue: RSS under 20 MB idle, also after a burst of
+//! again (the memory target of bench/README.md: RSS under 20 MB idle, also after a burst of
 //! load): when quiet, the caches drop what outlived its time-to-live; when
 //! idle, also what only saves statements
 //! ([`crate::state::AppState::release_idle_memory`]); then the heap is trimmed.

@@ -1,4 +1,4 @@
-//! Operability (the Operability issue): readiness, metrics, the `shopchat
+//! Operability: readiness, metrics, the `shopchat
 //! check` doctor, and the drain signal of a graceful shutdown.
 //!
 //! `/health`, `/ready` and `/metrics` are answered right after the Host check

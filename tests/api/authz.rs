@@ -1,4 +1,4 @@
-//! Authorization audit (issue 7): every chat endpoint × caller × target,
+//! Authorization audit: every chat endpoint × caller × target,
 //! asserting the documented answer (§1.2 steps 3 and 7, D1, §5) and, for
 //! writes, the database afterwards. Also: the service's own log (the real
 //! binary at RUST_LOG=debug) never contains a bearer secret or message text.

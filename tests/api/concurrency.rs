@@ -1,4 +1,4 @@
-//! Concurrency (issue 7): parallel writes to one conversation (D5), the rate
+//! Concurrency: parallel writes to one conversation (D5), the rate
 //! limit under parallel load (D8), and parallel create-conversation calls
 //! across two shopchat processes on one database (D6).
 

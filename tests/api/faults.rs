@@ -1,4 +1,4 @@
-//! Faults (issue 7, COMPAT §1.3): the database stopped and started again
+//! Faults (COMPAT §1.3): the database stopped and started again
 //! under a running service, queries killed in the middle of a transaction,
 //! and shopchat itself killed with SIGKILL during a write load.
 

@@ -1,5 +1,5 @@
 //! Thousands of malformed and adversarial requests against a running
-//! shopchat (issue 7): wrong methods, huge bodies, invalid UTF-8 in paths,
+//! shopchat: wrong methods, huge bodies, invalid UTF-8 in paths,
 //! headers and bodies, deep JSON, SQL-looking strings, overlong headers, odd
 //! Host values, slow clients. Asserts: never a 5xx, every complete request is
 //! answered (a panic would drop the connection), the server answers normally

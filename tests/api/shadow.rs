@@ -848,7 +848,7 @@ fn nginx_access_logs_convert_to_request_lists() {
 /// (the D1–D4 overrides of `fixtures/golden/expected.jsonl`) the client gets
 /// PHP's recorded answer instead. D5/D6 change what PHP *writes*; with PHP
 /// really writing, later reads agree, so B's answers stand there.
-/// Done when (issue 5): no unexpected mismatch, every deviation `expected`.
+/// The cutover's bar (docs/cutover.md): no unexpected mismatch, every deviation `expected`.
 #[tokio::test]
 async fn golden_set_through_the_shadow_has_only_expected_differences() {
     let spec: Value = serde_json::from_str(
