@@ -165,7 +165,7 @@ fn main() -> ExitCode {
             return ExitCode::from(2);
         }
     };
-    shopchat::telemetry::init(settings.log_json);
+    shopchat::telemetry::init(settings.ops.log_json);
     match cli.command {
         Command::Serve => serve(settings),
         Command::Outbox { action } => outbox(settings, action),
@@ -178,8 +178,8 @@ fn main() -> ExitCode {
 
 fn health(settings: Settings) -> ExitCode {
     let probe = shopchat::ops::probe::health(
-        settings.listen,
-        &settings.base_path,
+        settings.http.listen,
+        &settings.http.base_path,
         std::time::Duration::from_secs(3),
     );
     let result = tokio::runtime::Builder::new_current_thread()

@@ -11,7 +11,7 @@ const DOCUMENT: &str = include_str!("../docs/openapi.json");
 /// The document; with `SHOPCHAT_BASE_PATH` set, its server URL is that base
 /// path, so that tools resolve the routes where this shop serves them (§4.3).
 pub fn document(state: &AppState) -> String {
-    with_base_path(&state.settings.base_path)
+    with_base_path(&state.settings.http.base_path)
 }
 
 fn with_base_path(base: &str) -> String {

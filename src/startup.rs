@@ -126,18 +126,18 @@ pub fn mailer(settings: &Settings) -> Mailer {
 /// connection data that carries its clock to the requests.
 fn http_server(state: web::Data<AppState>, listener: TcpListener) -> anyhow::Result<Server> {
     let s = &state.settings;
-    let client_timeout = s.client_timeout;
+    let client_timeout = s.http.client_timeout;
     let addr = listener.local_addr()?;
     let workers = std::thread::available_parallelism().map_or(2, |n| n.get());
     // actix-server counts connections per worker thread.
-    let per_worker = s.max_connections.div_ceil(workers).max(1);
+    let per_worker = s.http.max_connections.div_ceil(workers).max(1);
     let server = Server::build()
         .workers(workers)
         .max_concurrent_connections(per_worker)
         // Signals are handled by the caller (main: SIGTERM/SIGINT → Stopper::stop), so that
         // /ready and the long-poll learn about the drain before the listener closes.
         .disable_signals()
-        .shutdown_timeout(s.shutdown_timeout.as_secs())
+        .shutdown_timeout(s.http.shutdown_timeout.as_secs())
         .listen("shopchat-http", listener, move || {
             let app = App::new()
                 .app_data(state.clone())
@@ -205,8 +205,9 @@ impl Stopper {
 
 impl Application {
     pub async fn build(settings: Settings) -> anyhow::Result<Application> {
-        let listener = TcpListener::bind(settings.listen)
-            .with_context(|| format!("SHOPCHAT_LISTEN: cannot listen on {}", settings.listen))?;
+        let listener = TcpListener::bind(settings.http.listen).with_context(|| {
+            format!("SHOPCHAT_LISTEN: cannot listen on {}", settings.http.listen)
+        })?;
         Self::build_with_listener(settings, listener).await
     }
 
@@ -215,7 +216,7 @@ impl Application {
         listener: TcpListener,
     ) -> anyhow::Result<Application> {
         let port = listener.local_addr()?.port();
-        let metrics_listener = match settings.metrics_listen {
+        let metrics_listener = match settings.http.metrics_listen {
             Some(addr) => Some(
                 TcpListener::bind(addr)
                     .with_context(|| format!("SHOPCHAT_METRICS_LISTEN: cannot listen on {addr}"))?,
@@ -234,7 +235,7 @@ impl Application {
         let mailer = Arc::new(mailer(&settings));
         let policy = RetryPolicy {
             max_attempts: settings.mail.max_attempts,
-            first_backoff_secs: settings.mail.retry_seconds,
+            first_backoff_secs: settings.mail.first_retry.as_secs(),
             keep_dead: settings.mail.dead_ttl,
         };
         let state = web::Data::new(AppState::new(
@@ -333,7 +334,7 @@ impl Application {
             let _ = task.await;
         }
         let _ = self.shutdown.send(true);
-        let grace = self.state.settings.shutdown_timeout;
+        let grace = self.state.settings.http.shutdown_timeout;
         if tokio::time::timeout(grace, self.worker).await.is_err() {
             tracing::warn!("outbox worker still busy after SHOPCHAT_SHUTDOWN_TIMEOUT; the mail in flight is retried later");
         }

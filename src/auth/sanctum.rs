@@ -14,6 +14,7 @@ use subtle::ConstantTimeEq;
 use crate::auth::bearer::{parse_authorization, BearerToken};
 use crate::auth::tokens::TokenStore;
 use crate::cache::{Generations, TtlCache};
+use crate::config::AuthSettings;
 use crate::db::{in_list, Batcher};
 use crate::laravel::dates::{format_wall, local_to_utc, normalize, parse_wall};
 
@@ -45,7 +46,8 @@ pub struct Sanctum {
     pool: MySqlPool,
     tz: Tz,
     tokenable_type: String,
-    expiration_minutes: Option<i64>,
+    /// `SHOPCHAT_SANCTUM_EXPIRATION`: a token's lifetime from `created_at`, when set.
+    expiration: Option<Duration>,
     touch_interval: Duration,
     /// Bearer value → resolved token and user (`SHOPCHAT_AUTH_CACHE_MS`, §11.1).
     cache: TtlCache<TokenKey, Resolved>,
@@ -128,21 +130,15 @@ fn token_key(token: &BearerToken) -> TokenKey {
 }
 
 impl Sanctum {
-    pub fn new(
-        pool: MySqlPool,
-        tz: Tz,
-        tokenable_type: String,
-        expiration_minutes: Option<i64>,
-        touch_interval: Duration,
-        cache_ttl: Duration,
-    ) -> Self {
+    pub fn new(pool: MySqlPool, settings: &AuthSettings, tz: Tz) -> Self {
+        let touch_interval = settings.touch_interval;
         Sanctum {
             tz,
-            tokenable_type,
-            expiration_minutes,
+            tokenable_type: settings.tokenable_type.clone(),
+            expiration: settings.expiration,
             touch_interval,
-            cache: TtlCache::new(cache_ttl, 100_000),
-            failed: TtlCache::new(cache_ttl, 100_000),
+            cache: TtlCache::new(settings.cache, 100_000),
+            failed: TtlCache::new(settings.cache, 100_000),
             touched: Mutex::new(Generations::new(touch_interval.max(Duration::from_secs(1)))),
             tokens: TokenStore::new(pool.clone()),
             touches: OnceLock::new(),
@@ -272,9 +268,10 @@ impl Sanctum {
             let whole = s.split_once('.').map_or(s, |(w, _)| w);
             parse_wall(whole).map(|w| local_to_utc(normalize(&w), self.tz))
         };
-        if let Some(minutes) = self.expiration_minutes {
+        if let Some(lifetime) = self.expiration {
+            let lifetime = chrono::Duration::from_std(lifetime).unwrap_or(chrono::Duration::MAX);
             match r.created_at.as_deref().and_then(as_utc) {
-                Some(created) if created > now_utc - chrono::Duration::minutes(minutes) => {}
+                Some(created) if created > now_utc - lifetime => {}
                 _ => return false,
             }
         }
@@ -380,14 +377,13 @@ mod tests {
         let pool = sqlx::mysql::MySqlPoolOptions::new()
             .connect_lazy("mysql://nobody@127.0.0.1:1/none")
             .unwrap();
-        let sanctum = Sanctum::new(
-            pool,
-            chrono_tz::UTC,
-            "App\\Models\\User".into(),
-            None,
-            Duration::from_secs(60),
-            Duration::from_secs(1),
-        );
+        let settings = AuthSettings {
+            touch_interval: Duration::from_secs(60),
+            expiration: None,
+            tokenable_type: "App\\Models\\User".into(),
+            cache: Duration::from_secs(1),
+        };
+        let sanctum = Sanctum::new(pool, &settings, chrono_tz::UTC);
         let now = parse_wall("2026-06-01 12:00:00")
             .map(|w| normalize(&w))
             .unwrap();

@@ -93,10 +93,9 @@ pub async fn handle(ctx: &Ctx<'_>) -> Result<HttpResponse, ApiError> {
         _ => None,
     };
     let lock_name = format!("shopchat:cc:{}:{}", ctx.user.user_id, owner_id);
-    let timeout = Duration::from_secs(u64::from(state.settings.lock_timeout_seconds));
+    let timeout = state.settings.database.lock_timeout;
     let _queued = state.pair_locks.enter(&lock_name, timeout).await?;
-    let mut lock =
-        NamedLock::acquire(pool, &lock_name, state.settings.lock_timeout_seconds).await?;
+    let mut lock = NamedLock::acquire(pool, &lock_name, timeout).await?;
     let outcome = match lock.connection() {
         Some(conn) => {
             create_or_reuse(
@@ -252,7 +251,7 @@ async fn new_conversation_allowed(
     tx: &mut sqlx::Transaction<'_, sqlx::MySql>,
     owner_id: i64,
 ) -> Result<(), ApiError> {
-    let cap = ctx.state.settings.new_conversations_per_hour;
+    let cap = ctx.state.settings.mail.new_conversations_per_hour;
     if cap == 0 {
         return Ok(());
     }
@@ -305,7 +304,7 @@ fn notification(
     let token = ctx.state.encrypter.encrypt_int(conversation_id as u64);
     // On APP_URL when the shop set it: a client-supplied host must never reach a seller's
     // mail (§8.3, security review M2).
-    let root = ctx.state.settings.mail_root(ctx.root());
+    let root = ctx.state.settings.laravel.mail_root(ctx.root());
     let href = link(root, owner.user_type == "admin", &token);
     let mail = &ctx.state.settings.mail;
     let mut n = render(
@@ -387,12 +386,13 @@ impl NamedLock {
     async fn acquire(
         pool: &MySqlPool,
         name: &str,
-        timeout_seconds: u32,
+        timeout: Duration,
     ) -> Result<NamedLock, ApiError> {
         let mut conn = pool.acquire().await?;
+        // GET_LOCK takes whole seconds.
         let got: Option<i64> = sqlx::query_scalar("SELECT GET_LOCK(?, ?)")
             .bind(name)
-            .bind(timeout_seconds)
+            .bind(timeout.as_secs())
             .fetch_one(&mut *conn)
             .await?;
         if got != Some(1) {

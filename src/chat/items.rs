@@ -74,7 +74,7 @@ pub async fn conversation_items(
             "title": row.title,
             "sender_viewed": row.sender_viewed,
             "receiver_viewed": row.receiver_viewed,
-            "date": conversation_date(row.updated_at.as_deref(), ctx.state.settings.timezone),
+            "date": conversation_date(row.updated_at.as_deref(), ctx.state.settings.laravel.timezone),
         }));
     }
     Ok(items)

@@ -42,13 +42,13 @@ pub async fn handle(
     // The fast path and the watcher speak plain ids; any other cursor text
     // goes to MySQL, whose coercion ("abc" → 0, "1e3" → 1000) is the contract.
     let cursor = plain_id(after);
-    let max_wait = state.settings.long_poll_max_seconds;
+    let max_wait = state.settings.long_poll.max_wait;
     let wait = ctx
         .input
         .positive_int("wait")
         // A process that is shutting down answers at once (graceful shutdown).
-        .filter(|_| max_wait > 0 && !state.ops.is_draining())
-        .map(|w| Duration::from_secs((w as u64).min(max_wait)));
+        .filter(|_| !max_wait.is_zero() && !state.ops.is_draining())
+        .map(|w| Duration::from_secs(w as u64).min(max_wait));
     // A user (or the process) holding as many long-polls as allowed is answered at once.
     let held = wait.and_then(|w| Some((w, watcher.waiter(ctx.user.user_id)?)));
     let Some((wait, _held)) = held else {

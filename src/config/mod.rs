@@ -77,6 +77,9 @@ pub struct DatabaseSettings {
     pub ssl_mode: SslMode,
     /// `MYSQL_ATTR_SSL_CA`: the CA the server's certificate is verified against.
     pub ssl_ca: Option<PathBuf>,
+    /// `SHOPCHAT_LOCK_TIMEOUT`: how long create-conversation waits for its `GET_LOCK` (§5.5
+    /// step 3; whole seconds).
+    pub lock_timeout: Duration,
 }
 
 /// MySQL's `ssl-mode` (COMPAT §10, 2026-12).
@@ -150,68 +153,117 @@ pub struct MailSettings {
     pub from_name: String,
     pub timeout: Duration,
     pub max_attempts: u32,
-    /// First retry delay in seconds (`SHOPCHAT_MAIL_RETRY_SECONDS`), doubling to an hour.
-    pub retry_seconds: u64,
+    /// The first retry delay (`SHOPCHAT_MAIL_RETRY_SECONDS`), doubling to an hour.
+    pub first_retry: Duration,
     pub outbox_dir: PathBuf,
     /// `SHOPCHAT_OUTBOX_MAX_BYTES`: staging a mail fails (503) once the outbox holds this much.
     pub outbox_max_bytes: u64,
     /// `SHOPCHAT_OUTBOX_DEAD_DAYS`: `dead/` entries older than this are deleted; `None` = kept.
     pub dead_ttl: Option<Duration>,
+    /// `SHOPCHAT_NEW_CONVERSATIONS_PER_HOUR`: new conversations (each mails its receiver) per
+    /// sender and receiver and hour; `0` = off.
+    pub new_conversations_per_hour: u32,
 }
 
+/// Every setting, grouped by what it is for (COMPAT §10, docs/operations.md).
 #[derive(Clone, Debug)]
 pub struct Settings {
-    pub listen: SocketAddr,
-    pub metrics_listen: Option<SocketAddr>,
+    pub http: HttpSettings,
     pub database: DatabaseSettings,
-    pub app_key: Secret<[u8; 32]>,
-    pub app_previous_keys: Vec<Secret<[u8; 32]>>,
-    /// `APP_URL` as the shop set it (COMPAT §10): the root of e-mail links (§8.3) and of
-    /// requests without `Host`; `None` when unset or empty.
-    pub app_url: Option<String>,
-    pub timezone: Tz,
-    pub system_key: Option<String>,
-    pub default_language: String,
-    pub filesystem: FileSystem,
+    pub laravel: LaravelSettings,
+    pub auth: AuthSettings,
+    pub caches: CacheSettings,
+    pub long_poll: LongPollSettings,
     pub mail: MailSettings,
+    pub ops: OpsSettings,
+}
+
+/// The listener and what every request meets before a handler (COMPAT §1.2, §1.4, §4.3).
+#[derive(Clone, Debug)]
+pub struct HttpSettings {
+    pub listen: SocketAddr,
+    /// `SHOPCHAT_METRICS_LISTEN`: the internal listener of `/metrics` (and `/health`, `/ready`).
+    pub metrics_listen: Option<SocketAddr>,
+    /// `SHOPCHAT_BASE_PATH`: the shop's sub-directory, without trailing `/`.
     pub base_path: String,
     pub trusted_proxies: Vec<IpNet>,
-    pub laravel_root: Option<PathBuf>,
-    pub maintenance_forced: bool,
+    pub max_body_bytes: usize,
+    /// `SHOPCHAT_CLIENT_TIMEOUT`: a request head or body must arrive within it (§1.2 step 0).
+    pub client_timeout: Duration,
+    /// `SHOPCHAT_MAX_CONNECTIONS`: open client connections at most; more wait
+    /// in the listen backlog.
+    pub max_connections: usize,
+    /// `SHOPCHAT_SHUTDOWN_TIMEOUT`: how long in-flight requests (and the mail being sent) may
+    /// take to finish after SIGTERM.
+    pub shutdown_timeout: Duration,
+    /// `SHOPCHAT_RATE_LIMIT`: hits per minute and key (§1.4); `0` = off.
     pub rate_limit: u32,
     /// `SHOPCHAT_RATE_LIMIT_MAX_KEYS`: throttle windows held at most (memory bound, §1.4).
     pub rate_limit_max_keys: usize,
     /// `SHOPCHAT_OPS_RATE_LIMIT`: `/ready` and `/metrics` requests per minute and client IP on
     /// the public listener; `0` = off.
     pub ops_rate_limit: u32,
-    /// `SHOPCHAT_NEW_CONVERSATIONS_PER_HOUR`: new conversations (and their e-mails) per sender
-    /// and receiver and hour; `0` = off.
-    pub new_conversations_per_hour: u32,
-    pub token_touch_seconds: u64,
-    pub sanctum_expiration_minutes: Option<i64>,
+}
+
+/// The shop's Laravel settings shopchat shares (COMPAT §10).
+#[derive(Clone, Debug)]
+pub struct LaravelSettings {
+    pub app_key: Secret<[u8; 32]>,
+    pub app_previous_keys: Vec<Secret<[u8; 32]>>,
+    /// `APP_URL` as the shop set it: the root of e-mail links (§8.3) and of requests without
+    /// `Host`; `None` when unset or empty.
+    pub app_url: Option<String>,
+    pub timezone: Tz,
+    pub system_key: Option<String>,
+    pub default_language: String,
+    pub filesystem: FileSystem,
+    /// `SHOPCHAT_LARAVEL_ROOT`: the shop's directory (its maintenance file, §1.2 step 4).
+    pub laravel_root: Option<PathBuf>,
+    /// `SHOPCHAT_MAINTENANCE=on`.
+    pub maintenance_forced: bool,
+}
+
+/// Sanctum tokens (COMPAT §2, §11.1, D9).
+#[derive(Clone, Debug)]
+pub struct AuthSettings {
+    /// `SHOPCHAT_TOKEN_TOUCH_SECONDS`: `last_used_at` is written at most this often (D9); zero
+    /// = PHP's behaviour.
+    pub touch_interval: Duration,
+    /// `SHOPCHAT_SANCTUM_EXPIRATION`: token lifetime from `created_at`, when set.
+    pub expiration: Option<Duration>,
     pub tokenable_type: String,
-    pub auth_cache: Duration,
-    pub translation_ttl: Duration,
-    pub settings_ttl: Duration,
-    pub long_poll_max_seconds: u64,
+    /// `SHOPCHAT_AUTH_CACHE_MS`: how long a token's lookup (and a failed one) is reused.
+    pub cache: Duration,
+}
+
+/// How long the shop's slowly changing rows may be reused (COMPAT §11.1).
+#[derive(Clone, Debug)]
+pub struct CacheSettings {
+    /// `SHOPCHAT_TRANSLATION_TTL` (§7.1).
+    pub translations: Duration,
+    /// `SHOPCHAT_SETTINGS_TTL` (§7.3).
+    pub business_settings: Duration,
+}
+
+/// get-new-messages' `wait` (COMPAT §5.4 step 4).
+#[derive(Clone, Debug)]
+pub struct LongPollSettings {
+    /// `SHOPCHAT_LONG_POLL_MAX_SECONDS`: the longest wait; zero = long-poll off.
+    pub max_wait: Duration,
     /// `SHOPCHAT_LONG_POLL_PER_USER`: long-polls one user may have held at once; more answer at once.
-    pub long_poll_per_user: usize,
+    pub per_user: usize,
     /// Long-polls held at once in the process (`SHOPCHAT_LONG_POLL_MAX_HELD`, kept below
     /// `SHOPCHAT_MAX_CONNECTIONS`); more answer at once.
-    pub long_poll_max_held: usize,
-    pub max_body_bytes: usize,
-    pub client_timeout: Duration,
-    /// `SHOPCHAT_MAX_CONNECTIONS`: open client connections at most; more wait
-    /// in the listen backlog.
-    pub max_connections: usize,
-    pub lock_timeout_seconds: u32,
+    pub max_held: usize,
+}
+
+/// Readiness and logging.
+#[derive(Clone, Debug)]
+pub struct OpsSettings {
     pub log_json: bool,
-    /// `SHOPCHAT_SHUTDOWN_TIMEOUT`: how long in-flight requests (and the mail being sent) may
-    /// take to finish after SIGTERM.
-    pub shutdown_timeout: Duration,
     /// `SHOPCHAT_READY_TIMEOUT_MS`: `/ready` fails when the database does not answer in time.
     pub ready_timeout: Duration,
-    /// `SHOPCHAT_READY_CACHE_SECONDS`: how long `/ready` reuses its schema check; `0` = never.
+    /// `SHOPCHAT_READY_CACHE_SECONDS`: how long `/ready` reuses its schema check; zero = never.
     pub ready_cache: Duration,
 }
 
@@ -325,219 +377,40 @@ impl Settings {
     }
 
     fn from_values(v: &Values) -> Result<Settings, ConfigError> {
-        match v.string("DB_CONNECTION").as_str() {
-            "mysql" | "mariadb" => {}
-            other => {
-                return Err(bad(
-                    "DB_CONNECTION",
-                    format!("{other:?} is not supported (mysql or mariadb)"),
-                ))
-            }
-        }
-        let database = DatabaseSettings {
-            url: v.non_empty("DATABASE_URL"),
-            host: v.string("DB_HOST"),
-            port: v.parse("DB_PORT")?,
-            database: v.string("DB_DATABASE"),
-            username: v.string("DB_USERNAME"),
-            password: Secret::new(v.string("DB_PASSWORD")),
-            socket: v.non_empty("DB_SOCKET"),
-            pool_size: positive(v, "SHOPCHAT_DB_POOL_SIZE")?,
-            acquire_timeout: Duration::from_millis(v.parse("SHOPCHAT_DB_ACQUIRE_TIMEOUT_MS")?),
-            time_zone: v.non_empty("SHOPCHAT_DB_TIME_ZONE"),
-            ssl_ca: v.non_empty("MYSQL_ATTR_SSL_CA").map(PathBuf::from),
-            // Without a CA: `preferred`, MySQL's default; with one: verify against it (§10).
-            ssl_mode: match v.non_empty("SHOPCHAT_DB_SSL_MODE") {
-                Some(m) => SslMode::parse(&m).ok_or_else(|| {
-                    bad(
-                        "SHOPCHAT_DB_SSL_MODE",
-                        format!("{m:?} is not disabled, preferred, required, verify_ca or verify_identity"),
-                    )
-                })?,
-                None if v.non_empty("MYSQL_ATTR_SSL_CA").is_some() => SslMode::VerifyCa,
-                None => SslMode::Preferred,
-            },
-        };
-        if let Some(url) = &database.url {
-            if !(url.starts_with("mysql://") || url.starts_with("mariadb://")) {
-                return Err(bad("DATABASE_URL", "must start with mysql://"));
-            }
-        }
-
-        let app_key_raw = v
-            .non_empty("APP_KEY")
-            .ok_or_else(|| bad("APP_KEY", "is required (base64:… of 32 bytes)"))?;
-        let app_key =
-            Secret::new(parse_app_key(&app_key_raw).map_err(|e| bad("APP_KEY", e.to_string()))?);
-        let mut app_previous_keys = Vec::new();
-        for key in v
-            .string("APP_PREVIOUS_KEYS")
-            .split(',')
-            .map(str::trim)
-            .filter(|k| !k.is_empty())
-        {
-            app_previous_keys.push(Secret::new(
-                parse_app_key(key).map_err(|e| bad("APP_PREVIOUS_KEYS", e.to_string()))?,
-            ));
-        }
-        let timezone_name = v.non_empty("APP_TIMEZONE").unwrap_or_else(|| "UTC".into());
-        let timezone: Tz = timezone_name.parse().map_err(|_| {
-            bad(
-                "APP_TIMEZONE",
-                format!("{timezone_name:?} is not a known time zone"),
-            )
-        })?;
-
-        let filesystem = match v
-            .non_empty("FILESYSTEM_DRIVER")
-            .unwrap_or_else(|| "local".into())
-            .as_str()
-        {
-            "local" | "public" => FileSystem::Local,
-            // 9.8.x names the S3 disk `aws`; `s3` is accepted too (§7.4).
-            "aws" | "s3" => FileSystem::S3 {
-                url: v.string("AWS_URL"),
-                bucket: v.string("AWS_BUCKET"),
-                region: v.string("AWS_DEFAULT_REGION"),
-            },
-            "backblaze" => FileSystem::Backblaze {
-                url: v.string("BACKBLAZE_URL"),
-            },
-            other => {
-                return Err(bad(
-                    "FILESYSTEM_DRIVER",
-                    format!("{other:?} is not supported (local, aws, s3, backblaze)"),
-                ))
-            }
-        };
-
-        // PHP reads MAIL_DRIVER; newer Laravel MAIL_MAILER. Either works (§10).
-        let (mailer_name, mailer_var) = match v.non_empty("MAIL_MAILER") {
-            Some(m) => (m, "MAIL_MAILER"),
-            None => (
-                v.non_empty("MAIL_DRIVER").unwrap_or_else(|| "smtp".into()),
-                "MAIL_DRIVER",
-            ),
-        };
-        let mailer = match mailer_name.as_str() {
-            "smtp" => MailerKind::Smtp,
-            "log" | "array" => MailerKind::Log,
-            other => {
-                return Err(bad(
-                    mailer_var,
-                    format!("{other:?} is not supported (smtp, log, array)"),
-                ))
-            }
-        };
-        let encryption = if v.present("MAIL_ENCRYPTION") {
-            Some(v.string("MAIL_ENCRYPTION"))
-        } else {
-            None
-        };
-        let mail = MailSettings {
-            mailer,
-            host: v.string("MAIL_HOST"),
-            port: v.parse("MAIL_PORT")?,
-            encryption,
-            username: v.non_empty("MAIL_USERNAME"),
-            password: v.get("MAIL_PASSWORD").map(Secret::new),
-            from_address: v.string("MAIL_FROM_ADDRESS"),
-            from_name: v.string("MAIL_FROM_NAME"),
-            timeout: Duration::from_secs(positive(v, "SHOPCHAT_MAIL_TIMEOUT")?),
-            max_attempts: positive(v, "SHOPCHAT_MAIL_MAX_ATTEMPTS")?,
-            retry_seconds: positive(v, "SHOPCHAT_MAIL_RETRY_SECONDS")?,
-            outbox_dir: PathBuf::from(
-                v.non_empty("SHOPCHAT_OUTBOX_DIR")
-                    .unwrap_or_else(|| "./outbox".into()),
-            ),
-            outbox_max_bytes: positive(v, "SHOPCHAT_OUTBOX_MAX_BYTES")?,
-            dead_ttl: match v.parse::<u64>("SHOPCHAT_OUTBOX_DEAD_DAYS")? {
-                0 => None,
-                days => Some(Duration::from_secs(days * 86_400)),
-            },
-        };
-
-        let mut trusted_proxies = Vec::new();
-        for item in v
-            .string("SHOPCHAT_TRUSTED_PROXIES")
-            .split(',')
-            .map(str::trim)
-            .filter(|s| !s.is_empty())
-        {
-            let net = item
-                .parse::<IpNet>()
-                .or_else(|_| item.parse::<std::net::IpAddr>().map(IpNet::from))
-                .map_err(|_| {
-                    bad(
-                        "SHOPCHAT_TRUSTED_PROXIES",
-                        format!("{item:?} is not an IP address or CIDR"),
-                    )
-                })?;
-            trusted_proxies.push(net);
-        }
-
-        let base_path = v.string("SHOPCHAT_BASE_PATH");
-        let base_path = base_path.trim_end_matches('/');
-        if !base_path.is_empty() && !base_path.starts_with('/') {
-            return Err(bad("SHOPCHAT_BASE_PATH", "must start with /"));
-        }
-
-        let sanctum_expiration_minutes = v.opt_parse::<i64>("SHOPCHAT_SANCTUM_EXPIRATION")?;
-        let tokenable_type = v
-            .non_empty("SHOPCHAT_TOKENABLE_TYPE")
-            .unwrap_or_else(|| "App\\Models\\User".into());
-
         Ok(Settings {
-            listen: v.parse("SHOPCHAT_LISTEN")?,
-            metrics_listen: v.opt_parse("SHOPCHAT_METRICS_LISTEN")?,
-            database,
-            app_key,
-            app_previous_keys,
-            app_url: v
-                .non_empty("APP_URL")
-                .map(|u| u.trim_end_matches('/').to_string()),
-            timezone,
-            system_key: v.get("SYSTEM_KEY"),
-            default_language: v.string("DEFAULT_LANGUAGE"),
-            filesystem,
-            mail,
-            base_path: base_path.to_string(),
-            trusted_proxies,
-            laravel_root: v.non_empty("SHOPCHAT_LARAVEL_ROOT").map(PathBuf::from),
-            maintenance_forced: v.on_off("SHOPCHAT_MAINTENANCE")?,
-            rate_limit: v.parse("SHOPCHAT_RATE_LIMIT")?,
-            rate_limit_max_keys: positive(v, "SHOPCHAT_RATE_LIMIT_MAX_KEYS")?,
-            ops_rate_limit: v.parse("SHOPCHAT_OPS_RATE_LIMIT")?,
-            new_conversations_per_hour: v.parse("SHOPCHAT_NEW_CONVERSATIONS_PER_HOUR")?,
-            token_touch_seconds: v.parse("SHOPCHAT_TOKEN_TOUCH_SECONDS")?,
-            sanctum_expiration_minutes,
-            tokenable_type,
-            auth_cache: Duration::from_millis(v.parse("SHOPCHAT_AUTH_CACHE_MS")?),
-            translation_ttl: Duration::from_secs(v.parse("SHOPCHAT_TRANSLATION_TTL")?),
-            settings_ttl: Duration::from_secs(v.parse("SHOPCHAT_SETTINGS_TTL")?),
-            long_poll_max_seconds: v.parse("SHOPCHAT_LONG_POLL_MAX_SECONDS")?,
-            long_poll_per_user: positive(v, "SHOPCHAT_LONG_POLL_PER_USER")?,
-            long_poll_max_held: long_poll_max_held(v)?,
-            max_body_bytes: positive::<usize>(v, "SHOPCHAT_MAX_BODY_BYTES")?,
-            client_timeout: Duration::from_secs(positive::<u64>(v, "SHOPCHAT_CLIENT_TIMEOUT")?),
-            max_connections: positive::<usize>(v, "SHOPCHAT_MAX_CONNECTIONS")?,
-            lock_timeout_seconds: v.parse("SHOPCHAT_LOCK_TIMEOUT")?,
-            shutdown_timeout: Duration::from_secs(v.parse("SHOPCHAT_SHUTDOWN_TIMEOUT")?),
-            ready_timeout: Duration::from_millis(positive(v, "SHOPCHAT_READY_TIMEOUT_MS")?),
-            ready_cache: Duration::from_secs(v.parse("SHOPCHAT_READY_CACHE_SECONDS")?),
-            log_json: match v.string("SHOPCHAT_LOG_FORMAT").as_str() {
-                "json" => true,
-                "text" | "" => false,
-                other => {
-                    return Err(bad(
-                        "SHOPCHAT_LOG_FORMAT",
-                        format!("{other:?} is not text or json"),
-                    ))
-                }
+            http: http_settings(v)?,
+            database: database_settings(v)?,
+            laravel: laravel_settings(v)?,
+            auth: auth_settings(v)?,
+            caches: CacheSettings {
+                translations: Duration::from_secs(v.parse("SHOPCHAT_TRANSLATION_TTL")?),
+                business_settings: Duration::from_secs(v.parse("SHOPCHAT_SETTINGS_TTL")?),
+            },
+            long_poll: LongPollSettings {
+                max_wait: Duration::from_secs(v.parse("SHOPCHAT_LONG_POLL_MAX_SECONDS")?),
+                per_user: positive(v, "SHOPCHAT_LONG_POLL_PER_USER")?,
+                max_held: long_poll_max_held(v)?,
+            },
+            mail: mail_settings(v)?,
+            ops: OpsSettings {
+                ready_timeout: Duration::from_millis(positive(v, "SHOPCHAT_READY_TIMEOUT_MS")?),
+                ready_cache: Duration::from_secs(v.parse("SHOPCHAT_READY_CACHE_SECONDS")?),
+                log_json: match v.string("SHOPCHAT_LOG_FORMAT").as_str() {
+                    "json" => true,
+                    "text" | "" => false,
+                    other => {
+                        return Err(bad(
+                            "SHOPCHAT_LOG_FORMAT",
+                            format!("{other:?} is not text or json"),
+                        ))
+                    }
+                },
             },
         })
     }
+}
 
+impl LaravelSettings {
     /// The older `APP_PREVIOUS_KEYS`, to verify links with (§8.4).
     pub fn previous_keys(&self) -> Vec<[u8; 32]> {
         self.app_previous_keys.iter().map(|k| *k.expose()).collect()
@@ -562,6 +435,223 @@ impl Settings {
             &self.default_language
         }
     }
+}
+
+fn database_settings(v: &Values) -> Result<DatabaseSettings, ConfigError> {
+    match v.string("DB_CONNECTION").as_str() {
+        "mysql" | "mariadb" => {}
+        other => {
+            return Err(bad(
+                "DB_CONNECTION",
+                format!("{other:?} is not supported (mysql or mariadb)"),
+            ))
+        }
+    }
+    let database = DatabaseSettings {
+        url: v.non_empty("DATABASE_URL"),
+        host: v.string("DB_HOST"),
+        port: v.parse("DB_PORT")?,
+        database: v.string("DB_DATABASE"),
+        username: v.string("DB_USERNAME"),
+        password: Secret::new(v.string("DB_PASSWORD")),
+        socket: v.non_empty("DB_SOCKET"),
+        pool_size: positive(v, "SHOPCHAT_DB_POOL_SIZE")?,
+        acquire_timeout: Duration::from_millis(v.parse("SHOPCHAT_DB_ACQUIRE_TIMEOUT_MS")?),
+        time_zone: v.non_empty("SHOPCHAT_DB_TIME_ZONE"),
+        ssl_ca: v.non_empty("MYSQL_ATTR_SSL_CA").map(PathBuf::from),
+        lock_timeout: Duration::from_secs(v.parse("SHOPCHAT_LOCK_TIMEOUT")?),
+        // Without a CA: `preferred`, MySQL's default; with one: verify against it (§10).
+        ssl_mode: match v.non_empty("SHOPCHAT_DB_SSL_MODE") {
+            Some(m) => SslMode::parse(&m).ok_or_else(|| {
+                bad(
+                    "SHOPCHAT_DB_SSL_MODE",
+                    format!(
+                        "{m:?} is not disabled, preferred, required, verify_ca or verify_identity"
+                    ),
+                )
+            })?,
+            None if v.non_empty("MYSQL_ATTR_SSL_CA").is_some() => SslMode::VerifyCa,
+            None => SslMode::Preferred,
+        },
+    };
+    if let Some(url) = &database.url {
+        if !(url.starts_with("mysql://") || url.starts_with("mariadb://")) {
+            return Err(bad("DATABASE_URL", "must start with mysql://"));
+        }
+    }
+
+    Ok(database)
+}
+
+fn laravel_settings(v: &Values) -> Result<LaravelSettings, ConfigError> {
+    let app_key_raw = v
+        .non_empty("APP_KEY")
+        .ok_or_else(|| bad("APP_KEY", "is required (base64:… of 32 bytes)"))?;
+    let app_key =
+        Secret::new(parse_app_key(&app_key_raw).map_err(|e| bad("APP_KEY", e.to_string()))?);
+    let mut app_previous_keys = Vec::new();
+    for key in v
+        .string("APP_PREVIOUS_KEYS")
+        .split(',')
+        .map(str::trim)
+        .filter(|k| !k.is_empty())
+    {
+        app_previous_keys.push(Secret::new(
+            parse_app_key(key).map_err(|e| bad("APP_PREVIOUS_KEYS", e.to_string()))?,
+        ));
+    }
+    let timezone_name = v.non_empty("APP_TIMEZONE").unwrap_or_else(|| "UTC".into());
+    let timezone: Tz = timezone_name.parse().map_err(|_| {
+        bad(
+            "APP_TIMEZONE",
+            format!("{timezone_name:?} is not a known time zone"),
+        )
+    })?;
+
+    let filesystem = match v
+        .non_empty("FILESYSTEM_DRIVER")
+        .unwrap_or_else(|| "local".into())
+        .as_str()
+    {
+        "local" | "public" => FileSystem::Local,
+        // 9.8.x names the S3 disk `aws`; `s3` is accepted too (§7.4).
+        "aws" | "s3" => FileSystem::S3 {
+            url: v.string("AWS_URL"),
+            bucket: v.string("AWS_BUCKET"),
+            region: v.string("AWS_DEFAULT_REGION"),
+        },
+        "backblaze" => FileSystem::Backblaze {
+            url: v.string("BACKBLAZE_URL"),
+        },
+        other => {
+            return Err(bad(
+                "FILESYSTEM_DRIVER",
+                format!("{other:?} is not supported (local, aws, s3, backblaze)"),
+            ))
+        }
+    };
+
+    Ok(LaravelSettings {
+        app_key,
+        app_previous_keys,
+        app_url: v
+            .non_empty("APP_URL")
+            .map(|u| u.trim_end_matches('/').to_string()),
+        timezone,
+        system_key: v.get("SYSTEM_KEY"),
+        default_language: v.string("DEFAULT_LANGUAGE"),
+        filesystem,
+        laravel_root: v.non_empty("SHOPCHAT_LARAVEL_ROOT").map(PathBuf::from),
+        maintenance_forced: v.on_off("SHOPCHAT_MAINTENANCE")?,
+    })
+}
+
+fn mail_settings(v: &Values) -> Result<MailSettings, ConfigError> {
+    // PHP reads MAIL_DRIVER; newer Laravel MAIL_MAILER. Either works (§10).
+    let (mailer_name, mailer_var) = match v.non_empty("MAIL_MAILER") {
+        Some(m) => (m, "MAIL_MAILER"),
+        None => (
+            v.non_empty("MAIL_DRIVER").unwrap_or_else(|| "smtp".into()),
+            "MAIL_DRIVER",
+        ),
+    };
+    let mailer = match mailer_name.as_str() {
+        "smtp" => MailerKind::Smtp,
+        "log" | "array" => MailerKind::Log,
+        other => {
+            return Err(bad(
+                mailer_var,
+                format!("{other:?} is not supported (smtp, log, array)"),
+            ))
+        }
+    };
+    let encryption = if v.present("MAIL_ENCRYPTION") {
+        Some(v.string("MAIL_ENCRYPTION"))
+    } else {
+        None
+    };
+    let mail = MailSettings {
+        mailer,
+        host: v.string("MAIL_HOST"),
+        port: v.parse("MAIL_PORT")?,
+        encryption,
+        username: v.non_empty("MAIL_USERNAME"),
+        password: v.get("MAIL_PASSWORD").map(Secret::new),
+        from_address: v.string("MAIL_FROM_ADDRESS"),
+        from_name: v.string("MAIL_FROM_NAME"),
+        timeout: Duration::from_secs(positive(v, "SHOPCHAT_MAIL_TIMEOUT")?),
+        max_attempts: positive(v, "SHOPCHAT_MAIL_MAX_ATTEMPTS")?,
+        first_retry: Duration::from_secs(positive(v, "SHOPCHAT_MAIL_RETRY_SECONDS")?),
+        outbox_dir: PathBuf::from(
+            v.non_empty("SHOPCHAT_OUTBOX_DIR")
+                .unwrap_or_else(|| "./outbox".into()),
+        ),
+        outbox_max_bytes: positive(v, "SHOPCHAT_OUTBOX_MAX_BYTES")?,
+        dead_ttl: match v.parse::<u64>("SHOPCHAT_OUTBOX_DEAD_DAYS")? {
+            0 => None,
+            days => Some(Duration::from_secs(days * 86_400)),
+        },
+        new_conversations_per_hour: v.parse("SHOPCHAT_NEW_CONVERSATIONS_PER_HOUR")?,
+    };
+
+    Ok(mail)
+}
+
+fn http_settings(v: &Values) -> Result<HttpSettings, ConfigError> {
+    let mut trusted_proxies = Vec::new();
+    for item in v
+        .string("SHOPCHAT_TRUSTED_PROXIES")
+        .split(',')
+        .map(str::trim)
+        .filter(|s| !s.is_empty())
+    {
+        let net = item
+            .parse::<IpNet>()
+            .or_else(|_| item.parse::<std::net::IpAddr>().map(IpNet::from))
+            .map_err(|_| {
+                bad(
+                    "SHOPCHAT_TRUSTED_PROXIES",
+                    format!("{item:?} is not an IP address or CIDR"),
+                )
+            })?;
+        trusted_proxies.push(net);
+    }
+
+    let base_path = v.string("SHOPCHAT_BASE_PATH");
+    let base_path = base_path.trim_end_matches('/');
+    if !base_path.is_empty() && !base_path.starts_with('/') {
+        return Err(bad("SHOPCHAT_BASE_PATH", "must start with /"));
+    }
+
+    Ok(HttpSettings {
+        listen: v.parse("SHOPCHAT_LISTEN")?,
+        metrics_listen: v.opt_parse("SHOPCHAT_METRICS_LISTEN")?,
+        base_path: base_path.to_string(),
+        trusted_proxies,
+        max_body_bytes: positive::<usize>(v, "SHOPCHAT_MAX_BODY_BYTES")?,
+        client_timeout: Duration::from_secs(positive::<u64>(v, "SHOPCHAT_CLIENT_TIMEOUT")?),
+        max_connections: positive::<usize>(v, "SHOPCHAT_MAX_CONNECTIONS")?,
+        shutdown_timeout: Duration::from_secs(v.parse("SHOPCHAT_SHUTDOWN_TIMEOUT")?),
+        rate_limit: v.parse("SHOPCHAT_RATE_LIMIT")?,
+        rate_limit_max_keys: positive(v, "SHOPCHAT_RATE_LIMIT_MAX_KEYS")?,
+        ops_rate_limit: v.parse("SHOPCHAT_OPS_RATE_LIMIT")?,
+    })
+}
+
+fn auth_settings(v: &Values) -> Result<AuthSettings, ConfigError> {
+    Ok(AuthSettings {
+        touch_interval: Duration::from_secs(v.parse("SHOPCHAT_TOKEN_TOUCH_SECONDS")?),
+        expiration: match v.opt_parse::<i64>("SHOPCHAT_SANCTUM_EXPIRATION")? {
+            Some(minutes) => Some(Duration::from_secs(
+                u64::try_from(minutes.max(0)).unwrap_or(0) * 60,
+            )),
+            None => None,
+        },
+        tokenable_type: v
+            .non_empty("SHOPCHAT_TOKENABLE_TYPE")
+            .unwrap_or_else(|| "App\\Models\\User".into()),
+        cache: Duration::from_millis(v.parse("SHOPCHAT_AUTH_CACHE_MS")?),
+    })
 }
 
 /// At most 80 % of `SHOPCHAT_MAX_CONNECTIONS`: held long-polls must leave connections for
@@ -600,17 +690,17 @@ mod tests {
     #[test]
     fn defaults_apply() {
         let s = Settings::load_from(None, env(&[("APP_KEY", KEY)])).unwrap();
-        assert_eq!(s.listen.to_string(), "127.0.0.1:8000");
+        assert_eq!(s.http.listen.to_string(), "127.0.0.1:8000");
         assert_eq!(s.database.database, "forge");
-        assert_eq!(s.rate_limit, 600);
-        assert_eq!(s.tokenable_type, "App\\Models\\User");
-        assert_eq!(s.timezone, chrono_tz::UTC);
-        assert_eq!(s.system_key, None);
+        assert_eq!(s.http.rate_limit, 600);
+        assert_eq!(s.auth.tokenable_type, "App\\Models\\User");
+        assert_eq!(s.laravel.timezone, chrono_tz::UTC);
+        assert_eq!(s.laravel.system_key, None);
         assert_eq!(s.mail.mailer, MailerKind::Smtp);
         assert_eq!(s.mail.encryption, None);
-        assert_eq!(s.filesystem, FileSystem::Local);
-        assert_eq!(s.max_connections, 25_000);
-        assert_eq!(s.client_timeout, Duration::from_secs(10));
+        assert_eq!(s.laravel.filesystem, FileSystem::Local);
+        assert_eq!(s.http.max_connections, 25_000);
+        assert_eq!(s.http.client_timeout, Duration::from_secs(10));
     }
 
     #[test]
@@ -627,7 +717,7 @@ mod tests {
         let shown = format!("{s:?}");
         assert!(!shown.contains("db-secret-pw") && !shown.contains("mail-secret-pw"));
         // The key's bytes, as Debug would print an array of them.
-        assert!(!shown.contains(&format!("{:?}", s.app_key.expose())));
+        assert!(!shown.contains(&format!("{:?}", s.laravel.app_key.expose())));
         assert!(shown.contains("[redacted]"));
         assert_eq!(s.database.password.expose(), "db-secret-pw");
     }
@@ -648,7 +738,7 @@ mod tests {
             env(&[("APP_KEY", KEY), ("SHOPCHAT_MAX_CONNECTIONS", "3")]),
         )
         .unwrap();
-        assert_eq!(s.max_connections, 3);
+        assert_eq!(s.http.max_connections, 3);
     }
 
     #[test]
@@ -663,8 +753,8 @@ mod tests {
         let s = Settings::load_from(Some(path), env(&[("DB_PORT", "3308")])).unwrap();
         assert_eq!(s.database.database, "shop");
         assert_eq!(s.database.port, 3308, "process environment wins over .env");
-        assert_eq!(s.timezone, chrono_tz::Asia::Dhaka);
-        assert_eq!(s.system_key.as_deref(), Some("abc"));
+        assert_eq!(s.laravel.timezone, chrono_tz::Asia::Dhaka);
+        assert_eq!(s.laravel.system_key.as_deref(), Some("abc"));
         assert_eq!(
             s.mail.encryption.as_deref(),
             Some(""),
@@ -752,9 +842,9 @@ mod tests {
             ]),
         )
         .unwrap();
-        assert_eq!(s.trusted_proxies.len(), 2);
-        assert!(s.maintenance_forced);
+        assert_eq!(s.http.trusted_proxies.len(), 2);
+        assert!(s.laravel.maintenance_forced);
         assert_eq!(s.mail.mailer, MailerKind::Log);
-        assert_eq!(s.base_path, "/shop");
+        assert_eq!(s.http.base_path, "/shop");
     }
 }

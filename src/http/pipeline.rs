@@ -141,7 +141,7 @@ async fn answer(
     if let Some(len) =
         header_str(req.headers(), "content-length").and_then(|v| v.trim().parse::<u64>().ok())
     {
-        if len > settings.max_body_bytes as u64 {
+        if len > settings.http.max_body_bytes as u64 {
             return ("too-large", too_large());
         }
     }
@@ -150,7 +150,7 @@ async fn answer(
         .peer_addr()
         .map(|a| a.ip())
         .unwrap_or(IpAddr::V4(Ipv4Addr::LOCALHOST));
-    let trusted = origin::is_trusted(peer, &settings.trusted_proxies);
+    let trusted = origin::is_trusted(peer, &settings.http.trusted_proxies);
     let forwarded = |name: &str| {
         if trusted {
             header_str(req.headers(), name).map(origin::first_value)
@@ -188,11 +188,11 @@ async fn answer(
             let scheme = if scheme == "https" { "https" } else { "http" };
             origin::origin(scheme, h, forwarded("x-forwarded-port"))
         }
-        None => settings.url_root().to_string(),
+        None => settings.laravel.url_root().to_string(),
     };
 
     let raw_path = req.uri().path();
-    let base = settings.base_path.as_str();
+    let base = settings.http.base_path.as_str();
     let (route, rel_path) = match raw_path.strip_prefix(base) {
         Some(rest) if base.is_empty() || rest.is_empty() || rest.starts_with('/') => {
             (match_path(rest), rest)
@@ -203,7 +203,7 @@ async fn answer(
     let client_ip = origin::client_ip(
         peer,
         header_str(req.headers(), "x-forwarded-for").filter(|_| trusted),
-        &settings.trusted_proxies,
+        &settings.http.trusted_proxies,
     );
     if let Some(res) = short_circuit(
         req.method(),
@@ -224,7 +224,7 @@ async fn answer(
         root,
         json_client,
         client_ip,
-        now: now_naive(settings.timezone),
+        now: now_naive(settings.laravel.timezone),
         route,
         mode,
         connection,
@@ -245,7 +245,7 @@ async fn short_circuit(
 ) -> Option<HttpResponse> {
     let is_get = method == Method::GET || method == Method::HEAD;
     // With SHOPCHAT_METRICS_LISTEN set, /metrics lives only on that listener.
-    let metrics_here = state.settings.metrics_listen.is_none();
+    let metrics_here = state.settings.http.metrics_listen.is_none();
     match route {
         Route::Health | Route::Ready | Route::Metrics if !is_get => {
             return Some(method_not_allowed(
@@ -347,7 +347,13 @@ async fn routed(
 
     // Step 0 for bodies without Content-Length, and the body timeout.
     let body = if is_post && route.is_chat() {
-        match read_body(payload, settings.max_body_bytes, settings.client_timeout).await {
+        match read_body(
+            payload,
+            settings.http.max_body_bytes,
+            settings.http.client_timeout,
+        )
+        .await
+        {
             Ok(b) => b,
             Err(res) => return res,
         }
@@ -383,10 +389,10 @@ async fn routed(
     let decision = match (info.mode, spent) {
         (Mode::Serve, Some(limited)) => limited,
         (Mode::Serve, None) => state.limiter.hit(key),
-        (Mode::Shadow, _) if settings.rate_limit == 0 => Decision::Off,
+        (Mode::Shadow, _) if settings.http.rate_limit == 0 => Decision::Off,
         (Mode::Shadow, _) => Decision::Allowed {
-            limit: settings.rate_limit,
-            remaining: settings.rate_limit,
+            limit: settings.http.rate_limit,
+            remaining: settings.http.rate_limit,
         },
     };
     let user_id = auth
@@ -453,7 +459,7 @@ async fn steps_3_to_8(
             .translator
             .translate(
                 "We are Under Maintenance",
-                settings.fallback_language(),
+                settings.laravel.fallback_language(),
                 &now_s,
                 info.mode.writes(),
             )
@@ -465,7 +471,7 @@ async fn steps_3_to_8(
     }
     // Step 5 (K5): byte-equal, never "" or "0"; unset SYSTEM_KEY refuses everything.
     let system_key = req.headers().get("system-key").map(|v| v.as_bytes());
-    if !system_key_matches(system_key, settings.system_key.as_deref()) {
+    if !system_key_matches(system_key, settings.laravel.system_key.as_deref()) {
         return Ok(response::json(
             StatusCode::OK,
             &json!({"result": false, "message": "Request not found!"}),
@@ -481,7 +487,7 @@ async fn steps_3_to_8(
     // Step 6 (K8): the header wins even when empty.
     let locale = match req.headers().get("app-language") {
         Some(v) => String::from_utf8_lossy(v.as_bytes()).into_owned(),
-        None => settings.fallback_language().to_string(),
+        None => settings.laravel.fallback_language().to_string(),
     };
     // Step 7 (K6).
     if user.banned {

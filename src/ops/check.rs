@@ -188,19 +188,19 @@ fn configuration(report: &mut Report, s: &Settings, source: &str) {
         Level::Ok,
         format!(
             "{source}; listen {}; database {target}; mailer {mailer}; APP_TIMEZONE {}",
-            s.listen, s.timezone
+            s.http.listen, s.laravel.timezone
         ),
     );
 
     // APP_KEY was decoded while loading (32 bytes or refused); prove it works end to end.
-    let enc = Encrypter::new(*s.app_key.expose(), s.previous_keys());
+    let enc = Encrypter::new(*s.laravel.app_key.expose(), s.laravel.previous_keys());
     match enc.decrypt_int(&enc.encrypt_int(424242)) {
         Ok(424242) => report.add(
             "APP_KEY",
             Level::Ok,
             format!(
                 "decodes to 32 bytes (AES-256-CBC); encrypt/decrypt round trip works; {} previous key(s)",
-                s.app_previous_keys.len()
+                s.laravel.app_previous_keys.len()
             ),
         ),
         other => report.add(
@@ -211,7 +211,7 @@ fn configuration(report: &mut Report, s: &Settings, source: &str) {
     };
 
     // The root of the links in sellers' e-mails (COMPAT §8.3, security review M2).
-    match s.app_url.as_deref() {
+    match s.laravel.app_url.as_deref() {
         None => report.add(
             "APP_URL",
             Level::Warn,
@@ -229,7 +229,7 @@ fn configuration(report: &mut Report, s: &Settings, source: &str) {
         ),
     };
 
-    match s.system_key.as_deref() {
+    match s.laravel.system_key.as_deref() {
         None | Some("") | Some("0") => report.add(
             "SYSTEM_KEY",
             Level::Warn,
@@ -238,7 +238,7 @@ fn configuration(report: &mut Report, s: &Settings, source: &str) {
         Some(_) => report.add("SYSTEM_KEY", Level::Ok, "set"),
     };
 
-    if let Some(root) = &s.laravel_root {
+    if let Some(root) = &s.laravel.laravel_root {
         if root.join("storage/framework").is_dir() {
             let down = root.join("storage/framework/down").exists();
             report.add(
@@ -264,7 +264,7 @@ fn configuration(report: &mut Report, s: &Settings, source: &str) {
             );
         }
     }
-    if s.maintenance_forced {
+    if s.laravel.maintenance_forced {
         report.add(
             "maintenance",
             Level::Warn,

@@ -27,7 +27,7 @@ impl Ops {
     pub fn new(settings: &Settings) -> Ops {
         Ops {
             metrics: Metrics::new(settings.database.pool_size),
-            readiness: Readiness::new(settings.ready_timeout, settings.ready_cache),
+            readiness: Readiness::new(settings.ops.ready_timeout, settings.ops.ready_cache),
             draining: watch::Sender::new(false),
         }
     }

@@ -155,15 +155,19 @@ async fn handle(
         .map(|pq| pq.as_str().to_string())
         .unwrap_or_else(|| "/".into());
     let method = req.method().as_str().to_string();
-    let (route, kind) = shadow_kind(&method, &path_and_query, &shared.config.settings.base_path);
+    let (route, kind) = shadow_kind(
+        &method,
+        &path_and_query,
+        &shared.config.settings.http.base_path,
+    );
     let route_name = route.name();
 
     // The request body: kept whole up to shopchat's own limit (the shadow
     // needs it), streamed past it.
     // A client that sends its body slower than SHOPCHAT_CLIENT_TIMEOUT gets a 408, as from
     // shopchat itself (security review L4: bodies were read without a time limit).
-    let limit = shared.config.settings.max_body_bytes;
-    let timeout = shared.config.settings.client_timeout;
+    let limit = shared.config.settings.http.max_body_bytes;
+    let timeout = shared.config.settings.http.client_timeout;
     let body = match tokio::time::timeout(timeout, read_prefix(payload, limit)).await {
         Ok(Ok(b)) => b,
         Ok(Err(e)) => {

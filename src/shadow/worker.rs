@@ -95,8 +95,8 @@ fn build_env(config: ShadowConfig, metrics: Arc<Metrics>, log: MismatchLog) -> a
     // The shadow reads what the primary has just written (a deleted token, a
     // new message), so it must not answer from a per-process token cache,
     // and it must answer at once: long-poll is shopchat's own (§5.4).
-    settings.auth_cache = Duration::ZERO;
-    settings.long_poll_max_seconds = 0;
+    settings.auth.cache = Duration::ZERO;
+    settings.long_poll.max_wait = Duration::ZERO;
     let pool = crate::startup::pool(&settings.database)?;
     // Shadows never mail (§11.2): the write routes stop before staging, and
     // the outbox they are given is a private, empty directory.
@@ -277,7 +277,7 @@ async fn in_process(env: &Env, job: &Job) -> Answer {
         None => {
             tr = tr.insert_header((
                 "content-length",
-                (env.state.settings.max_body_bytes + 1).to_string(),
+                (env.state.settings.http.max_body_bytes + 1).to_string(),
             ))
         }
     }
@@ -410,7 +410,7 @@ async fn premises(env: &Env, job: &Job, candidate: &Answer) -> Premises {
                 .iter()
                 .find(|(k, _)| k == "authorization")
                 .map(|(_, v)| v.as_bytes());
-            let now = crate::laravel::dates::now_naive(env.state.settings.timezone);
+            let now = crate::laravel::dates::now_naive(env.state.settings.laravel.timezone);
             let user = env.state.sanctum.resolve(auth, now).await.ok().flatten();
             let row: Option<Option<(i64, i64)>> =
                 sqlx::query_as("SELECT sender_id, receiver_id FROM conversations WHERE id = ?")

@@ -425,7 +425,7 @@ async fn shadow_answers_leave_no_trace() {
         db.scalar("SELECT COUNT(*) FROM messages").await,
         db.scalar("SELECT COUNT(*) FROM conversations").await,
     );
-    let shadow = start_shadow(&primary, &db, |c| c.settings.rate_limit = 1).await;
+    let shadow = start_shadow(&primary, &db, |c| c.settings.http.rate_limit = 1).await;
     for _ in 0..3 {
         shadow
             .call("GET", "/api/v2/chat/conversations", Some(CUST1), &[], b"")
