@@ -641,12 +641,9 @@ fn http_settings(v: &Values) -> Result<HttpSettings, ConfigError> {
 fn auth_settings(v: &Values) -> Result<AuthSettings, ConfigError> {
     Ok(AuthSettings {
         touch_interval: Duration::from_secs(v.parse("SHOPCHAT_TOKEN_TOUCH_SECONDS")?),
-        expiration: match v.opt_parse::<i64>("SHOPCHAT_SANCTUM_EXPIRATION")? {
-            Some(minutes) => Some(Duration::from_secs(
-                u64::try_from(minutes.max(0)).unwrap_or(0) * 60,
-            )),
-            None => None,
-        },
+        expiration: v
+            .opt_parse::<i64>("SHOPCHAT_SANCTUM_EXPIRATION")?
+            .map(|minutes| Duration::from_secs(u64::try_from(minutes.max(0)).unwrap_or(0) * 60)),
         tokenable_type: v
             .non_empty("SHOPCHAT_TOKENABLE_TYPE")
             .unwrap_or_else(|| "App\\Models\\User".into()),
