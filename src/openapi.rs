@@ -4,17 +4,11 @@
 
 use serde_json::Value;
 
-use crate::state::AppState;
-
 const DOCUMENT: &str = include_str!("../docs/openapi.json");
 
 /// The document; with `SHOPCHAT_BASE_PATH` set, its server URL is that base
 /// path, so that tools resolve the routes where this shop serves them (§4.3).
-pub fn document(state: &AppState) -> String {
-    with_base_path(&state.settings.http.base_path)
-}
-
-fn with_base_path(base: &str) -> String {
+pub fn document(base: &str) -> String {
     if base.is_empty() {
         return DOCUMENT.to_string();
     }
@@ -59,8 +53,8 @@ mod tests {
 
     #[test]
     fn base_path_becomes_the_server_url() {
-        assert_eq!(with_base_path(""), DOCUMENT);
-        let doc: Value = serde_json::from_str(&with_base_path("/shop")).unwrap();
+        assert_eq!(document(""), DOCUMENT);
+        let doc: Value = serde_json::from_str(&document("/shop")).unwrap();
         assert_eq!(doc["servers"][0]["url"], "/shop");
         assert_eq!(doc["info"]["version"], "2");
     }

@@ -279,7 +279,7 @@ impl Application {
                 let server = HttpServer::new(move || {
                     App::new()
                         .app_data(metrics_state.clone())
-                        .default_service(web::to(ops_listener_entry))
+                        .default_service(web::to(crate::http::ops_endpoints::internal_entry))
                 })
                 .workers(1)
                 .disable_signals()
@@ -359,33 +359,5 @@ pub async fn shutdown_signal() -> std::io::Result<&'static str> {
     {
         tokio::signal::ctrl_c().await?;
         Ok("Ctrl-C")
-    }
-}
-
-/// The separate metrics listener: `/metrics`, `/health` and `/ready` (so probes can use the
-/// internal port too); anything else is 404.
-async fn ops_listener_entry(
-    req: actix_web::HttpRequest,
-    state: web::Data<AppState>,
-) -> actix_web::HttpResponse {
-    use actix_web::http::{Method, StatusCode};
-    if req.method() != Method::GET && req.method() != Method::HEAD {
-        return crate::http::response::with_body(
-            StatusCode::METHOD_NOT_ALLOWED,
-            "text/plain; charset=utf-8",
-            "method not allowed\n".into(),
-        );
-    }
-    match req.path().trim_end_matches('/') {
-        "/metrics" => crate::ops::metrics::answer(&state).await,
-        "/ready" => crate::ops::ready::answer(&state, crate::ops::ready::Audience::Internal).await,
-        "/health" => {
-            crate::http::response::json(StatusCode::OK, &serde_json::json!({"status": "ok"}))
-        }
-        _ => crate::http::response::with_body(
-            StatusCode::NOT_FOUND,
-            "text/plain; charset=utf-8",
-            "not found\n".into(),
-        ),
     }
 }

@@ -18,7 +18,7 @@ use actix_web::HttpResponse;
 use crate::auth::sanctum::AuthUser;
 use crate::error::ApiError;
 use crate::http::input::Input;
-use crate::http::pipeline::RequestInfo;
+use crate::http::request::RequestInfo;
 use crate::http::routing::Route;
 use crate::state::AppState;
 

@@ -2,8 +2,10 @@
 
 pub mod conn;
 pub mod input;
+pub mod ops_endpoints;
 pub mod origin;
 pub mod pipeline;
 pub mod ratelimit;
+pub mod request;
 pub mod response;
 pub mod routing;

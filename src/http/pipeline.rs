@@ -1,100 +1,58 @@
 //! The request pipeline of COMPAT §1.2 (K2), in the order the PHP middleware
-//! stack runs it. Every request enters through [`entry`]; the first step that
-//! answers ends the request.
+//! stack runs it, as a straight line of steps: every request enters through
+//! [`entry`] (or [`run`], for the shadow's in-memory requests); the first step
+//! that answers ends the request.
 //!
-//! | step | what                           | here                         |
-//! |------|--------------------------------|------------------------------|
-//! | 0    | request limits                 | actix-http, [`crate::http::conn`], [`read_body`], Content-Length |
-//! | 1    | Host check                     | [`entry`]                    |
-//! | –    | OPTIONS / 405 / outside `/api/`| [`short_circuit`]            |
-//! | 2    | throttle (D8)                  | [`routed`]                   |
-//! | 3    | Sanctum + touch (D9)           | [`routed`]                   |
-//! | 4–7  | maintenance, System-Key, locale, banned | [`routed`]          |
-//! | 8    | handler                        | [`crate::chat::dispatch`]    |
+//! | step | what                                     | here                                   |
+//! |------|------------------------------------------|----------------------------------------|
+//! | 0    | request limits                           | actix-http, [`crate::http::conn`], [`answer`] (Content-Length), [`read_body`] |
+//! | 1    | Host check, and what the request is      | [`RequestInfo::read`]                  |
+//! | –    | OPTIONS / 405 / outside `/api/` / ops    | [`short_circuit`], [`crate::http::ops_endpoints`] |
+//! | 2    | throttle (D8), before any token lookup for a spent IP | [`routed`]                |
+//! | 3    | Sanctum + touch (D9)                     | [`authenticated_steps`]                |
+//! | 4–7  | maintenance, System-Key, locale, banned  | [`authenticated_steps`]                |
+//! | 8    | handler                                  | [`crate::chat::dispatch`]              |
 
-use std::net::{IpAddr, Ipv4Addr};
-use std::rc::Rc;
+use std::time::Instant;
 
 use actix_web::error::PayloadError;
 use actix_web::http::header::{self, HeaderMap, HeaderName, HeaderValue};
 use actix_web::http::{Method, StatusCode};
 use actix_web::{web, HttpRequest, HttpResponse};
-use chrono::NaiveDateTime;
 use futures_util::StreamExt;
 use serde_json::json;
 
 use crate::auth::sanctum::AuthUser;
 use crate::chat::{self, Ctx};
 use crate::error::{ApiError, ErrorShape};
-use crate::http::conn::Clock;
 use crate::http::input::Input;
-use crate::http::origin;
+use crate::http::ops_endpoints::{self, Listener};
 use crate::http::ratelimit::{Decision, RateKey};
+use crate::http::request::{Body, Incoming, Mode, RequestInfo};
 use crate::http::response;
-use crate::http::routing::{match_path, Methods, Route};
-use crate::laravel::accept::is_json_client;
-use crate::laravel::dates::now_naive;
-use crate::ops::ready::Audience;
+use crate::http::routing::{Methods, Route};
 use crate::state::AppState;
 
-/// How a request is executed. `Shadow` is used only by `shopchat shadow`
-/// (src/shadow/, COMPAT §11.2): the answer is computed for comparison with the
-/// primary's and thrown away, so it must leave no trace — no token touch (D9),
-/// no translation insert (§7.1), no throttle charge (§1.4), no token delete
-/// (K6), and POST routes only validate (see [`crate::chat::dispatch`]).
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
-pub enum Mode {
-    #[default]
-    Serve,
-    Shadow,
-}
-
-impl Mode {
-    /// Whether this request may write (the database, the throttle counters).
-    pub fn writes(self) -> bool {
-        self == Mode::Serve
-    }
-}
-
-/// Everything known about a request once it passed the Host check.
-pub struct RequestInfo {
-    pub route: Route,
-    /// `<root>`: scheme, host, port and base path (§4.3).
-    pub root: String,
-    /// `<root>` + the raw path (base removed, trailing `/` removed): the paginator's `path`.
-    pub path_url: String,
-    pub json_client: bool,
-    pub client_ip: IpAddr,
-    pub now: NaiveDateTime,
-    /// Serve, or shadow (no side effects).
-    pub mode: Mode,
-    /// The client connection's clock (`http::conn`); `None` for the shadow's in-memory requests.
-    pub connection: Option<Rc<Clock>>,
-}
-
+/// actix-web's handler of every request of the public listener.
 pub async fn entry(
     req: HttpRequest,
     payload: web::Payload,
     state: web::Data<AppState>,
 ) -> HttpResponse {
-    entry_in_mode(req, payload, &state, Mode::Serve).await
+    run(Incoming::from_actix(&req, payload), &state, Mode::Serve).await
 }
 
-/// [`entry`] with an explicit [`Mode`]; `shopchat shadow` calls it with
-/// `Mode::Shadow` on an in-memory copy of the client's request.
-pub async fn entry_in_mode(
-    req: HttpRequest,
-    payload: web::Payload,
-    state: &AppState,
-    mode: Mode,
-) -> HttpResponse {
-    let request_id = origin::request_id(header_str(req.headers(), "x-request-id"));
-    let started = std::time::Instant::now();
-    let connection = req.conn_data::<Rc<Clock>>().cloned();
-    if let Some(c) = &connection {
+/// The pipeline for one request; `shopchat shadow` runs it with `Mode::Shadow` on an
+/// in-memory copy of the client's request.
+pub async fn run(req: Incoming, state: &AppState, mode: Mode) -> HttpResponse {
+    let started = Instant::now();
+    if let Some(c) = &req.connection {
         c.serving();
     }
-    let (route_name, mut res) = answer(&req, payload, state, mode, connection.clone()).await;
+    let method = req.method.clone();
+    let connection = req.connection.clone();
+    let (route_name, request_id, mut res) = answer(req, state, mode).await;
+    // §1.6: on every answer.
     res.headers_mut().insert(
         header::CACHE_CONTROL,
         HeaderValue::from_static("no-cache, private"),
@@ -115,7 +73,7 @@ pub async fn entry_in_mode(
     // The token's user when known; never the bearer secret or the message text.
     let user_id = res.extensions().get::<LoggedUser>().map(|u| u.0);
     tracing::info!(
-        method = %req.method(),
+        method = %method,
         route = route_name,
         status = res.status().as_u16(),
         latency_ms = elapsed.as_secs_f64() * 1000.0,
@@ -129,161 +87,81 @@ pub async fn entry_in_mode(
 /// The user of a request's valid bearer token, handed from [`routed`] to the log line.
 struct LoggedUser(u64);
 
+/// Steps 0 to 8: the route's name (for metrics and the log), the request id and the answer.
 async fn answer(
-    req: &HttpRequest,
-    payload: web::Payload,
+    req: Incoming,
     state: &AppState,
     mode: Mode,
-    connection: Option<Rc<Clock>>,
-) -> (&'static str, HttpResponse) {
+) -> (&'static str, String, HttpResponse) {
     let settings = &state.settings;
     // Step 0: a declared body above the limit is refused before it is read.
-    if let Some(len) =
-        header_str(req.headers(), "content-length").and_then(|v| v.trim().parse::<u64>().ok())
+    if let Some(len) = req
+        .header("content-length")
+        .and_then(|v| v.trim().parse::<u64>().ok())
     {
         if len > settings.http.max_body_bytes as u64 {
-            return ("too-large", too_large());
+            let request_id = crate::http::origin::request_id(req.header("x-request-id"));
+            return ("too-large", request_id, too_large());
         }
     }
-
-    let peer = req
-        .peer_addr()
-        .map(|a| a.ip())
-        .unwrap_or(IpAddr::V4(Ipv4Addr::LOCALHOST));
-    let trusted = origin::is_trusted(peer, &settings.http.trusted_proxies);
-    let forwarded = |name: &str| {
-        if trusted {
-            header_str(req.headers(), name).map(origin::first_value)
-        } else {
-            None
-        }
-    };
-
-    // Step 1: the Host check (§4.3).
-    // A Host that is not even visible ASCII fails the check (it cannot match
-    // the allowed characters); it must not count as "no Host".
-    let host = forwarded("x-forwarded-host")
-        .or_else(|| {
-            req.headers()
-                .get(header::HOST)
-                .map(|v| v.to_str().unwrap_or(" "))
-        })
-        .filter(|h| !h.is_empty());
-    let origin_url = match host {
-        Some(h) if !origin::valid_host(h) => {
-            let json_client = json_client(req.headers());
-            return (
-                "bad-host",
-                response::mirrored_error(
-                    StatusCode::NOT_FOUND,
-                    "Bad hostname provided.",
-                    json_client,
-                ),
+    // Step 1: the Host check, and everything the later steps read of the request.
+    let info = match RequestInfo::read(&req, settings, mode) {
+        Ok(info) => info,
+        Err(bad) => {
+            let res = response::mirrored_error(
+                StatusCode::NOT_FOUND,
+                "Bad hostname provided.",
+                bad.json_client,
             );
+            return ("bad-host", bad.request_id, res);
         }
-        Some(h) => {
-            let scheme = forwarded("x-forwarded-proto")
-                .map(str::to_ascii_lowercase)
-                .unwrap_or_else(|| "http".into());
-            let scheme = if scheme == "https" { "https" } else { "http" };
-            origin::origin(scheme, h, forwarded("x-forwarded-port"))
-        }
-        None => settings.laravel.url_root().to_string(),
-    };
-
-    let raw_path = req.uri().path();
-    let base = settings.http.base_path.as_str();
-    let (route, rel_path) = match raw_path.strip_prefix(base) {
-        Some(rest) if base.is_empty() || rest.is_empty() || rest.starts_with('/') => {
-            (match_path(rest), rest)
-        }
-        _ => (Route::Outside, raw_path),
-    };
-    let json_client = json_client(req.headers());
-    let client_ip = origin::client_ip(
-        peer,
-        header_str(req.headers(), "x-forwarded-for").filter(|_| trusted),
-        &settings.http.trusted_proxies,
-    );
-    if let Some(res) = short_circuit(
-        req.method(),
-        &route,
-        rel_path,
-        json_client,
-        client_ip,
-        state,
-    )
-    .await
-    {
-        return (route.name(), res);
-    }
-
-    let root = format!("{origin_url}{base}");
-    let info = RequestInfo {
-        path_url: format!("{root}{}", rel_path.trim_end_matches('/')),
-        root,
-        json_client,
-        client_ip,
-        now: now_naive(settings.laravel.timezone),
-        route,
-        mode,
-        connection,
     };
     let name = info.route.name();
-    (name, routed(req, payload, state, info).await)
+    let res = match short_circuit(&req.method, &info, state).await {
+        Some(res) => res,
+        None => routed(req, state, &info).await,
+    };
+    (name, info.request_id, res)
 }
 
 /// The answers given right after the Host check, without throttle, token or
 /// System-Key (§1.1): OPTIONS, 405, paths outside `/api/`, the operational endpoints.
 async fn short_circuit(
     method: &Method,
-    route: &Route,
-    rel_path: &str,
-    json_client: bool,
-    client_ip: IpAddr,
+    info: &RequestInfo,
     state: &AppState,
 ) -> Option<HttpResponse> {
+    let route = &info.route;
     let is_get = method == Method::GET || method == Method::HEAD;
-    // With SHOPCHAT_METRICS_LISTEN set, /metrics lives only on that listener.
-    let metrics_here = state.settings.http.metrics_listen.is_none();
+    if route.is_operational() && is_get {
+        if let Some(res) = ops_endpoints::answer(
+            route,
+            state,
+            Listener::Public,
+            info.client_ip,
+            info.json_client,
+        )
+        .await
+        {
+            return Some(res);
+        }
+    }
     match route {
         Route::Health | Route::Ready | Route::Metrics if !is_get => {
             return Some(method_not_allowed(
                 method,
-                rel_path,
+                &info.rel_path,
                 Methods::GetHead,
-                json_client,
+                info.json_client,
             ))
         }
-        Route::Health => return Some(response::json(StatusCode::OK, &json!({"status": "ok"}))),
-        // The endpoints that do work are throttled per client IP on this public listener, with
-        // a budget of their own (not the §1.4 throttle: no X-RateLimit-* headers; security
-        // review M7).
-        Route::Ready | Route::Metrics if route == &Route::Ready || metrics_here => {
-            if let Decision::Limited { retry_after, .. } =
-                state.ops_limiter.hit(RateKey::ip(client_ip))
-            {
-                let mut res = response::mirrored_error(
-                    StatusCode::TOO_MANY_REQUESTS,
-                    "Too Many Attempts.",
-                    json_client,
-                );
-                res.headers_mut()
-                    .insert(header::RETRY_AFTER, HeaderValue::from(retry_after));
-                return Some(res);
-            }
-            return Some(match route {
-                Route::Ready => crate::ops::ready::answer(state, Audience::Public).await,
-                _ => crate::ops::metrics::answer(state).await,
-            });
-        }
-        Route::Outside | Route::Metrics => {
-            let trimmed = rel_path.trim_matches('/');
+        Route::Outside | Route::Health | Route::Ready | Route::Metrics => {
+            let trimmed = info.rel_path.trim_matches('/');
             let shown = if trimmed.is_empty() { "/" } else { trimmed };
             return Some(response::mirrored_error(
                 StatusCode::NOT_FOUND,
                 &format!("The route {shown} could not be found."),
-                json_client,
+                info.json_client,
             ));
         }
         _ => {}
@@ -301,7 +179,7 @@ async fn short_circuit(
         return Some(response::with_body(
             StatusCode::OK,
             response::JSON,
-            crate::openapi::document(state),
+            crate::openapi::document(&state.settings.http.base_path),
         ));
     }
     let allowed = match methods {
@@ -309,7 +187,7 @@ async fn short_circuit(
         // GET/HEAD on a POST-only path is the fallback (§1.1).
         Methods::Post => is_get || method == Method::POST,
     };
-    (!allowed).then(|| method_not_allowed(method, rel_path, methods, json_client))
+    (!allowed).then(|| method_not_allowed(method, &info.rel_path, methods, info.json_client))
 }
 
 fn method_not_allowed(
@@ -331,14 +209,9 @@ fn method_not_allowed(
 }
 
 /// Steps 2–8 for a routed request (chat route or fallback).
-async fn routed(
-    req: &HttpRequest,
-    payload: web::Payload,
-    state: &AppState,
-    info: RequestInfo,
-) -> HttpResponse {
+async fn routed(mut req: Incoming, state: &AppState, info: &RequestInfo) -> HttpResponse {
     let settings = &state.settings;
-    let is_post = req.method() == Method::POST;
+    let is_post = req.method == Method::POST;
     let route = if !is_post && info.route.methods() == Methods::Post {
         Route::Fallback
     } else {
@@ -347,13 +220,9 @@ async fn routed(
 
     // Step 0 for bodies without Content-Length, and the body timeout.
     let body = if is_post && route.is_chat() {
-        match read_body(
-            payload,
-            settings.http.max_body_bytes,
-            settings.http.client_timeout,
-        )
-        .await
-        {
+        let http = &settings.http;
+        let body = std::mem::replace(&mut req.body, Body::Bytes(Default::default()));
+        match read_body(body, http.max_body_bytes, http.client_timeout).await {
             Ok(b) => b,
             Err(res) => return res,
         }
@@ -364,10 +233,7 @@ async fn routed(
     // The throttle key needs the token's user, resolved without side effects (D8). A client
     // IP whose bucket is spent is answered before any lookup, unless its token is already
     // known good: a flood of random tokens costs the shop's database nothing (§1.4, 2026-12).
-    let authorization = req
-        .headers()
-        .get(header::AUTHORIZATION)
-        .map(|v| v.as_bytes());
+    let authorization = req.header_bytes("authorization");
     let ip_key = RateKey::ip(info.client_ip);
     let spent = match info.mode {
         Mode::Serve => state
@@ -386,13 +252,14 @@ async fn routed(
     };
     // Step 2. A shadow request is not counted (§11.2): it reports the limit
     // with nothing used, a value the comparison ignores.
+    let limit = settings.http.rate_limit;
     let decision = match (info.mode, spent) {
         (Mode::Serve, Some(limited)) => limited,
         (Mode::Serve, None) => state.limiter.hit(key),
-        (Mode::Shadow, _) if settings.http.rate_limit == 0 => Decision::Off,
+        (Mode::Shadow, _) if limit == 0 => Decision::Off,
         (Mode::Shadow, _) => Decision::Allowed {
-            limit: settings.http.rate_limit,
-            remaining: settings.http.rate_limit,
+            limit,
+            remaining: limit,
         },
     };
     let user_id = auth
@@ -407,7 +274,14 @@ async fn routed(
     let mut res = if let Decision::Limited { limit, retry_after } = decision {
         too_many_attempts(limit, retry_after, info.json_client)
     } else {
-        match steps_3_to_8(req, state, &info, route, auth, body).await {
+        let fields = RequestFields {
+            method: &req.method,
+            query: req.uri.query().unwrap_or(""),
+            content_type: req.header("content-type"),
+            system_key: req.header_bytes("system-key"),
+            app_language: req.header_bytes("app-language"),
+        };
+        match authenticated_steps(state, info, route, auth, fields, body).await {
             Ok(res) => res,
             Err(e) => e.render(info.json_client, &info.root, shape),
         }
@@ -419,6 +293,15 @@ async fn routed(
         ratelimit_headers(res.headers_mut(), limit, remaining);
     }
     res
+}
+
+/// What steps 3–8 read of the request besides its body.
+struct RequestFields<'a> {
+    method: &'a Method,
+    query: &'a str,
+    content_type: Option<&'a str>,
+    system_key: Option<&'a [u8]>,
+    app_language: Option<&'a [u8]>,
 }
 
 /// `X-RateLimit-Limit` and `X-RateLimit-Remaining` (§1.4).
@@ -433,15 +316,16 @@ fn ratelimit_headers(h: &mut HeaderMap, limit: u32, remaining: u32) {
     );
 }
 
-async fn steps_3_to_8(
-    req: &HttpRequest,
+/// Steps 3 (Sanctum) to 8 (the handler).
+async fn authenticated_steps(
     state: &AppState,
     info: &RequestInfo,
     route: Route,
     auth: Result<Option<AuthUser>, sqlx::Error>,
+    req: RequestFields<'_>,
     body: Vec<u8>,
 ) -> Result<HttpResponse, ApiError> {
-    let settings = &state.settings;
+    let laravel = &state.settings.laravel;
     let now_s = crate::laravel::dates::format_wall(info.now);
     // Step 3: Sanctum, then the token touch (D9).
     let user = if route.is_chat() {
@@ -459,7 +343,7 @@ async fn steps_3_to_8(
             .translator
             .translate(
                 "We are Under Maintenance",
-                settings.laravel.fallback_language(),
+                laravel.fallback_language(),
                 &now_s,
                 info.mode.writes(),
             )
@@ -470,8 +354,7 @@ async fn steps_3_to_8(
         ));
     }
     // Step 5 (K5): byte-equal, never "" or "0"; unset SYSTEM_KEY refuses everything.
-    let system_key = req.headers().get("system-key").map(|v| v.as_bytes());
-    if !system_key_matches(system_key, settings.laravel.system_key.as_deref()) {
+    if !system_key_matches(req.system_key, laravel.system_key.as_deref()) {
         return Ok(response::json(
             StatusCode::OK,
             &json!({"result": false, "message": "Request not found!"}),
@@ -485,9 +368,9 @@ async fn steps_3_to_8(
         ));
     };
     // Step 6 (K8): the header wins even when empty.
-    let locale = match req.headers().get("app-language") {
-        Some(v) => String::from_utf8_lossy(v.as_bytes()).into_owned(),
-        None => settings.laravel.fallback_language().to_string(),
+    let locale = match req.app_language {
+        Some(v) => String::from_utf8_lossy(v).into_owned(),
+        None => laravel.fallback_language().to_string(),
     };
     // Step 7 (K6).
     if user.banned {
@@ -503,11 +386,10 @@ async fn steps_3_to_8(
             &json!({"result": false, "status": "banned", "message": message}),
         ));
     }
-    let query = req.uri().query().unwrap_or("");
-    let input = if req.method() == Method::POST {
-        Input::from_post(header_str(req.headers(), "content-type"), &body, query).await
+    let input = if *req.method == Method::POST {
+        Input::from_post(req.content_type, &body, req.query).await
     } else {
-        Input::from_query(query)
+        Input::from_query(req.query)
     };
     let ctx = Ctx {
         state,
@@ -534,10 +416,16 @@ fn system_key_matches(given: Option<&[u8]>, expected: Option<&str>) -> bool {
 
 /// Reads a POST body within the size limit and the client timeout (step 0).
 async fn read_body(
-    mut payload: web::Payload,
+    body: Body,
     limit: usize,
     timeout: std::time::Duration,
 ) -> Result<Vec<u8>, HttpResponse> {
+    let mut payload = match body {
+        Body::Stream(payload) => payload,
+        // The shadow's copy: whole already, within the limit or refused on its Content-Length.
+        Body::Bytes(bytes) if bytes.len() <= limit => return Ok(bytes.to_vec()),
+        Body::Bytes(_) => return Err(too_large()),
+    };
     let read = async {
         let mut body = Vec::new();
         while let Some(chunk) = payload.next().await {
@@ -600,18 +488,6 @@ fn too_many_attempts(limit: u32, retry_after: u64, json_client: bool) -> HttpRes
         HeaderValue::from(reset),
     );
     res
-}
-
-fn header_str<'a>(headers: &'a HeaderMap, name: &str) -> Option<&'a str> {
-    headers.get(name).and_then(|v| v.to_str().ok())
-}
-
-fn json_client(headers: &HeaderMap) -> bool {
-    is_json_client(
-        header_str(headers, "accept"),
-        header_str(headers, "x-requested-with"),
-        header_str(headers, "x-pjax"),
-    )
 }
 
 #[cfg(test)]

@@ -57,6 +57,11 @@ impl Route {
         )
     }
 
+    /// `/health`, `/ready`, `/metrics`: answered outside the pipeline's steps (§1.1).
+    pub fn is_operational(&self) -> bool {
+        matches!(self, Route::Health | Route::Ready | Route::Metrics)
+    }
+
     /// A short name for logs and metrics (the route template).
     pub fn name(&self) -> &'static str {
         match self {
@@ -90,6 +95,17 @@ impl Methods {
             Methods::GetHead => "GET, HEAD",
             Methods::Post => "GET, HEAD, POST",
         }
+    }
+}
+
+/// The route of a raw request path (no query) under `SHOPCHAT_BASE_PATH` (§4.3), and the path
+/// with the base removed. A path outside the base path is [`Route::Outside`], shown whole.
+pub fn route_for<'a>(raw_path: &'a str, base_path: &str) -> (Route, &'a str) {
+    match raw_path.strip_prefix(base_path) {
+        Some(rest) if base_path.is_empty() || rest.is_empty() || rest.starts_with('/') => {
+            (match_path(rest), rest)
+        }
+        _ => (Route::Outside, raw_path),
     }
 }
 

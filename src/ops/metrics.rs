@@ -10,14 +10,12 @@ use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
 use actix_web::http::StatusCode;
-use actix_web::HttpResponse;
 use prometheus::{
     Encoder, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge, IntGaugeVec, Opts,
     Registry, TextEncoder,
 };
 
-use crate::http::response;
-use crate::state::AppState;
+use crate::mail::outbox::Counts;
 
 /// `Content-Type` of the Prometheus text format.
 pub const CONTENT_TYPE: &str = "text/plain; version=0.0.4; charset=utf-8";
@@ -254,62 +252,60 @@ impl Metrics {
     }
 }
 
-/// `GET /metrics`: samples the pool (and the outbox, at most every few seconds), then renders.
-pub async fn answer(state: &AppState) -> HttpResponse {
-    let m = &state.ops.metrics;
-    let size = i64::from(state.pool.size());
-    let idle = i64::try_from(state.pool.num_idle()).unwrap_or(i64::MAX);
-    m.pool_connections.with_label_values(&["idle"]).set(idle);
-    m.pool_connections
-        .with_label_values(&["in_use"])
-        .set((size - idle).max(0));
-    m.long_poll_waiters
-        .set(i64::try_from(state.watcher.waiting()).unwrap_or(i64::MAX));
-    let (knowledge, waiters) = state.watcher.sizes();
-    let sizes = state.sanctum.cache_sizes().into_iter().chain([
-        ("participants", state.participants.len()),
-        ("rate_limit", state.limiter.len()),
-        ("ops_rate_limit", state.ops_limiter.len()),
-        ("poll_knowledge", knowledge),
-        ("poll_waiters", waiters),
-    ]);
-    for (cache, n) in sizes {
-        m.cache_entries
-            .with_label_values(&[cache])
-            .set(i64::try_from(n).unwrap_or(i64::MAX));
+/// What the in-process state looks like at scrape time (gauges that mirror state owned
+/// elsewhere).
+pub struct Sample<'a> {
+    pub pool_size: u32,
+    pub pool_idle: usize,
+    pub long_poll_waiters: usize,
+    /// (cache name, entries).
+    pub caches: &'a [(&'static str, usize)],
+}
+
+impl Metrics {
+    /// Sets the sampled gauges.
+    pub fn sample(&self, s: Sample<'_>) {
+        let size = i64::from(s.pool_size);
+        let idle = i64::try_from(s.pool_idle).unwrap_or(i64::MAX);
+        self.pool_connections.with_label_values(&["idle"]).set(idle);
+        self.pool_connections
+            .with_label_values(&["in_use"])
+            .set((size - idle).max(0));
+        self.long_poll_waiters
+            .set(i64::try_from(s.long_poll_waiters).unwrap_or(i64::MAX));
+        for (cache, n) in s.caches {
+            self.cache_entries
+                .with_label_values(&[cache])
+                .set(i64::try_from(*n).unwrap_or(i64::MAX));
+        }
     }
-    let due = {
-        let mut counted = m.outbox_counted.lock().unwrap_or_else(|e| e.into_inner());
+
+    /// Whether the outbox should be counted again (at most every [`OUTBOX_COUNT_TTL`]: a
+    /// scrape flood costs no directory scans).
+    pub fn outbox_count_due(&self) -> bool {
+        let mut counted = self
+            .outbox_counted
+            .lock()
+            .unwrap_or_else(|e| e.into_inner());
         let due = counted.is_none_or(|at| at.elapsed() >= OUTBOX_COUNT_TTL);
         if due {
             *counted = Some(Instant::now());
         }
         due
-    };
-    if due {
-        count_outbox(state).await;
     }
-    response::with_body(StatusCode::OK, CONTENT_TYPE, m.render())
-}
 
-async fn count_outbox(state: &AppState) {
-    let m = &state.ops.metrics;
-    let outbox = state.mailbox.outbox().clone();
-    // A directory listing blocks; keep it off the async threads.
-    match tokio::task::spawn_blocking(move || outbox.counts()).await {
-        Ok(Ok(c)) => {
-            for (s, n) in [
-                ("pending", c.pending),
-                ("sending", c.sending),
-                ("dead", c.dead),
-                ("staging", c.staging),
-            ] {
-                m.outbox_entries
-                    .with_label_values(&[s])
-                    .set(i64::try_from(n).unwrap_or(i64::MAX));
-            }
+    /// The outbox's entries per directory.
+    pub fn outbox_counted(&self, c: Counts) {
+        for (s, n) in [
+            ("pending", c.pending),
+            ("sending", c.sending),
+            ("dead", c.dead),
+            ("staging", c.staging),
+        ] {
+            self.outbox_entries
+                .with_label_values(&[s])
+                .set(i64::try_from(n).unwrap_or(i64::MAX));
         }
-        other => tracing::warn!(?other, "metrics: cannot count the outbox"),
     }
 }
 

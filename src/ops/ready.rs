@@ -28,9 +28,11 @@ use actix_web::http::StatusCode;
 use actix_web::HttpResponse;
 use serde_json::{json, Map, Value};
 
+use sqlx::MySqlPool;
+
 use crate::http::response;
+use crate::mail::outbox::Outbox;
 use crate::ops::schema;
-use crate::state::AppState;
 
 pub struct Readiness {
     timeout: Duration,
@@ -87,8 +89,8 @@ impl Readiness {
         }
     }
 
-    async fn database(&self, state: &AppState) -> Outcome {
-        let probe = sqlx::query_scalar::<_, i32>("SELECT 1").fetch_one(&state.pool);
+    async fn database(&self, pool: &MySqlPool) -> Outcome {
+        let probe = sqlx::query_scalar::<_, i32>("SELECT 1").fetch_one(pool);
         match tokio::time::timeout(self.timeout, probe).await {
             Ok(Ok(_)) => None,
             Ok(Err(e)) => Some(format!("unavailable: {e}")),
@@ -96,11 +98,11 @@ impl Readiness {
         }
     }
 
-    async fn schema(&self, state: &AppState) -> Outcome {
+    async fn schema(&self, pool: &MySqlPool) -> Outcome {
         let problems = match self.cached_schema() {
             Some(p) => p,
             None => {
-                let read = schema::load_columns(&state.pool);
+                let read = schema::load_columns(pool);
                 match tokio::time::timeout(self.timeout, read).await {
                     Ok(Ok(columns)) => {
                         let p = schema::summary(&columns);
@@ -121,21 +123,27 @@ impl Readiness {
     }
 }
 
-async fn outbox(state: &AppState) -> Outcome {
-    let outbox = state.mailbox.outbox().clone();
+async fn outbox(outbox: &std::sync::Arc<Outbox>) -> Outcome {
+    let staging = outbox.root().join("staging");
+    let outbox = outbox.clone();
     match tokio::task::spawn_blocking(move || outbox.probe_writable()).await {
         Ok(Ok(())) => None,
-        Ok(Err(e)) => Some(format!(
-            "{} is not writable: {e}",
-            state.mailbox.outbox().root().join("staging").display()
-        )),
+        Ok(Err(e)) => Some(format!("{} is not writable: {e}", staging.display())),
         Err(e) => Some(format!("probe failed: {e}")),
     }
 }
 
+/// What the checks look at.
+pub struct Subject<'a> {
+    pub pool: &'a MySqlPool,
+    pub outbox: &'a std::sync::Arc<Outbox>,
+    /// The process drains after SIGTERM.
+    pub draining: bool,
+}
+
 /// Runs the checks (or reuses a run of the last second) and builds the answer.
-pub async fn answer(state: &AppState, audience: Audience) -> HttpResponse {
-    let checks = checks(state).await;
+pub async fn answer(r: &Readiness, subject: Subject<'_>, audience: Audience) -> HttpResponse {
+    let checks = checks(r, subject).await;
     let (status, res_status, body) = render(&checks, audience);
     let mut res = response::with_body(res_status, response::JSON, body);
     if status == "fail" {
@@ -145,9 +153,8 @@ pub async fn answer(state: &AppState, audience: Audience) -> HttpResponse {
     res
 }
 
-async fn checks(state: &AppState) -> Vec<Check> {
-    let r = &state.ops.readiness;
-    let draining = state.ops.is_draining();
+async fn checks(r: &Readiness, subject: Subject<'_>) -> Vec<Check> {
+    let draining = subject.draining;
     // A drain must show at once; otherwise a probe within the second gets the last run.
     let ttl = ANSWER_TTL.min(r.schema_ttl);
     if !draining {
@@ -166,7 +173,7 @@ async fn checks(state: &AppState) -> Vec<Check> {
             critical: true,
         });
     }
-    let db = r.database(state).await;
+    let db = r.database(subject.pool).await;
     let db_ok = db.is_none();
     checks.push(Check {
         name: "database",
@@ -174,7 +181,7 @@ async fn checks(state: &AppState) -> Vec<Check> {
         critical: true,
     });
     let schema = if db_ok {
-        r.schema(state).await
+        r.schema(subject.pool).await
     } else {
         Some("not checked: the database is unavailable".into())
     };
@@ -185,7 +192,7 @@ async fn checks(state: &AppState) -> Vec<Check> {
     });
     checks.push(Check {
         name: "outbox",
-        outcome: outbox(state).await,
+        outcome: outbox(subject.outbox).await,
         critical: false,
     });
     let failing: Vec<String> = checks

@@ -30,7 +30,7 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use crate::config::Settings;
-use crate::http::routing::{match_path, Route};
+use crate::http::routing::{route_for, Route};
 use compare::Kind;
 pub use proxy::Shadow;
 use rules::Rules;
@@ -96,12 +96,7 @@ pub fn route_of(path_and_query: &str, base_path: &str) -> Route {
     let path = path_and_query
         .split_once('?')
         .map_or(path_and_query, |(p, _)| p);
-    match path.strip_prefix(base_path) {
-        Some(rest) if base_path.is_empty() || rest.is_empty() || rest.starts_with('/') => {
-            match_path(rest)
-        }
-        _ => Route::Outside,
-    }
+    route_for(path, base_path).0
 }
 
 #[cfg(test)]

@@ -15,13 +15,12 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use actix_web::http::Method;
-use actix_web::test::TestRequest;
-use actix_web::{web, FromRequest};
 use anyhow::Context;
 use bytes::Bytes;
 use tokio::sync::{mpsc, watch, Semaphore};
 
-use crate::http::pipeline::{self, Mode};
+use crate::http::pipeline;
+use crate::http::request::{Body, Incoming, Mode};
 use crate::mail::outbox::Outbox;
 use crate::mail::Mailbox;
 use crate::shadow::compare::{
@@ -255,10 +254,10 @@ async fn in_process(env: &Env, job: &Job) -> Answer {
     };
     // An in-memory request: the pipeline sees the client's method, target,
     // headers, peer address and body as the primary did.
-    let mut tr = TestRequest::default()
-        .method(method)
-        .uri(&job.path)
-        .peer_addr(job.peer);
+    let Ok(uri) = job.path.parse::<actix_web::http::Uri>() else {
+        return Answer::default();
+    };
+    let mut headers = actix_web::http::header::HeaderMap::new();
     for (k, v) in &job.headers {
         if k == "content-length" {
             continue;
@@ -267,25 +266,29 @@ async fn in_process(env: &Env, job: &Job) -> Answer {
             actix_web::http::header::HeaderName::from_bytes(k.as_bytes()),
             actix_web::http::header::HeaderValue::from_bytes(v.as_bytes()),
         ) {
-            tr = tr.append_header((name, value));
+            headers.append(name, value);
         }
     }
-    match &job.body {
-        Some(body) if !body.is_empty() => tr = tr.set_payload(body.clone()),
-        Some(_) => {}
+    let body = match &job.body {
+        Some(body) => Body::Bytes(body.clone().into()),
         // Longer than shopchat's limit: its Content-Length check answers 413.
         None => {
-            tr = tr.insert_header((
-                "content-length",
-                (env.state.settings.http.max_body_bytes + 1).to_string(),
-            ))
+            let too_long = (env.state.settings.http.max_body_bytes + 1).to_string();
+            if let Ok(v) = actix_web::http::header::HeaderValue::from_str(&too_long) {
+                headers.insert(actix_web::http::header::CONTENT_LENGTH, v);
+            }
+            Body::Bytes(Default::default())
         }
-    }
-    let (req, mut payload) = tr.to_http_parts();
-    let Ok(payload) = web::Payload::from_request(&req, &mut payload).await else {
-        return Answer::default();
     };
-    let res = pipeline::entry_in_mode(req, payload, &env.state, Mode::Shadow).await;
+    let req = Incoming {
+        method,
+        uri,
+        headers,
+        peer: Some(job.peer),
+        connection: None,
+        body,
+    };
+    let res = pipeline::run(req, &env.state, Mode::Shadow).await;
     let status = res.status().as_u16();
     let headers = header_pairs(
         res.headers()

@@ -1,0 +1,178 @@
+//! A request as the pipeline sees it ([`Incoming`]) and what is known of it once it passed the
+//! Host check ([`RequestInfo`]), read once at the entry (COMPAT §1.2 steps 0–1, §1.5, §1.6,
+//! §4.3), so that every later step reads fields instead of re-deriving them.
+
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+use std::rc::Rc;
+
+use actix_web::http::header::{self, HeaderMap};
+use actix_web::http::{Method, Uri};
+use actix_web::{web, HttpRequest};
+use bytes::Bytes;
+use chrono::NaiveDateTime;
+
+use crate::config::Settings;
+use crate::http::conn::Clock;
+use crate::http::origin;
+use crate::http::routing::{route_for, Route};
+use crate::laravel::accept::is_json_client;
+use crate::laravel::dates::now_naive;
+
+/// How a request is executed. `Shadow` is used only by `shopchat shadow`
+/// (src/shadow/, COMPAT §11.2): the answer is computed for comparison with the
+/// primary's and thrown away, so it must leave no trace — no token touch (D9),
+/// no translation insert (§7.1), no throttle charge (§1.4), no token delete
+/// (K6), and POST routes only validate (see `chat::dispatch`).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum Mode {
+    #[default]
+    Serve,
+    Shadow,
+}
+
+impl Mode {
+    /// Whether this request may write (the database, the throttle counters).
+    pub fn writes(self) -> bool {
+        self == Mode::Serve
+    }
+}
+
+/// The body still to be read: a client's stream, or the bytes of the shadow's in-memory copy.
+pub enum Body {
+    Stream(web::Payload),
+    Bytes(Bytes),
+}
+
+/// What shopchat reads of an HTTP request.
+pub struct Incoming {
+    pub method: Method,
+    pub uri: Uri,
+    pub headers: HeaderMap,
+    pub peer: Option<SocketAddr>,
+    /// The client connection's clock (`http::conn`); `None` for the shadow's in-memory requests.
+    pub connection: Option<Rc<Clock>>,
+    pub body: Body,
+}
+
+impl Incoming {
+    /// A request from actix-web's server.
+    pub fn from_actix(req: &HttpRequest, payload: web::Payload) -> Incoming {
+        Incoming {
+            method: req.method().clone(),
+            uri: req.uri().clone(),
+            headers: req.headers().clone(),
+            peer: req.peer_addr(),
+            connection: req.conn_data::<Rc<Clock>>().cloned(),
+            body: Body::Stream(payload),
+        }
+    }
+
+    /// A header as text (`None` when absent or not visible ASCII).
+    pub fn header(&self, name: &str) -> Option<&str> {
+        self.headers.get(name).and_then(|v| v.to_str().ok())
+    }
+
+    /// A header as raw bytes.
+    pub fn header_bytes(&self, name: &str) -> Option<&[u8]> {
+        self.headers.get(name).map(|v| v.as_bytes())
+    }
+
+    /// A JSON client (§1.5): decides the form of the PHP-mirroring error answers.
+    pub fn json_client(&self) -> bool {
+        is_json_client(
+            self.header("accept"),
+            self.header("x-requested-with"),
+            self.header("x-pjax"),
+        )
+    }
+}
+
+/// Everything known about a request once it passed the Host check.
+pub struct RequestInfo {
+    /// The request's own `X-Request-Id` when well-formed, else a new one (§1.6).
+    pub request_id: String,
+    pub route: Route,
+    /// The raw path with the base path removed (what 404 and 405 messages show, §1.1).
+    pub rel_path: String,
+    /// `<root>`: scheme, host, port and base path (§4.3).
+    pub root: String,
+    /// `<root>` + the raw path (base removed, trailing `/` removed): the paginator's `path`.
+    pub path_url: String,
+    pub json_client: bool,
+    pub client_ip: IpAddr,
+    pub now: NaiveDateTime,
+    /// Serve, or shadow (no side effects).
+    pub mode: Mode,
+    /// The client connection's clock (`http::conn`), when there is one.
+    pub connection: Option<Rc<Clock>>,
+}
+
+/// A request that fails the Host check (§1.2 step 1): the facts its answer needs.
+pub struct BadHost {
+    pub request_id: String,
+    pub json_client: bool,
+}
+
+impl RequestInfo {
+    /// Reads the request's origin, route and client once (§4.3, §1.1); a Host with characters
+    /// outside §4.3's set is [`BadHost`].
+    pub fn read(req: &Incoming, settings: &Settings, mode: Mode) -> Result<RequestInfo, BadHost> {
+        let http = &settings.http;
+        let request_id = origin::request_id(req.header("x-request-id"));
+        let json_client = req.json_client();
+        let peer = req
+            .peer
+            .map(|a| a.ip())
+            .unwrap_or(IpAddr::V4(Ipv4Addr::LOCALHOST));
+        // X-Forwarded-* only from a trusted proxy (§4.3).
+        let trusted = origin::is_trusted(peer, &http.trusted_proxies);
+        let forwarded = |name: &str| {
+            req.header(name)
+                .filter(|_| trusted)
+                .map(origin::first_value)
+        };
+        // A Host that is not even visible ASCII fails the check (it cannot match the allowed
+        // characters); it must not count as "no Host".
+        let host = forwarded("x-forwarded-host")
+            .or_else(|| {
+                req.headers
+                    .get(header::HOST)
+                    .map(|v| v.to_str().unwrap_or(" "))
+            })
+            .filter(|h| !h.is_empty());
+        let origin_url = match host {
+            Some(h) if !origin::valid_host(h) => {
+                return Err(BadHost {
+                    request_id,
+                    json_client,
+                })
+            }
+            Some(h) => {
+                let scheme = match forwarded("x-forwarded-proto") {
+                    Some(p) if p.eq_ignore_ascii_case("https") => "https",
+                    _ => "http",
+                };
+                origin::origin(scheme, h, forwarded("x-forwarded-port"))
+            }
+            None => settings.laravel.url_root().to_string(),
+        };
+        let (route, rel_path) = route_for(req.uri.path(), &http.base_path);
+        let root = format!("{origin_url}{}", http.base_path);
+        Ok(RequestInfo {
+            request_id,
+            path_url: format!("{root}{}", rel_path.trim_end_matches('/')),
+            rel_path: rel_path.to_string(),
+            root,
+            route,
+            json_client,
+            client_ip: origin::client_ip(
+                peer,
+                req.header("x-forwarded-for").filter(|_| trusted),
+                &http.trusted_proxies,
+            ),
+            now: now_naive(settings.laravel.timezone),
+            mode,
+            connection: req.connection.clone(),
+        })
+    }
+}
