@@ -33,7 +33,7 @@ pub struct AppState {
     /// Text columns that cannot hold every character (COMPAT §5.0).
     pub storage: Storage,
     /// In-process queue in front of the create-conversation named lock.
-    pub pair_locks: crate::chat::create_conversation::PairLocks,
+    pub pair_locks: crate::chat::locks::PairLocks,
     pub watcher: Arc<Watcher>,
     pub mailbox: Mailbox,
     pub encrypter: Encrypter,

@@ -4,7 +4,8 @@
 use actix_web::http::StatusCode;
 use actix_web::HttpResponse;
 
-use crate::chat::{items, repo, Ctx};
+use crate::chat::ctx::Ctx;
+use crate::chat::{items, repo};
 use crate::error::ApiError;
 use crate::http::response;
 use crate::laravel::paginate::{envelope, offset};

@@ -3,9 +3,10 @@
 use actix_web::http::StatusCode;
 use actix_web::HttpResponse;
 
+use crate::chat::ctx::Ctx;
 use crate::chat::repo::{Parties, Seen, Touch};
 use crate::chat::validation::{IntField, Validator, MESSAGE_LIMIT};
-use crate::chat::{items, repo, Ctx};
+use crate::chat::{items, repo};
 use crate::error::ApiError;
 use crate::http::response;
 use crate::laravel::paginate::envelope;

@@ -2,8 +2,8 @@
 
 use serde_json::{json, Value};
 
+use crate::chat::ctx::Ctx;
 use crate::chat::repo::{ConversationRow, MessageRow, ShopBrief, UserBrief};
-use crate::chat::Ctx;
 use crate::laravel::assets::placeholder;
 use crate::laravel::dates::{conversation_date, message_date};
 

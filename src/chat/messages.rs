@@ -8,8 +8,9 @@ use std::time::Duration;
 use actix_web::http::StatusCode;
 use actix_web::HttpResponse;
 
+use crate::chat::ctx::Ctx;
+use crate::chat::items;
 use crate::chat::repo::{self, Seen};
-use crate::chat::{items, Ctx};
 use crate::error::ApiError;
 use crate::http::response;
 use crate::laravel::paginate::{envelope, offset};

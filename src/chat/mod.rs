@@ -3,8 +3,10 @@
 
 pub mod conversations;
 pub mod create_conversation;
+pub mod ctx;
 pub mod insert_message;
 pub mod items;
+pub mod locks;
 pub mod messages;
 pub mod repo;
 pub mod sql;
@@ -15,39 +17,10 @@ pub mod watch;
 use actix_web::http::StatusCode;
 use actix_web::HttpResponse;
 
-use crate::auth::sanctum::AuthUser;
 use crate::error::ApiError;
-use crate::http::input::Input;
-use crate::http::request::RequestInfo;
 use crate::http::routing::Route;
-use crate::state::AppState;
 
-/// What a chat handler gets once the pipeline (steps 0–7) has passed.
-pub struct Ctx<'a> {
-    pub state: &'a AppState,
-    /// `U`, the authenticated user.
-    pub user: AuthUser,
-    pub info: &'a RequestInfo,
-    /// The request locale (§1.2 step 6).
-    pub locale: String,
-    /// `now` as written to TIMESTAMP columns (`YYYY-MM-DD HH:MM:SS` in APP_TIMEZONE).
-    pub now_s: String,
-    pub input: Input,
-}
-
-impl Ctx<'_> {
-    pub fn root(&self) -> &str {
-        &self.info.root
-    }
-
-    /// `T(text)` in the request locale.
-    pub async fn t(&self, text: &str) -> Result<String, sqlx::Error> {
-        self.state
-            .translator
-            .translate(text, &self.locale, &self.now_s, self.info.mode.writes())
-            .await
-    }
-}
+pub use ctx::Ctx;
 
 pub async fn dispatch(ctx: &Ctx<'_>, route: &Route) -> Result<HttpResponse, ApiError> {
     match route {

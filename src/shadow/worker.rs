@@ -270,7 +270,7 @@ async fn in_process(env: &Env, job: &Job) -> Answer {
         }
     }
     let body = match &job.body {
-        Some(body) => Body::Bytes(body.clone().into()),
+        Some(body) => Body::Bytes(body.clone()),
         // Longer than shopchat's limit: its Content-Length check answers 413.
         None => {
             let too_long = (env.state.settings.http.max_body_bytes + 1).to_string();
