@@ -9,7 +9,7 @@
 
 use serde_json::Value;
 
-use crate::shadow::compare::Exchange;
+use crate::shadow::exchange::Exchange;
 
 /// Facts about the request, looked up without side effects after the fact.
 /// `None` = not known (replay, or the lookup failed).
@@ -113,7 +113,7 @@ pub fn classify(ex: &Exchange<'_>, premises: &Premises) -> Option<&'static str> 
         && p.status >= 400
         && is_html(p.header("content-type"))
         && is_html(c.header("content-type"))
-        && ex.kind == crate::shadow::compare::Kind::Read
+        && ex.kind == crate::shadow::exchange::Kind::Read
     {
         return Some("error-page");
     }
@@ -155,7 +155,7 @@ fn has_dangling_receiver(v: &Value) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::shadow::compare::{Answer, Kind, RecordedRequest};
+    use crate::shadow::exchange::{Answer, Kind, RecordedRequest};
 
     fn ans(status: u16, body: &str) -> Answer {
         Answer {

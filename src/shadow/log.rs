@@ -12,7 +12,8 @@ use std::path::Path;
 
 use serde_json::{json, Value};
 
-use crate::shadow::compare::{byte_diff, Exchange, Outcome, Verdict};
+use crate::shadow::compare::{byte_diff, Outcome, Verdict};
+use crate::shadow::exchange::Exchange;
 use crate::shadow::metrics::Counts;
 
 pub struct MismatchLog {

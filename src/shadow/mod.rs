@@ -15,8 +15,10 @@
 //! `expected`, COMPAT §9), [`rules`] (ignore rules), [`metrics`], [`log`]
 //! (capped JSONL), [`report`], [`replay`] (recorded requests and nginx logs).
 
+pub mod client;
 pub mod compare;
 pub mod deviations;
+pub mod exchange;
 pub mod log;
 pub mod metrics;
 pub mod proxy;
@@ -31,7 +33,7 @@ use std::time::Duration;
 
 use crate::config::Settings;
 use crate::http::routing::{route_for, Route};
-use compare::Kind;
+use exchange::Kind;
 pub use proxy::Shadow;
 use rules::Rules;
 

@@ -16,11 +16,12 @@ use std::path::PathBuf;
 use anyhow::{bail, Context};
 use serde_json::Value;
 
-use crate::shadow::compare::{compare, Answer, Exchange, Kind, Outcome, RecordedRequest};
+use crate::shadow::client::primary_client;
+use crate::shadow::compare::{compare, Outcome};
 use crate::shadow::deviations::Premises;
+use crate::shadow::exchange::{Answer, Exchange, Kind, RecordedRequest};
 use crate::shadow::log::{detail_record, MismatchLog};
 use crate::shadow::metrics::{Counts, Metrics};
-use crate::shadow::proxy::primary_client;
 use crate::shadow::report::{self, LogContents};
 use crate::shadow::rules::Rules;
 use crate::shadow::{route_of, shadow_kind};

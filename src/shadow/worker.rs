@@ -23,13 +23,12 @@ use crate::http::pipeline;
 use crate::http::request::{Body, Incoming, Mode};
 use crate::mail::outbox::Outbox;
 use crate::mail::Mailbox;
-use crate::shadow::compare::{
-    compare, header_pairs, Answer, Exchange, Kind, Outcome, RecordedRequest, Verdict,
-};
+use crate::shadow::client::primary_client;
+use crate::shadow::compare::{compare, Outcome, Verdict};
 use crate::shadow::deviations::Premises;
+use crate::shadow::exchange::{header_pairs, Answer, Exchange, Kind, RecordedRequest};
 use crate::shadow::log::{detail_record, MismatchLog};
 use crate::shadow::metrics::Metrics;
-use crate::shadow::proxy::primary_client;
 use crate::shadow::ShadowConfig;
 use crate::state::AppState;
 
