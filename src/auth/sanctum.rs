@@ -15,7 +15,7 @@ use crate::auth::bearer::{parse_authorization, BearerToken};
 use crate::auth::tokens::TokenStore;
 use crate::cache::{Generations, TtlCache};
 use crate::config::AuthSettings;
-use crate::db::{in_list, Batcher};
+use crate::db::batch::{in_list, Batcher};
 use crate::laravel::dates::{format_wall, local_to_utc, normalize, parse_wall};
 
 /// The authenticated user `U` and the current token.

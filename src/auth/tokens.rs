@@ -14,7 +14,7 @@ use std::time::{Duration, Instant};
 
 use sqlx::MySqlPool;
 
-use crate::db::{in_list, Batcher};
+use crate::db::batch::{in_list, Batcher};
 use crate::error::mysql_error_number;
 
 /// Statements of a batch run at most this many at a time.

@@ -9,7 +9,7 @@ use sqlx::{MySql, MySqlPool};
 
 use crate::cache::Generations;
 use crate::chat::sql;
-use crate::db::in_list;
+use crate::db::batch::in_list;
 use crate::error::ApiError;
 
 /// A conversation's participants.

@@ -10,6 +10,7 @@ use lettre::transport::smtp::authentication::Credentials;
 use lettre::transport::smtp::client::{Tls, TlsParameters};
 use lettre::{Address, AsyncSmtpTransport, AsyncTransport, Message, Tokio1Executor};
 
+use crate::config::{MailSettings, MailerKind};
 use crate::mail::render::Notification;
 
 /// `MAIL_MAILER` (else `MAIL_DRIVER`), §10: `smtp` sends; `log`/`array` only log.
@@ -20,6 +21,25 @@ pub enum Mailer {
 }
 
 impl Mailer {
+    /// The mailer the `MAIL_*` settings describe.
+    pub fn from_settings(m: &MailSettings) -> Mailer {
+        match m.mailer {
+            MailerKind::Log => Mailer::Log,
+            MailerKind::Smtp => Mailer::smtp(SmtpSettings {
+                host: m.host.clone(),
+                port: m.port,
+                // Absent MAIL_ENCRYPTION means Laravel's default `tls` (§10).
+                encryption: encryption_from_env(
+                    Some(m.encryption.as_deref().unwrap_or("tls")),
+                    m.port,
+                ),
+                username: m.username.clone(),
+                password: m.password.as_ref().map(|p| p.expose().clone()),
+                timeout: m.timeout,
+            }),
+        }
+    }
+
     pub fn smtp(settings: SmtpSettings) -> Mailer {
         Mailer::Smtp(SmtpMailer {
             settings,

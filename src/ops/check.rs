@@ -19,7 +19,6 @@ use crate::laravel::encrypter::Encrypter;
 use crate::mail::outbox::Outbox;
 use crate::mail::smtp::Mailer;
 use crate::ops::schema::{self, ColumnInfo, Columns, INSERTS, REQUIRED};
-use crate::startup;
 
 const RECOMMENDED_INDEXES: &str = include_str!("../../schema/recommended-indexes.sql");
 
@@ -356,7 +355,7 @@ async fn database_tls(report: &mut Report, s: &Settings, pool: &sqlx::MySqlPool)
 }
 
 async fn database(report: &mut Report, s: &Settings) {
-    let pool = match startup::pool(&s.database) {
+    let pool = match crate::db::pool(&s.database) {
         Ok(p) => p,
         Err(e) => {
             report.add("database", Level::Fail, format!("{e:#}"));
@@ -772,7 +771,7 @@ fn index_findings(report: &mut Report, indexes: Vec<IndexReport>) {
 }
 
 async fn smtp(report: &mut Report, s: &Settings) {
-    match startup::mailer(s) {
+    match Mailer::from_settings(&s.mail) {
         Mailer::Log => {
             report.add(
                 "smtp",

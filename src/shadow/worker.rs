@@ -95,7 +95,7 @@ fn build_env(config: ShadowConfig, metrics: Arc<Metrics>, log: MismatchLog) -> a
     // and it must answer at once: long-poll is shopchat's own (§5.4).
     settings.auth.cache = Duration::ZERO;
     settings.long_poll.max_wait = Duration::ZERO;
-    let pool = crate::startup::pool(&settings.database)?;
+    let pool = crate::db::pool(&settings.database)?;
     // Shadows never mail (§11.2): the write routes stop before staging, and
     // the outbox they are given is a private, empty directory.
     let outbox_dir =
