@@ -221,6 +221,31 @@ impl Application {
         }
     }
 
+    /// Serves until SIGTERM or SIGINT, then drains ([`Stopper::stop`]); a second signal
+    /// stops at once. What `shopchat serve` runs.
+    pub async fn run_until_signalled(self) -> std::io::Result<()> {
+        let stopper = self.stopper();
+        actix_web::rt::spawn(async move {
+            match shutdown_signal().await {
+                Ok(name) => tracing::info!(signal = name, "shutting down: draining requests"),
+                Err(e) => {
+                    tracing::error!(error = %e, "cannot listen for signals");
+                    return;
+                }
+            }
+            let graceful = stopper.stop();
+            tokio::pin!(graceful);
+            tokio::select! {
+                _ = &mut graceful => {}
+                _ = shutdown_signal() => {
+                    tracing::warn!("second signal: stopping without waiting");
+                    stopper.stop_now().await;
+                }
+            }
+        });
+        self.run_until_stopped().await
+    }
+
     /// Serves until stopped through a [`Stopper`], then stops the metrics listener and lets
     /// the outbox worker finish the mail in flight (within `SHOPCHAT_SHUTDOWN_TIMEOUT`; a
     /// mail abandoned then stays claimed and is retried after 10 minutes, §8.6 step 4).
@@ -244,8 +269,8 @@ impl Application {
     }
 }
 
-/// Waits for SIGTERM or SIGINT (the binary's `serve`).
-pub async fn shutdown_signal() -> std::io::Result<&'static str> {
+/// Waits for SIGTERM or SIGINT.
+async fn shutdown_signal() -> std::io::Result<&'static str> {
     #[cfg(unix)]
     {
         use tokio::signal::unix::{signal, SignalKind};

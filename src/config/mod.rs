@@ -320,6 +320,19 @@ impl Values {
     }
 }
 
+/// The env file settings are read from: `--env-file`, else `SHOPCHAT_ENV_FILE` (empty: none).
+pub fn chosen_env_file(
+    explicit: Option<PathBuf>,
+    process: &HashMap<String, String>,
+) -> Option<PathBuf> {
+    explicit.or_else(|| {
+        process
+            .get("SHOPCHAT_ENV_FILE")
+            .filter(|v| !v.is_empty())
+            .map(PathBuf::from)
+    })
+}
+
 impl Settings {
     /// Loads the settings from the defaults, an optional `.env` file and the
     /// process environment.
@@ -333,12 +346,7 @@ impl Settings {
         env_file: Option<PathBuf>,
         process: HashMap<String, String>,
     ) -> Result<Settings, ConfigError> {
-        let env_file = env_file.or_else(|| {
-            process
-                .get("SHOPCHAT_ENV_FILE")
-                .filter(|v| !v.is_empty())
-                .map(PathBuf::from)
-        });
+        let env_file = chosen_env_file(env_file, &process);
         let mut file_values: HashMap<String, String> = HashMap::new();
         if let Some(path) = &env_file {
             let text = std::fs::read_to_string(path).map_err(|e| {

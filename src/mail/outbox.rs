@@ -162,6 +162,22 @@ pub struct EntrySummary {
     pub created_at: u64,
 }
 
+impl std::fmt::Display for EntrySummary {
+    /// The line `shopchat outbox list` prints.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "{:<8} {:<48} attempts={} to={} subject={:?} last_error={}",
+            self.state.to_string(),
+            self.file_name,
+            self.attempts,
+            self.to,
+            self.subject,
+            self.last_error.as_deref().unwrap_or("-")
+        )
+    }
+}
+
 impl Outbox {
     /// Opens (creating if needed) the outbox at `root` with its four directories.
     pub fn open(root: impl Into<PathBuf>) -> io::Result<Outbox> {
@@ -267,26 +283,6 @@ impl Outbox {
             id,
             bytes,
         })
-    }
-
-    /// §8.6 step 3, synchronous form: promote staged mails whose conversation exists (their
-    /// transaction committed), delete the others (rolled back or never committed). Returns
-    /// `(promoted, deleted)`.
-    pub fn recover_staging(
-        &self,
-        conversation_exists: impl Fn(u64) -> bool,
-    ) -> io::Result<(usize, usize)> {
-        let (mut promoted, mut deleted) = (0, 0);
-        for (path, n) in self.staged_entries()? {
-            if conversation_exists(n.conversation_id) {
-                self.promote_path(&path)?;
-                promoted += 1;
-            } else {
-                self.delete_path(&path)?;
-                deleted += 1;
-            }
-        }
-        Ok((promoted, deleted))
     }
 
     /// The staged mails `settled(writer_pid, age)` accepts, by the process id in their name and
@@ -845,6 +841,25 @@ fn remove_old_temp_files(dir: &Path, older_than: Duration) -> io::Result<()> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// What `mail::recovery` does with each staged mail, its database check replaced by
+    /// `committed(conversation_id)`.
+    fn judge_staged(
+        outbox: &Outbox,
+        committed: impl Fn(u64) -> bool,
+    ) -> io::Result<(usize, usize)> {
+        let (mut promoted, mut deleted) = (0, 0);
+        for (path, n) in outbox.staged_entries()? {
+            if committed(n.conversation_id) {
+                outbox.promote_path(&path)?;
+                promoted += 1;
+            } else {
+                outbox.delete_path(&path)?;
+                deleted += 1;
+            }
+        }
+        Ok((promoted, deleted))
+    }
     use std::collections::HashSet;
     use std::sync::Arc;
 
@@ -912,14 +927,14 @@ mod tests {
     }
 
     #[test]
-    fn recover_staging_promotes_committed_and_deletes_the_rest() {
+    fn judging_staged_mail_promotes_committed_and_deletes_the_rest() {
         let tmp = tempfile::tempdir().unwrap();
         let outbox = Outbox::open(tmp.path()).unwrap();
         for id in [1, 2, 3, 4] {
             // Simulates a crash between stage and promote.
             std::mem::forget(outbox.stage(&note(id)).unwrap());
         }
-        let (promoted, deleted) = outbox.recover_staging(|id| id % 2 == 0).unwrap();
+        let (promoted, deleted) = judge_staged(&outbox, |id| id % 2 == 0).unwrap();
         assert_eq!((promoted, deleted), (2, 2));
         assert!(files(&outbox, STAGING).is_empty());
         let mut ids: Vec<u64> = outbox
@@ -964,13 +979,13 @@ mod tests {
         let outbox = Outbox::open(tmp.path()).unwrap();
         // Another process starting up deletes the entry because our commit is not visible yet.
         let staged = outbox.stage(&note(8)).unwrap();
-        assert_eq!(outbox.recover_staging(|_| false).unwrap(), (0, 1));
+        assert_eq!(judge_staged(&outbox, |_| false).unwrap(), (0, 1));
         staged.promote().unwrap();
         assert_eq!(files(&outbox, PENDING).len(), 1);
 
         // ...or promotes it because the commit is visible: no second copy.
         let staged = outbox.stage(&note(9)).unwrap();
-        assert_eq!(outbox.recover_staging(|_| true).unwrap(), (1, 0));
+        assert_eq!(judge_staged(&outbox, |_| true).unwrap(), (1, 0));
         staged.promote().unwrap();
         assert_eq!(files(&outbox, PENDING).len(), 2);
     }
