@@ -16,13 +16,14 @@ use crate::auth::tokens::TokenStore;
 use crate::cache::{Generations, TtlCache};
 use crate::config::AuthSettings;
 use crate::db::batch::{in_list, Batcher};
+use crate::ids::UserId;
 use crate::laravel::dates::{format_wall, local_to_utc, normalize, parse_wall};
 
 /// The authenticated user `U` and the current token.
 #[derive(Clone, Debug)]
 pub struct AuthUser {
     pub token_id: u64,
-    pub user_id: u64,
+    pub user_id: UserId,
     pub user_type: String,
     pub name: String,
     pub email: Option<String>,
@@ -242,13 +243,17 @@ impl Sanctum {
             return Ok(None);
         }
         // A token of a deleted user: 401.
-        let (Some(user_type), Some(name)) = (row.user_type, row.name) else {
+        let (Some(user_type), Some(name), Some(user_id)) = (
+            row.user_type,
+            row.name,
+            UserId::from_tokenable(row.tokenable_id),
+        ) else {
             return Ok(None);
         };
         Ok(Some(Resolved {
             user: AuthUser {
                 token_id: row.id,
-                user_id: row.tokenable_id,
+                user_id,
                 user_type,
                 name,
                 email: row.email,
@@ -361,7 +366,7 @@ mod tests {
         Resolved {
             user: AuthUser {
                 token_id: 1,
-                user_id: 5,
+                user_id: UserId(5),
                 user_type: "customer".into(),
                 name: "C".into(),
                 email: None,

@@ -17,9 +17,10 @@ use crate::chat::ctx::Ctx;
 use crate::chat::items;
 use crate::chat::locks::NamedLock;
 use crate::chat::repo::{self, CommitOutcome, Touch, UserBrief};
-use crate::chat::validation::{Validator, MESSAGE_LIMIT, TITLE_LIMIT};
+use crate::chat::validation::NewConversation;
 use crate::error::ApiError;
 use crate::http::response;
+use crate::ids::UserId;
 use crate::laravel::dates::{normalize, parse_wall};
 use crate::mail::render::{link, render, Labels, Notification};
 use crate::mail::Staged;
@@ -28,28 +29,23 @@ use crate::mail::Staged;
 pub struct Checked {
     pub message: String,
     pub title: Option<String>,
-    pub owner_id: i64,
+    pub owner_id: UserId,
     pub owner: UserBrief,
 }
 
 /// Steps 1–2 without any write (no lock, no mail): shadow mode stops here (§11.2).
 pub async fn check(ctx: &Ctx<'_>) -> Result<Checked, ApiError> {
     let pool = &ctx.state.pool;
-    // 1. Validation (D2), field order product_id, message, title.
-    let mut v = Validator::default();
-    let product = v.integer(&ctx.input, "product_id");
-    let message = v.string(&ctx.input, "message", true, MESSAGE_LIMIT);
-    let title = v.string(&ctx.input, "title", false, TITLE_LIMIT);
-    v.finish()?;
-    let (Some(product), Some(message)) = (product, message) else {
-        return Err(ApiError::Internal("validated fields missing".into()));
-    };
+    // 1. Validation (D2).
+    let NewConversation {
+        product,
+        message,
+        title,
+    } = NewConversation::parse(&ctx.input)?;
 
     // 2. The product and its owner O; a missing owner is the same 404 (D4).
     let not_found = || ApiError::ProductNotFound(product.as_received.clone());
-    let owner_id: i64 = sqlx::query_scalar("SELECT user_id FROM products WHERE id = ?")
-        .bind(product.value)
-        .fetch_optional(pool)
+    let owner_id = repo::product_owner(pool, product.value)
         .await?
         .ok_or_else(not_found)?;
     let owner = repo::users(pool, &[owner_id])
@@ -138,7 +134,7 @@ pub async fn handle(ctx: &Ctx<'_>) -> Result<HttpResponse, ApiError> {
 async fn create_or_reuse(
     ctx: &Ctx<'_>,
     conn: &mut MySqlConnection,
-    owner_id: i64,
+    owner_id: UserId,
     owner: &UserBrief,
     labels: Option<&Labels>,
     title: Option<&str>,
@@ -166,7 +162,7 @@ async fn create_or_reuse(
     {
         Some(id) => repo::lock_conversation(&mut tx, id)
             .await?
-            .filter(|l| l.parties.sender_id as u64 == user_id && l.parties.receiver_id == owner_id)
+            .filter(|l| l.parties.sender_id == user_id && l.parties.receiver_id == owner_id)
             .map(|l| (id, l)),
         None => None,
     };
@@ -246,7 +242,7 @@ async fn create_or_reuse(
 async fn new_conversation_allowed(
     ctx: &Ctx<'_>,
     tx: &mut sqlx::Transaction<'_, sqlx::MySql>,
-    owner_id: i64,
+    owner_id: UserId,
 ) -> Result<(), ApiError> {
     let cap = ctx.state.settings.mail.new_conversations_per_hour;
     if cap == 0 {

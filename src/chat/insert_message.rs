@@ -5,7 +5,7 @@ use actix_web::HttpResponse;
 
 use crate::chat::ctx::Ctx;
 use crate::chat::repo::{Parties, Seen, Touch};
-use crate::chat::validation::{IntField, Validator, MESSAGE_LIMIT};
+use crate::chat::validation::NewMessage;
 use crate::chat::{items, repo};
 use crate::error::ApiError;
 use crate::http::response;
@@ -13,16 +13,11 @@ use crate::laravel::paginate::envelope;
 
 /// Steps 1–2 without any write: what the request would be accepted as.
 /// Shadow mode stops here (§11.2).
-pub async fn check(ctx: &Ctx<'_>) -> Result<(IntField, String, Parties), ApiError> {
+pub async fn check(ctx: &Ctx<'_>) -> Result<(NewMessage, Parties), ApiError> {
     let state = ctx.state;
-    // 1. Validation (D2); `user_id` sent by the app is ignored (D5).
-    let mut v = Validator::default();
-    let cid = v.integer(&ctx.input, "conversation_id");
-    let message = v.string(&ctx.input, "message", true, MESSAGE_LIMIT);
-    v.finish()?;
-    let (Some(cid), Some(message)) = (cid, message) else {
-        return Err(ApiError::Internal("validated fields missing".into()));
-    };
+    // 1. Validation (D2).
+    let input = NewMessage::parse(&ctx.input)?;
+    let cid = &input.conversation;
     // 2. D1: only participants may post; nothing is written otherwise.
     let not_found = || ApiError::ConversationNotFound(cid.as_received.clone());
     let parties = state
@@ -33,12 +28,18 @@ pub async fn check(ctx: &Ctx<'_>) -> Result<(IntField, String, Parties), ApiErro
     if !parties.includes(ctx.user.user_id) {
         return Err(not_found());
     }
-    Ok((cid, message, parties))
+    Ok((input, parties))
 }
 
 pub async fn handle(ctx: &Ctx<'_>) -> Result<HttpResponse, ApiError> {
     let state = ctx.state;
-    let (cid, message, _) = check(ctx).await?;
+    let (
+        NewMessage {
+            conversation: cid,
+            message,
+        },
+        _,
+    ) = check(ctx).await?;
     let not_found = || ApiError::ConversationNotFound(cid.as_received.clone());
     // 3. One transaction: the message and the D5 flags (D3). The conversation row is re-read
     // under its lock: the shop may have deleted it (or, on MySQL 5.7, handed its id to another

@@ -99,13 +99,14 @@ pub fn message_item(row: &MessageRow) -> Value {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::ids::UserId;
     use crate::laravel::json::to_php_json;
 
     #[test]
     fn message_item_bytes() {
         let row = MessageRow {
             id: 38,
-            user_id: 5,
+            user_id: UserId(5),
             message: Some("Thanks <b>admin</b> & team \"quoted\"".into()),
             created_at: Some("2024-05-10 14:30:00".into()),
             user_type: Some("customer".into()),
@@ -120,7 +121,7 @@ mod tests {
     fn deleted_author() {
         let row = MessageRow {
             id: 1,
-            user_id: 99,
+            user_id: UserId(99),
             message: None,
             created_at: None,
             user_type: None,

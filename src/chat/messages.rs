@@ -11,6 +11,7 @@ use actix_web::HttpResponse;
 use crate::chat::ctx::Ctx;
 use crate::chat::items;
 use crate::chat::repo::{self, Seen};
+use crate::chat::watch::Waited;
 use crate::error::ApiError;
 use crate::http::response;
 use crate::laravel::paginate::{envelope, offset};
@@ -72,36 +73,26 @@ pub async fn handle(
     let deadline = tokio::time::Instant::now() + wait;
     // A client that closed its connection is not waited for (actix does not cancel the
     // request: the connection's clock tells).
-    let gone = async {
+    let client_gone = async {
         match &ctx.info.connection {
             Some(c) => c.gone().await,
             None => std::future::pending().await,
         }
     };
-    tokio::pin!(gone);
-    loop {
-        let notify = watcher.subscribe(id);
-        let arrived = notify.notified();
-        tokio::pin!(arrived);
-        // Registered before the query, so a message stored meanwhile still wakes us.
-        arrived.as_mut().enable();
+    let look = || async {
         let (total, data) = page_of(ctx, conversation, id, Some(after), page).await?;
-        if total > 0 || tokio::time::Instant::now() >= deadline {
-            return Ok(answer(ctx, page, total, data));
+        Ok::<_, ApiError>((total > 0, (total, data)))
+    };
+    let (total, data) = match watcher.wait_for(id, deadline, client_gone, look).await? {
+        Waited::Looked(found) => found,
+        // Shutting down: what the database has now.
+        Waited::Released => page_of(ctx, conversation, id, Some(after), page).await?,
+        Waited::ClientGone => {
+            tracing::debug!(conversation = id, "long-poll client went away");
+            (0, Vec::new())
         }
-        tokio::select! {
-            _ = &mut arrived => {}
-            _ = tokio::time::sleep_until(deadline) => {}
-            _ = watcher.released() => {
-                let (total, data) = page_of(ctx, conversation, id, Some(after), page).await?;
-                return Ok(answer(ctx, page, total, data));
-            }
-            _ = &mut gone => {
-                tracing::debug!(conversation = id, "long-poll client went away");
-                return Ok(answer(ctx, page, 0, Vec::new()));
-            }
-        }
-    }
+    };
+    Ok(answer(ctx, page, total, data))
 }
 
 /// The total and the items of one page (a page beyond i64 has no offset:

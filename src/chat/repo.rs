@@ -11,17 +11,18 @@ use crate::cache::Generations;
 use crate::chat::sql;
 use crate::db::batch::in_list;
 use crate::error::ApiError;
+use crate::ids::UserId;
 
 /// A conversation's participants.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Parties {
-    pub sender_id: i64,
-    pub receiver_id: i64,
+    pub sender_id: UserId,
+    pub receiver_id: UserId,
 }
 
 impl Parties {
-    pub fn includes(&self, user_id: u64) -> bool {
-        self.sender_id as u64 == user_id || self.receiver_id as u64 == user_id
+    pub fn includes(&self, user: UserId) -> bool {
+        self.sender_id == user || self.receiver_id == user
     }
 }
 
@@ -86,7 +87,7 @@ impl Participants {
         if let Some(p) = self.fresh(id) {
             return Ok(Some(p));
         }
-        let row: Option<(i64, i64)> = sqlx::query_as(sql::PARTICIPANTS)
+        let row: Option<(UserId, UserId)> = sqlx::query_as(sql::PARTICIPANTS)
             .bind(id)
             .fetch_optional(pool)
             .await?;
@@ -126,7 +127,7 @@ impl Participants {
     /// D1 after a statement: records what it read, and answers whether `user_id` may see the
     /// conversation — by the row when the statement read it, else by the (fresh) cache entry
     /// the request was admitted with.
-    pub fn admits(&self, id: i64, seen: Seen, user_id: u64) -> bool {
+    pub fn admits(&self, id: i64, seen: Seen, user_id: UserId) -> bool {
         self.saw(id, seen);
         match seen {
             Seen::Row(p) => p.includes(user_id),
@@ -142,7 +143,7 @@ pub async fn require_participant(
     participants: &Participants,
     pool: &MySqlPool,
     segment: &str,
-    user_id: u64,
+    user_id: UserId,
 ) -> Result<(i64, Parties), ApiError> {
     let not_found = || ApiError::ConversationNotFound(segment.to_string());
     if segment.is_empty() || !segment.bytes().all(|b| b.is_ascii_digit()) {
@@ -161,7 +162,7 @@ pub async fn require_participant(
 #[derive(Debug, Clone)]
 pub struct ConversationRow {
     pub id: i64,
-    pub receiver_id: i64,
+    pub receiver_id: UserId,
     pub title: Option<String>,
     pub sender_viewed: i64,
     pub receiver_viewed: i64,
@@ -175,7 +176,7 @@ pub struct ConversationRow {
 struct CountedConversation {
     total: i64,
     id: i64,
-    receiver_id: i64,
+    receiver_id: UserId,
     title: Option<String>,
     sender_viewed: i64,
     receiver_viewed: i64,
@@ -214,7 +215,7 @@ impl CountedConversation {
     }
 }
 
-pub async fn count_conversations(pool: &MySqlPool, sender_id: u64) -> Result<i64, sqlx::Error> {
+pub async fn count_conversations(pool: &MySqlPool, sender_id: UserId) -> Result<i64, sqlx::Error> {
     sqlx::query_scalar(sql::COUNT_CONVERSATIONS)
         .bind(sender_id)
         .fetch_one(pool)
@@ -228,7 +229,7 @@ pub async fn count_conversations(pool: &MySqlPool, sender_id: u64) -> Result<i64
 /// page carries no total, so only then is it counted separately ([`paged`]).
 pub async fn conversation_page(
     pool: &MySqlPool,
-    sender_id: u64,
+    sender_id: UserId,
     offset: i64,
 ) -> Result<(i64, Vec<ConversationRow>), sqlx::Error> {
     let rows: Vec<CountedConversation> = sqlx::query_as(sql::CONVERSATION_PAGE)
@@ -281,7 +282,10 @@ pub struct UserBrief {
 }
 
 /// Batched user lookup (no N+1 on a page).
-pub async fn users(pool: &MySqlPool, ids: &[i64]) -> Result<HashMap<i64, UserBrief>, sqlx::Error> {
+pub async fn users(
+    pool: &MySqlPool,
+    ids: &[UserId],
+) -> Result<HashMap<UserId, UserBrief>, sqlx::Error> {
     if ids.is_empty() {
         return Ok(HashMap::new());
     }
@@ -289,7 +293,7 @@ pub async fn users(pool: &MySqlPool, ids: &[i64]) -> Result<HashMap<i64, UserBri
     let text = format!(
         "SELECT CAST(id AS SIGNED), user_type, name, email FROM users WHERE id IN ({list})"
     );
-    let mut q = sqlx::query_as::<MySql, (i64, String, String, Option<String>)>(&text);
+    let mut q = sqlx::query_as::<MySql, (UserId, String, String, Option<String>)>(&text);
     for id in ids {
         q = q.bind(id);
     }
@@ -319,15 +323,15 @@ pub struct ShopBrief {
 /// Each user's first shop (lowest `shops.id`), batched.
 pub async fn first_shops(
     pool: &MySqlPool,
-    user_ids: &[i64],
-) -> Result<HashMap<i64, ShopBrief>, sqlx::Error> {
+    user_ids: &[UserId],
+) -> Result<HashMap<UserId, ShopBrief>, sqlx::Error> {
     if user_ids.is_empty() {
         return Ok(HashMap::new());
     }
     let (list, user_ids) = in_list(user_ids);
     let text =
         format!("SELECT id, user_id, name, logo FROM shops WHERE user_id IN ({list}) ORDER BY id");
-    let mut q = sqlx::query_as::<MySql, (i64, i64, Option<String>, Option<String>)>(&text);
+    let mut q = sqlx::query_as::<MySql, (i64, UserId, Option<String>, Option<String>)>(&text);
     for id in user_ids {
         q = q.bind(id);
     }
@@ -341,7 +345,7 @@ pub async fn first_shops(
 #[derive(sqlx::FromRow, Debug, Clone)]
 pub struct MessageRow {
     pub id: i64,
-    pub user_id: i64,
+    pub user_id: UserId,
     pub message: Option<String>,
     pub created_at: Option<String>,
     /// The author's `user_type`; `None` when the author was deleted (D4).
@@ -351,8 +355,8 @@ pub struct MessageRow {
 /// A row of the count statements: the conversation's participants and the total.
 #[derive(sqlx::FromRow)]
 struct CountRow {
-    sender_id: i64,
-    receiver_id: i64,
+    sender_id: UserId,
+    receiver_id: UserId,
     total: i64,
 }
 
@@ -387,8 +391,8 @@ pub async fn count_messages(
 #[derive(sqlx::FromRow)]
 struct CountedMessage {
     total: i64,
-    sender_id: i64,
-    receiver_id: i64,
+    sender_id: UserId,
+    receiver_id: UserId,
     #[sqlx(flatten)]
     row: MessageRow,
 }
@@ -448,11 +452,11 @@ pub async fn message_by_id<'e, E: sqlx::Executor<'e, Database = MySql>>(
 pub async fn insert_message(
     tx: &mut sqlx::Transaction<'_, MySql>,
     conversation_id: i64,
-    user_id: u64,
+    user_id: UserId,
     message: &str,
     now: &str,
 ) -> Result<i64, sqlx::Error> {
-    let done = sqlx::query("INSERT INTO messages (conversation_id, user_id, message, updated_at, created_at) VALUES (?, ?, ?, ?, ?)")
+    let done = sqlx::query(sql::INSERT_MESSAGE)
         .bind(conversation_id)
         .bind(user_id)
         .bind(message)
@@ -467,12 +471,12 @@ pub async fn insert_message(
 /// the viewed flags keep their column defaults (1/0).
 pub async fn insert_conversation(
     tx: &mut sqlx::Transaction<'_, MySql>,
-    sender_id: u64,
-    receiver_id: i64,
+    sender_id: UserId,
+    receiver_id: UserId,
     title: Option<&str>,
     now: &str,
 ) -> Result<i64, sqlx::Error> {
-    let done = sqlx::query("INSERT INTO conversations (sender_id, receiver_id, title, updated_at, created_at) VALUES (?, ?, ?, ?, ?)")
+    let done = sqlx::query(sql::INSERT_CONVERSATION)
         .bind(sender_id)
         .bind(receiver_id)
         .bind(title)
@@ -483,12 +487,23 @@ pub async fn insert_conversation(
     Ok(done.last_insert_id() as i64)
 }
 
+/// The owner of a product (`None`: no such product).
+pub async fn product_owner(
+    pool: &MySqlPool,
+    product_id: i64,
+) -> Result<Option<UserId>, sqlx::Error> {
+    sqlx::query_scalar(sql::PRODUCT_OWNER)
+        .bind(product_id)
+        .fetch_optional(pool)
+        .await
+}
+
 /// When the pair's `cap`-th newest conversation was created (as stored, a wall-clock time in
 /// `APP_TIMEZONE`): the new-conversation cap looks no further (security review M3).
 pub async fn nth_newest_created(
     tx: &mut sqlx::Transaction<'_, MySql>,
-    sender_id: u64,
-    receiver_id: i64,
+    sender_id: UserId,
+    receiver_id: UserId,
     cap: u32,
 ) -> Result<Option<String>, sqlx::Error> {
     let created: Option<Option<String>> = sqlx::query_scalar(
@@ -509,8 +524,8 @@ pub async fn nth_newest_created(
 /// what it stores for that title (§5.0). A missing title matches only NULL titles.
 pub async fn reusable_conversation(
     tx: &mut sqlx::Transaction<'_, MySql>,
-    sender_id: u64,
-    receiver_id: i64,
+    sender_id: UserId,
+    receiver_id: UserId,
     title: Option<&str>,
     stored_title: Option<&str>,
 ) -> Result<Option<i64>, sqlx::Error> {
@@ -605,7 +620,7 @@ pub async fn lock_conversation(
     tx: &mut sqlx::Transaction<'_, MySql>,
     conversation_id: i64,
 ) -> Result<Option<Locked>, sqlx::Error> {
-    let row: Option<(i64, i64, i64)> = sqlx::query_as(sql::LOCK_CONVERSATION)
+    let row: Option<(UserId, UserId, i64)> = sqlx::query_as(sql::LOCK_CONVERSATION)
         .bind(conversation_id)
         .fetch_optional(&mut **tx)
         .await?;
@@ -634,34 +649,28 @@ pub async fn apply_viewed_flags(
     tx: &mut sqlx::Transaction<'_, MySql>,
     conversation_id: i64,
     parties: Parties,
-    author: u64,
+    author: UserId,
     now: &str,
     touch: Touch,
 ) -> Result<(), sqlx::Error> {
-    let (s, r) = if parties.sender_id as u64 == author {
+    let (s, r) = if parties.sender_id == author {
         (1, 0)
     } else {
         (0, 1)
     };
     let q = match touch {
-        Touch::IfFlagsChange => sqlx::query(
-            "UPDATE conversations SET sender_viewed = ?, receiver_viewed = ?, updated_at = ? \
-             WHERE id = ? AND (sender_viewed <> ? OR receiver_viewed <> ?)",
-        )
-        .bind(s)
-        .bind(r)
-        .bind(now)
-        .bind(conversation_id)
-        .bind(s)
-        .bind(r),
-        Touch::Always => sqlx::query(
-            "UPDATE conversations SET sender_viewed = ?, receiver_viewed = ?, updated_at = ? \
-             WHERE id = ?",
-        )
-        .bind(s)
-        .bind(r)
-        .bind(now)
-        .bind(conversation_id),
+        Touch::IfFlagsChange => sqlx::query(sql::VIEWED_FLAGS_IF_CHANGED)
+            .bind(s)
+            .bind(r)
+            .bind(now)
+            .bind(conversation_id)
+            .bind(s)
+            .bind(r),
+        Touch::Always => sqlx::query(sql::VIEWED_FLAGS)
+            .bind(s)
+            .bind(r)
+            .bind(now)
+            .bind(conversation_id),
     };
     q.execute(&mut **tx).await?;
     Ok(())
@@ -672,8 +681,8 @@ mod tests {
     use super::*;
 
     const P: Parties = Parties {
-        sender_id: 5,
-        receiver_id: 2,
+        sender_id: UserId(5),
+        receiver_id: UserId(2),
     };
 
     #[test]
@@ -697,20 +706,20 @@ mod tests {
         let cache = Participants::default();
         cache.saw(1, Seen::Row(P));
         assert!(
-            cache.admits(1, Seen::Unread, 5),
+            cache.admits(1, Seen::Unread, UserId(5)),
             "the fresh entry admitted it"
         );
-        assert!(!cache.admits(1, Seen::Gone, 5));
+        assert!(!cache.admits(1, Seen::Gone, UserId(5)));
         assert_eq!(cache.fresh(1), None, "a gone row drops the entry");
         let other = Parties {
-            sender_id: 6,
-            receiver_id: 3,
+            sender_id: UserId(6),
+            receiver_id: UserId(3),
         };
         assert!(
-            !cache.admits(1, Seen::Row(other), 5),
+            !cache.admits(1, Seen::Row(other), UserId(5)),
             "the id changed hands"
         );
         assert_eq!(cache.fresh(1), Some(other));
-        assert!(cache.admits(1, Seen::Row(other), 3));
+        assert!(cache.admits(1, Seen::Row(other), UserId(3)));
     }
 }

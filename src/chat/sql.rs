@@ -99,3 +99,26 @@ pub const REUSE_TITLED: &str = "SELECT id, title FROM conversations \
 /// D6 for a missing title: it matches only NULL titles. Binds: sender, receiver.
 pub const REUSE_UNTITLED: &str = "SELECT id, title FROM conversations \
      WHERE sender_id = ? AND receiver_id = ? AND title IS NULL ORDER BY id DESC LIMIT 1";
+
+/// A product's owner, the receiver of a new conversation (§5.5 step 2).
+pub const PRODUCT_OWNER: &str = "SELECT user_id FROM products WHERE id = ?";
+
+/// Binds: conversation, author, message, updated_at, created_at (§5.3 step 3).
+pub const INSERT_MESSAGE: &str = "INSERT INTO messages \
+     (conversation_id, user_id, message, updated_at, created_at) VALUES (?, ?, ?, ?, ?)";
+
+/// Binds: sender, receiver, title, updated_at, created_at; the viewed flags keep their column
+/// defaults (§5.5 step 4).
+pub const INSERT_CONVERSATION: &str = "INSERT INTO conversations \
+     (sender_id, receiver_id, title, updated_at, created_at) VALUES (?, ?, ?, ?, ?)";
+
+/// D5 for insert-message: flags and `updated_at` change only when a flag does (Eloquent's
+/// "dirty" save). Binds: sender_viewed, receiver_viewed, now, id, sender_viewed, receiver_viewed.
+pub const VIEWED_FLAGS_IF_CHANGED: &str = "UPDATE conversations \
+     SET sender_viewed = ?, receiver_viewed = ?, updated_at = ? \
+     WHERE id = ? AND (sender_viewed <> ? OR receiver_viewed <> ?)";
+
+/// D5 for a reused conversation: it always rises to the top (§5.5 step 4).
+/// Binds: sender_viewed, receiver_viewed, now, id.
+pub const VIEWED_FLAGS: &str = "UPDATE conversations \
+     SET sender_viewed = ?, receiver_viewed = ?, updated_at = ? WHERE id = ?";

@@ -23,6 +23,7 @@ use sqlx::{MySql, MySqlConnection, Transaction};
 use crate::chat::repo;
 use crate::chat::validation::{storage_guard, MESSAGE_LIMIT, TITLE_LIMIT};
 use crate::error::{mysql_error_number, ApiError};
+use crate::ids::UserId;
 
 /// ER_TRUNCATED_WRONG_VALUE_FOR_FIELD: "Incorrect string value" in strict mode.
 const INCORRECT_STRING: u16 = 1366;
@@ -89,7 +90,7 @@ impl Storage {
         &self,
         tx: &mut Transaction<'_, MySql>,
         conversation_id: i64,
-        user_id: u64,
+        user_id: UserId,
         message: &str,
         now: &str,
     ) -> Result<i64, ApiError> {
@@ -110,8 +111,8 @@ impl Storage {
     pub async fn insert_conversation(
         &self,
         tx: &mut Transaction<'_, MySql>,
-        sender_id: u64,
-        receiver_id: i64,
+        sender_id: UserId,
+        receiver_id: UserId,
         title: Option<&str>,
         now: &str,
     ) -> Result<i64, ApiError> {

@@ -92,13 +92,65 @@ impl Validator {
         Some(s.clone())
     }
 
-    /// `Ok` when every field passed, else the 422 error.
-    pub fn finish(self) -> Result<(), ApiError> {
-        if self.errors.is_empty() {
-            Ok(())
-        } else {
-            Err(ApiError::Validation(self.errors))
+    /// The parsed input when every field passed, else the 422 with each failing field's first
+    /// message. `parsed` is the required fields put together: `None` only when one of them
+    /// failed, and a failing field always leaves its message.
+    fn finish<T>(self, parsed: Option<T>) -> Result<T, ApiError> {
+        match parsed {
+            Some(t) if self.errors.is_empty() => Ok(t),
+            _ if !self.errors.is_empty() => Err(ApiError::Validation(self.errors)),
+            _ => Err(ApiError::Internal(
+                "a required field failed without a message".into(),
+            )),
         }
+    }
+}
+
+/// The input of insert-message (§5.3 step 1, D2), fields checked in this order. A `user_id`
+/// sent by the app is ignored (D5).
+#[derive(Debug, Clone, PartialEq)]
+pub struct NewMessage {
+    pub conversation: IntField,
+    pub message: String,
+}
+
+impl NewMessage {
+    pub fn parse(input: &Input) -> Result<NewMessage, ApiError> {
+        let mut v = Validator::default();
+        let conversation = v.integer(input, "conversation_id");
+        let message = v.string(input, "message", true, MESSAGE_LIMIT);
+        let parsed = conversation
+            .zip(message)
+            .map(|(conversation, message)| NewMessage {
+                conversation,
+                message,
+            });
+        v.finish(parsed)
+    }
+}
+
+/// The input of create-conversation (§5.5 step 1, D2): product, message, optional title.
+#[derive(Debug, Clone, PartialEq)]
+pub struct NewConversation {
+    pub product: IntField,
+    pub message: String,
+    pub title: Option<String>,
+}
+
+impl NewConversation {
+    pub fn parse(input: &Input) -> Result<NewConversation, ApiError> {
+        let mut v = Validator::default();
+        let product = v.integer(input, "product_id");
+        let message = v.string(input, "message", true, MESSAGE_LIMIT);
+        let title = v.string(input, "title", false, TITLE_LIMIT);
+        let parsed = product
+            .zip(message)
+            .map(|(product, message)| NewConversation {
+                product,
+                message,
+                title,
+            });
+        v.finish(parsed)
     }
 }
 
@@ -147,18 +199,68 @@ pub fn storage_guard(e: sqlx::Error, field: &'static str, limit: Limit) -> ApiEr
 mod tests {
     use super::*;
 
-    fn run(body: &str, f: impl FnOnce(&mut Validator, &Input)) -> Vec<(&'static str, String)> {
-        let input = tokio::runtime::Builder::new_current_thread()
+    fn input(body: &str) -> Input {
+        tokio::runtime::Builder::new_current_thread()
             .build()
             .unwrap()
             .block_on(Input::from_post(
                 Some("application/json"),
                 body.as_bytes(),
                 "",
-            ));
+            ))
+    }
+
+    fn errors_of<T: std::fmt::Debug>(parsed: Result<T, ApiError>) -> Vec<(&'static str, String)> {
+        match parsed {
+            Err(ApiError::Validation(errors)) => errors,
+            other => panic!("{other:?}"),
+        }
+    }
+
+    #[test]
+    fn write_inputs_parse_into_their_fields() {
+        let m = NewMessage::parse(&input(
+            r#"{"conversation_id": "7", "message": "hi", "user_id": 9}"#,
+        ));
+        assert_eq!(
+            m.unwrap(),
+            NewMessage {
+                conversation: IntField {
+                    value: 7,
+                    as_received: "7".into()
+                },
+                message: "hi".into()
+            }
+        );
+        let c = NewConversation::parse(&input(r#"{"product_id": 3, "message": "q"}"#)).unwrap();
+        assert_eq!(
+            (c.product.value, c.message.as_str(), c.title),
+            (3, "q", None)
+        );
+        // Every failing field, in the contract's order (§5.0), whichever fields passed.
+        assert_eq!(
+            errors_of(NewConversation::parse(&input(
+                r#"{"title": 5, "message": "ok"}"#
+            ))),
+            vec![
+                (
+                    "product_id",
+                    "The product id field is required.".to_string()
+                ),
+                ("title", "The title must be a string.".to_string())
+            ]
+        );
+        assert_eq!(
+            errors_of(NewMessage::parse(&input(r#"{"conversation_id": 1}"#))),
+            vec![("message", "The message field is required.".to_string())]
+        );
+    }
+
+    fn run(body: &str, f: impl FnOnce(&mut Validator, &Input)) -> Vec<(&'static str, String)> {
+        let input = input(body);
         let mut v = Validator::default();
         f(&mut v, &input);
-        match v.finish() {
+        match v.finish(Some(())) {
             Ok(()) => vec![],
             Err(ApiError::Validation(errors)) => errors,
             Err(other) => panic!("{other:?}"),

@@ -19,11 +19,14 @@
 //! (or [`REVERIFY`] in the pathological long-transaction case).
 
 use std::collections::{HashMap, VecDeque};
+use std::future::Future;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use sqlx::MySqlPool;
+
+use crate::ids::UserId;
 use tokio::sync::{watch, Notify};
 
 /// Longest age of the scan that vouches for a "nothing new" answer (§11.1: 250 ms).
@@ -61,12 +64,22 @@ struct Inner {
     last_poll: Option<Instant>,
 }
 
+/// How a held long-poll ended ([`Watcher::wait_for`]).
+pub enum Waited<T> {
+    /// The last look's answer: something found, or the deadline passed.
+    Looked(T),
+    /// The process is shutting down.
+    Released,
+    /// The client closed its connection.
+    ClientGone,
+}
+
 pub struct Watcher {
     inner: Mutex<Inner>,
     waiting: AtomicUsize,
     released: Notify,
     /// Held long-polls per user, and the caps (security review M6).
-    held: Mutex<HashMap<u64, usize>>,
+    held: Mutex<HashMap<UserId, usize>>,
     per_user: usize,
     max_held: usize,
 }
@@ -152,7 +165,7 @@ impl Watcher {
     /// A place for one more held long-poll of `user`, counted for as long as the guard lives;
     /// `None` when the user or the process already holds as many as allowed (the request is then
     /// answered at once, like one without `wait`: security review M6).
-    pub fn waiter(self: &Arc<Self>, user: u64) -> Option<WaiterGuard> {
+    pub fn waiter(self: &Arc<Self>, user: UserId) -> Option<WaiterGuard> {
         let mut held = self.held.lock().unwrap_or_else(|e| e.into_inner());
         let mine = held.entry(user).or_default();
         if *mine >= self.per_user || self.waiting.load(Ordering::Relaxed) >= self.max_held {
@@ -175,6 +188,40 @@ impl Watcher {
     /// Long-poll requests currently held.
     pub fn waiting(&self) -> usize {
         self.waiting.load(Ordering::Relaxed)
+    }
+
+    /// A held long-poll (§5.4): runs `look` until it finds something (`.0` true) or
+    /// `deadline` passes, looking again each time a message is stored in `conversation`, and
+    /// returns its last answer. Each look is registered for wake-ups *before* it runs, so a
+    /// message stored while it runs wakes the next one. A graceful shutdown
+    /// ([`Watcher::release_all`]) or `client_gone` ends the wait without a last look.
+    pub async fn wait_for<T, E, Fut>(
+        &self,
+        conversation: i64,
+        deadline: tokio::time::Instant,
+        client_gone: impl Future<Output = ()>,
+        mut look: impl FnMut() -> Fut,
+    ) -> Result<Waited<T>, E>
+    where
+        Fut: Future<Output = Result<(bool, T), E>>,
+    {
+        tokio::pin!(client_gone);
+        loop {
+            let notify = self.subscribe(conversation);
+            let arrived = notify.notified();
+            tokio::pin!(arrived);
+            arrived.as_mut().enable();
+            let (found, answer) = look().await?;
+            if found || tokio::time::Instant::now() >= deadline {
+                return Ok(Waited::Looked(answer));
+            }
+            tokio::select! {
+                _ = &mut arrived => {}
+                _ = tokio::time::sleep_until(deadline) => {}
+                _ = self.released() => return Ok(Waited::Released),
+                _ = &mut client_gone => return Ok(Waited::ClientGone),
+            }
+        }
     }
 
     /// Completes when [`Watcher::release_all`] is called (graceful shutdown).
@@ -318,7 +365,7 @@ impl Watcher {
     }
 }
 
-pub struct WaiterGuard(Arc<Watcher>, u64);
+pub struct WaiterGuard(Arc<Watcher>, UserId);
 
 impl Drop for WaiterGuard {
     fn drop(&mut self) {
@@ -365,14 +412,14 @@ mod tests {
     #[test]
     fn waiters_are_counted_and_capped() {
         let w = Arc::new(Watcher::new(2, 3));
-        let a = w.waiter(5).unwrap();
-        let b = w.waiter(5).unwrap();
+        let a = w.waiter(UserId(5)).unwrap();
+        let b = w.waiter(UserId(5)).unwrap();
         assert_eq!(w.waiting(), 2);
-        assert!(w.waiter(5).is_none(), "two per user");
-        let c = w.waiter(6).unwrap();
-        assert!(w.waiter(7).is_none(), "three in all");
+        assert!(w.waiter(UserId(5)).is_none(), "two per user");
+        let c = w.waiter(UserId(6)).unwrap();
+        assert!(w.waiter(UserId(7)).is_none(), "three in all");
         drop(a);
-        assert!(w.waiter(5).is_some(), "a place freed");
+        assert!(w.waiter(UserId(5)).is_some(), "a place freed");
         drop((b, c));
         assert_eq!(w.waiting(), 0);
         assert!(w.held.lock().unwrap().is_empty());

@@ -31,6 +31,7 @@ use crate::http::ratelimit::{Decision, RateKey};
 use crate::http::request::{Body, Incoming, Mode, RequestInfo};
 use crate::http::response;
 use crate::http::routing::{Methods, Route};
+use crate::ids::UserId;
 use crate::state::AppState;
 
 /// actix-web's handler of every request of the public listener.
@@ -71,7 +72,7 @@ pub async fn run(req: Incoming, state: &AppState, mode: Mode) -> HttpResponse {
     let elapsed = started.elapsed();
     state.ops.metrics.observe(route_name, res.status(), elapsed);
     // The token's user when known; never the bearer secret or the message text.
-    let user_id = res.extensions().get::<LoggedUser>().map(|u| u.0);
+    let user_id = res.extensions().get::<LoggedUser>().map(|u| u.0 .0);
     tracing::info!(
         method = %method,
         route = route_name,
@@ -85,7 +86,7 @@ pub async fn run(req: Incoming, state: &AppState, mode: Mode) -> HttpResponse {
 }
 
 /// The user of a request's valid bearer token, handed from [`routed`] to the log line.
-struct LoggedUser(u64);
+struct LoggedUser(UserId);
 
 /// Steps 0 to 8: the route's name (for metrics and the log), the request id and the answer.
 async fn answer(

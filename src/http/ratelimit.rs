@@ -18,6 +18,7 @@ use std::sync::{Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
 use crate::cache::Generations;
+use crate::ids::UserId;
 
 const WINDOW: Duration = Duration::from_secs(60);
 /// Independently locked parts of the table (a power of two).
@@ -25,7 +26,7 @@ pub const SHARDS: usize = 64;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum RateKey {
-    User(u64),
+    User(UserId),
     Ip(IpAddr),
 }
 
@@ -198,7 +199,7 @@ mod tests {
     fn fixed_window_per_key() {
         let rl = RateLimiter::new(2, 1000);
         let t0 = Instant::now();
-        let a = RateKey::User(5);
+        let a = RateKey::User(UserId(5));
         let b = ip("127.0.0.1");
         assert_eq!(
             rl.hit_at(a, t0),
@@ -249,12 +250,15 @@ mod tests {
     fn windows_survive_one_rotation_and_go_with_the_second() {
         let rl = RateLimiter::new(3, 1000);
         let t0 = Instant::now();
-        let k = RateKey::User(1);
+        let k = RateKey::User(UserId(1));
         rl.hit_at(k, t0 + Duration::from_secs(50));
         rl.hit_at(k, t0 + Duration::from_secs(50));
         // Another key rotates the shards' generations (or not: the key may live elsewhere).
         for i in 0..200 {
-            rl.hit_at(RateKey::User(1000 + i), t0 + Duration::from_secs(61));
+            rl.hit_at(
+                RateKey::User(UserId(1000 + i)),
+                t0 + Duration::from_secs(61),
+            );
         }
         // Still the window opened at 50 s: one hit left.
         assert_eq!(
@@ -270,7 +274,7 @@ mod tests {
         for minute in 2..12u64 {
             for i in 0..200 {
                 rl.hit_at(
-                    RateKey::User(minute * 1000 + i),
+                    RateKey::User(UserId(minute as i64 * 1000 + i)),
                     t0 + Duration::from_secs(minute * 61),
                 );
             }
@@ -283,8 +287,11 @@ mod tests {
         let rl = RateLimiter::new(10, SHARDS); // one window per shard
         let t0 = Instant::now();
         let mut allowed = Vec::new();
-        for i in 0..10_000u64 {
-            if matches!(rl.hit_at(RateKey::User(i), t0), Decision::Allowed { .. }) {
+        for i in 0..10_000i64 {
+            if matches!(
+                rl.hit_at(RateKey::User(UserId(i)), t0),
+                Decision::Allowed { .. }
+            ) {
                 allowed.push(i);
             }
         }
@@ -292,7 +299,7 @@ mod tests {
         assert!(rl.len() <= SHARDS);
         // Keys already counted go on.
         assert!(matches!(
-            rl.hit_at(RateKey::User(allowed[0]), t0),
+            rl.hit_at(RateKey::User(UserId(allowed[0])), t0),
             Decision::Allowed { remaining: 8, .. }
         ));
     }
@@ -329,6 +336,9 @@ mod tests {
 
     #[test]
     fn zero_means_off() {
-        assert_eq!(RateLimiter::new(0, 10).hit(RateKey::User(1)), Decision::Off);
+        assert_eq!(
+            RateLimiter::new(0, 10).hit(RateKey::User(UserId(1))),
+            Decision::Off
+        );
     }
 }

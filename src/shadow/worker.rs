@@ -19,8 +19,11 @@ use anyhow::Context;
 use bytes::Bytes;
 use tokio::sync::{mpsc, watch, Semaphore};
 
+use crate::chat::repo::Parties;
+use crate::chat::sql;
 use crate::http::pipeline;
 use crate::http::request::{Body, Incoming, Mode};
+use crate::ids::UserId;
 use crate::mail::outbox::Outbox;
 use crate::mail::Mailbox;
 use crate::shadow::client::primary_client;
@@ -414,17 +417,21 @@ async fn premises(env: &Env, job: &Job, candidate: &Answer) -> Premises {
                 .map(|(_, v)| v.as_bytes());
             let now = crate::laravel::dates::now_naive(env.state.settings.laravel.timezone);
             let user = env.state.sanctum.resolve(auth, now).await.ok().flatten();
-            let row: Option<Option<(i64, i64)>> =
-                sqlx::query_as("SELECT sender_id, receiver_id FROM conversations WHERE id = ?")
-                    .bind(&id)
-                    .fetch_optional(pool)
-                    .await
-                    .ok();
+            // Read now, not from the participants cache: the premise is what the table says.
+            let row: Option<Option<(UserId, UserId)>> = sqlx::query_as(sql::PARTICIPANTS)
+                .bind(&id)
+                .fetch_optional(pool)
+                .await
+                .ok();
             match (user, row) {
                 (_, Some(None)) => Some(true),
-                (Some(u), Some(Some((s, r)))) => {
-                    Some(s as u64 != u.user_id && r as u64 != u.user_id)
-                }
+                (Some(u), Some(Some((sender_id, receiver_id)))) => Some(
+                    !Parties {
+                        sender_id,
+                        receiver_id,
+                    }
+                    .includes(u.user_id),
+                ),
                 _ => None,
             }
         }

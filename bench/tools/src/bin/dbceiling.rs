@@ -44,21 +44,15 @@ const TOKEN_WITH_USER: &str = "SELECT t.id, t.token, t.tokenable_type, t.tokenab
      FROM personal_access_tokens t LEFT JOIN users u ON u.id = t.tokenable_id \
      WHERE t.id IN (?)";
 // The chat statements: shopchat's own file, so the text cannot drift (PARTICIPANTS, COUNT_*,
-// MESSAGE_PAGE*, MESSAGE_BY_ID, CONVERSATION_PAGE, LOCK_CONVERSATION, REUSE_TITLED).
+// MESSAGE_PAGE*, MESSAGE_BY_ID, CONVERSATION_PAGE, LOCK_CONVERSATION, REUSE_TITLED, the inserts, the
+// viewed flags, PRODUCT_OWNER).
 #[allow(dead_code)]
 #[path = "../../../../src/chat/sql.rs"]
 mod sql;
 use sql::*;
-// src/chat/repo.rs
-const INSERT_MESSAGE: &str = "INSERT INTO messages (conversation_id, user_id, message, updated_at, created_at) VALUES (?, ?, ?, ?, ?)";
-const VIEWED_FLAGS: &str =
-    "UPDATE conversations SET sender_viewed = ?, receiver_viewed = ?, updated_at = ? \
-         WHERE id = ? AND (sender_viewed <> ? OR receiver_viewed <> ?)";
-// src/chat/create_conversation.rs
-const PRODUCT_OWNER: &str = "SELECT user_id FROM products WHERE id = ?";
+// src/chat/locks.rs
 const GET_LOCK: &str = "SELECT GET_LOCK(?, ?)";
 const RELEASE_LOCK: &str = "SELECT RELEASE_LOCK(?)";
-const INSERT_CONVERSATION: &str = "INSERT INTO conversations (sender_id, receiver_id, title, updated_at, created_at) VALUES (?, ?, ?, ?, ?)";
 
 type MessageRow = (i64, i64, Option<String>, Option<String>, Option<String>);
 
@@ -314,7 +308,7 @@ async fn insert_message(
     timed!(
         st,
         "viewed_flags",
-        sqlx::query(VIEWED_FLAGS)
+        sqlx::query(VIEWED_FLAGS_IF_CHANGED)
             .bind(s)
             .bind(r)
             .bind(&now)
