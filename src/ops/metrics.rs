@@ -16,6 +16,7 @@ use prometheus::{
 };
 
 use crate::mail::outbox::Counts;
+use crate::sync::LockUnpoisoned;
 
 /// `Content-Type` of the Prometheus text format.
 pub const CONTENT_TYPE: &str = "text/plain; version=0.0.4; charset=utf-8";
@@ -75,7 +76,8 @@ impl Default for MailCounters {
     }
 }
 
-fn counter(registry: &Registry, name: &str, help: &str) -> IntCounter {
+/// A counter registered in `registry` (the helpers below: the same for the other kinds).
+pub fn counter(registry: &Registry, name: &str, help: &str) -> IntCounter {
     let c = IntCounter::new(name, help).expect("valid metric");
     registry
         .register(Box::new(c.clone()))
@@ -83,7 +85,7 @@ fn counter(registry: &Registry, name: &str, help: &str) -> IntCounter {
     c
 }
 
-fn counter_vec(registry: &Registry, name: &str, help: &str, labels: &[&str]) -> IntCounterVec {
+pub fn counter_vec(registry: &Registry, name: &str, help: &str, labels: &[&str]) -> IntCounterVec {
     let c = IntCounterVec::new(Opts::new(name, help), labels).expect("valid metric");
     registry
         .register(Box::new(c.clone()))
@@ -91,7 +93,7 @@ fn counter_vec(registry: &Registry, name: &str, help: &str, labels: &[&str]) -> 
     c
 }
 
-fn gauge(registry: &Registry, name: &str, help: &str) -> IntGauge {
+pub fn gauge(registry: &Registry, name: &str, help: &str) -> IntGauge {
     let g = IntGauge::new(name, help).expect("valid metric");
     registry
         .register(Box::new(g.clone()))
@@ -99,7 +101,7 @@ fn gauge(registry: &Registry, name: &str, help: &str) -> IntGauge {
     g
 }
 
-fn gauge_vec(registry: &Registry, name: &str, help: &str, labels: &[&str]) -> IntGaugeVec {
+pub fn gauge_vec(registry: &Registry, name: &str, help: &str, labels: &[&str]) -> IntGaugeVec {
     let g = IntGaugeVec::new(Opts::new(name, help), labels).expect("valid metric");
     registry
         .register(Box::new(g.clone()))
@@ -245,11 +247,16 @@ impl Metrics {
 
     /// The text exposition of every metric.
     pub fn render(&self) -> String {
-        let mut buf = Vec::new();
-        // Encoding into a Vec only fails on invalid metric families, which `new` rules out.
-        let _ = TextEncoder::new().encode(&self.registry.gather(), &mut buf);
-        String::from_utf8(buf).unwrap_or_default()
+        encode(&self.registry)
     }
+}
+
+/// The text exposition of a registry's metrics.
+pub fn encode(registry: &Registry) -> String {
+    let mut buf = Vec::new();
+    // Encoding into a Vec only fails on invalid metric families, which the helpers rule out.
+    let _ = TextEncoder::new().encode(&registry.gather(), &mut buf);
+    String::from_utf8(buf).unwrap_or_default()
 }
 
 /// What the in-process state looks like at scrape time (gauges that mirror state owned
@@ -283,10 +290,7 @@ impl Metrics {
     /// Whether the outbox should be counted again (at most every [`OUTBOX_COUNT_TTL`]: a
     /// scrape flood costs no directory scans).
     pub fn outbox_count_due(&self) -> bool {
-        let mut counted = self
-            .outbox_counted
-            .lock()
-            .unwrap_or_else(|e| e.into_inner());
+        let mut counted = self.outbox_counted.lock_unpoisoned();
         let due = counted.is_none_or(|at| at.elapsed() >= OUTBOX_COUNT_TTL);
         if due {
             *counted = Some(Instant::now());

@@ -1,15 +1,12 @@
-//! Counters of the shadow proxy and of replay, in the Prometheus text
-//! exposition format (served at the shadow listener's `/metrics`).
-//!
-//! The set is small and fixed, so it is written by hand rather than through
-//! a metrics registry: a mutex-guarded map per family, rendered on demand.
+//! Counters of the shadow proxy and of replay (served at the shadow listener's `/metrics`), in
+//! a registry of their own, like the service's (`ops::metrics`).
 
 use std::collections::BTreeMap;
-use std::fmt::Write;
-use std::sync::Mutex;
 
+use prometheus::{IntCounter, IntCounterVec, IntGauge, Registry};
 use serde::{Deserialize, Serialize};
 
+use crate::ops::metrics::{counter, counter_vec, gauge};
 use crate::shadow::compare::Outcome;
 
 /// The routes whose answers are compared (COMPAT §1.1 names).
@@ -21,9 +18,15 @@ pub const COMPARED_ROUTES: &[&str] = &[
     "create-conversation",
 ];
 
-#[derive(Default)]
 pub struct Metrics {
-    inner: Mutex<Counts>,
+    registry: Registry,
+    comparisons: IntCounterVec,
+    expected: IntCounterVec,
+    proxied: IntCounterVec,
+    primary_errors: IntCounter,
+    log_dropped: IntCounter,
+    queue_depth: IntGauge,
+    queue_capacity: IntGauge,
 }
 
 /// A copy of every counter; also the `summary` record of the mismatch log.
@@ -65,155 +68,129 @@ mod pairs {
     }
 }
 
+impl Default for Metrics {
+    fn default() -> Self {
+        Metrics::new()
+    }
+}
+
 impl Metrics {
     pub fn new() -> Metrics {
-        let m = Metrics::default();
-        {
-            let mut c = m.lock();
-            // Zeros from the start, so a dashboard can tell "none" from "unknown".
-            for route in COMPARED_ROUTES {
-                for o in Outcome::ALL {
-                    c.outcomes
-                        .insert((route.to_string(), o.as_str().to_string()), 0);
-                }
+        let r = Registry::new();
+        let m = Metrics {
+            comparisons: counter_vec(
+                &r,
+                "shopchat_shadow_comparisons_total",
+                "Answers compared, by route and outcome (match, mismatch, expected, error, dropped).",
+                &["route", "outcome"],
+            ),
+            expected: counter_vec(
+                &r,
+                "shopchat_shadow_expected_total",
+                "Differences explained by a deliberate deviation (COMPAT §9), by route and deviation.",
+                &["route", "deviation"],
+            ),
+            proxied: counter_vec(
+                &r,
+                "shopchat_shadow_proxied_total",
+                "Requests forwarded to the primary, by route and the primary's status.",
+                &["route", "status"],
+            ),
+            primary_errors: counter(
+                &r,
+                "shopchat_shadow_primary_errors_total",
+                "Requests the primary did not answer completely.",
+            ),
+            log_dropped: counter(
+                &r,
+                "shopchat_shadow_log_dropped_total",
+                "Mismatch-log records not written because the log is full.",
+            ),
+            queue_depth: gauge(&r, "shopchat_shadow_queue_depth", "Comparisons waiting in the queue."),
+            queue_capacity: gauge(
+                &r,
+                "shopchat_shadow_queue_capacity",
+                "Size of the comparison queue; work beyond it is dropped.",
+            ),
+            registry: r,
+        };
+        // Zeros from the start, so a dashboard can tell "none" from "unknown".
+        for route in COMPARED_ROUTES {
+            for o in Outcome::ALL {
+                m.comparisons.with_label_values(&[route, o.as_str()]);
             }
         }
         m
     }
 
-    fn lock(&self) -> std::sync::MutexGuard<'_, Counts> {
-        self.inner.lock().unwrap_or_else(|e| e.into_inner())
-    }
-
     pub fn outcome(&self, route: &str, outcome: Outcome, deviation: Option<&str>) {
-        let mut c = self.lock();
-        *c.outcomes
-            .entry((route.to_string(), outcome.as_str().to_string()))
-            .or_default() += 1;
+        self.comparisons
+            .with_label_values(&[route, outcome.as_str()])
+            .inc();
         if let Some(d) = deviation {
-            *c.expected
-                .entry((route.to_string(), d.to_string()))
-                .or_default() += 1;
+            self.expected.with_label_values(&[route, d]).inc();
         }
     }
 
     pub fn proxied(&self, route: &str, status: u16) {
-        *self
-            .lock()
-            .proxied
-            .entry((route.to_string(), status.to_string()))
-            .or_default() += 1;
+        self.proxied
+            .with_label_values(&[route, &status.to_string()])
+            .inc();
     }
 
     pub fn primary_error(&self) {
-        self.lock().primary_errors += 1;
+        self.primary_errors.inc();
     }
 
     pub fn log_dropped(&self) {
-        self.lock().log_dropped += 1;
+        self.log_dropped.inc();
     }
 
+    /// Every counter's value now (the mismatch log's `summary` record, replay's report).
     pub fn snapshot(&self) -> Counts {
-        self.lock().clone()
+        Counts {
+            outcomes: by_labels(&self.comparisons, "route", "outcome"),
+            expected: by_labels(&self.expected, "route", "deviation"),
+            proxied: by_labels(&self.proxied, "route", "status"),
+            primary_errors: self.primary_errors.get(),
+            log_dropped: self.log_dropped.get(),
+        }
     }
 
     /// Comparisons finished or dropped so far (all outcomes).
     pub fn total(&self) -> u64 {
-        self.lock().outcomes.values().sum()
+        by_labels(&self.comparisons, "route", "outcome")
+            .values()
+            .sum()
     }
 
     /// The text exposition format, version 0.0.4.
     pub fn render(&self, queue_depth: usize, queue_capacity: usize) -> String {
-        let c = self.snapshot();
-        let mut out = String::new();
-        family(
-            &mut out,
-            "shopchat_shadow_comparisons_total",
-            "counter",
-            "Answers compared, by route and outcome (match, mismatch, expected, error, dropped).",
-        );
-        for ((route, outcome), n) in &c.outcomes {
-            let _ = writeln!(
-                out,
-                "shopchat_shadow_comparisons_total{{route=\"{}\",outcome=\"{}\"}} {n}",
-                label(route),
-                label(outcome)
-            );
-        }
-        family(
-            &mut out,
-            "shopchat_shadow_expected_total",
-            "counter",
-            "Differences explained by a deliberate deviation (COMPAT §9), by route and deviation.",
-        );
-        for ((route, dev), n) in &c.expected {
-            let _ = writeln!(
-                out,
-                "shopchat_shadow_expected_total{{route=\"{}\",deviation=\"{}\"}} {n}",
-                label(route),
-                label(dev)
-            );
-        }
-        family(
-            &mut out,
-            "shopchat_shadow_proxied_total",
-            "counter",
-            "Requests forwarded to the primary, by route and the primary's status.",
-        );
-        for ((route, status), n) in &c.proxied {
-            let _ = writeln!(
-                out,
-                "shopchat_shadow_proxied_total{{route=\"{}\",status=\"{}\"}} {n}",
-                label(route),
-                label(status)
-            );
-        }
-        family(
-            &mut out,
-            "shopchat_shadow_primary_errors_total",
-            "counter",
-            "Requests the primary did not answer completely.",
-        );
-        let _ = writeln!(
-            out,
-            "shopchat_shadow_primary_errors_total {}",
-            c.primary_errors
-        );
-        family(
-            &mut out,
-            "shopchat_shadow_log_dropped_total",
-            "counter",
-            "Mismatch-log records not written because the log is full.",
-        );
-        let _ = writeln!(out, "shopchat_shadow_log_dropped_total {}", c.log_dropped);
-        family(
-            &mut out,
-            "shopchat_shadow_queue_depth",
-            "gauge",
-            "Comparisons waiting in the queue.",
-        );
-        let _ = writeln!(out, "shopchat_shadow_queue_depth {queue_depth}");
-        family(
-            &mut out,
-            "shopchat_shadow_queue_capacity",
-            "gauge",
-            "Size of the comparison queue; work beyond it is dropped.",
-        );
-        let _ = writeln!(out, "shopchat_shadow_queue_capacity {queue_capacity}");
-        out
+        self.queue_depth.set(queue_depth as i64);
+        self.queue_capacity.set(queue_capacity as i64);
+        crate::ops::metrics::encode(&self.registry)
     }
 }
 
-fn family(out: &mut String, name: &str, kind: &str, help: &str) {
-    let _ = writeln!(out, "# HELP {name} {help}");
-    let _ = writeln!(out, "# TYPE {name} {kind}");
-}
-
-/// Label values escape `\`, `"` and newlines.
-fn label(v: &str) -> String {
-    v.replace('\\', "\\\\")
-        .replace('"', "\\\"")
-        .replace('\n', "\\n")
+/// A counter family labelled (`first`, `second`) as a map from those label values.
+fn by_labels(family: &IntCounterVec, first: &str, second: &str) -> BTreeMap<(String, String), u64> {
+    use prometheus::core::Collector;
+    let mut out = BTreeMap::new();
+    for mf in family.collect() {
+        for metric in mf.get_metric() {
+            let value_of = |name: &str| {
+                metric
+                    .get_label()
+                    .iter()
+                    .find(|l| l.name() == name)
+                    .map(|l| l.value().to_string())
+                    .unwrap_or_default()
+            };
+            let n = metric.get_counter().get_value() as u64;
+            out.insert((value_of(first), value_of(second)), n);
+        }
+    }
+    out
 }
 
 #[cfg(test)]
@@ -227,15 +204,19 @@ mod tests {
         m.proxied("messages", 200);
         let text = m.render(1, 10);
         assert!(text.contains(
-            "shopchat_shadow_comparisons_total{route=\"messages\",outcome=\"expected\"} 1\n"
+            "shopchat_shadow_comparisons_total{outcome=\"expected\",route=\"messages\"} 1\n"
         ));
         assert!(text.contains(
-            "shopchat_shadow_comparisons_total{route=\"conversations\",outcome=\"match\"} 0\n"
+            "shopchat_shadow_comparisons_total{outcome=\"match\",route=\"conversations\"} 0\n"
         ));
         assert!(text
-            .contains("shopchat_shadow_expected_total{route=\"messages\",deviation=\"D1\"} 1\n"));
+            .contains("shopchat_shadow_expected_total{deviation=\"D1\",route=\"messages\"} 1\n"));
         assert!(text.contains("shopchat_shadow_queue_depth 1\n"));
         assert_eq!(m.total(), 1);
+        let counts = m.snapshot();
+        assert_eq!(counts.outcomes[&("messages".into(), "expected".into())], 1);
+        assert_eq!(counts.expected[&("messages".into(), "D1".into())], 1);
+        assert_eq!(counts.proxied[&("messages".into(), "200".into())], 1);
         let json = serde_json::to_string(&m.snapshot()).unwrap();
         let back: Counts = serde_json::from_str(&json).unwrap();
         assert_eq!(back, m.snapshot());

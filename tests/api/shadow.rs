@@ -263,10 +263,10 @@ async fn clients_get_the_primarys_answer_and_identical_answers_match() {
     assert_eq!(m.status, 200);
     let text = m.text();
     assert!(text.contains(
-        "shopchat_shadow_comparisons_total{route=\"conversations\",outcome=\"match\"} 2\n"
+        "shopchat_shadow_comparisons_total{outcome=\"match\",route=\"conversations\"} 2\n"
     ));
     assert!(text.contains(
-        "shopchat_shadow_comparisons_total{route=\"messages\",outcome=\"mismatch\"} 0\n"
+        "shopchat_shadow_comparisons_total{outcome=\"mismatch\",route=\"messages\"} 0\n"
     ));
     assert!(text.contains("shopchat_shadow_proxied_total{route=\"fallback\",status=\"200\"} 1\n"));
     primary.finish().await;
