@@ -7,6 +7,8 @@ use std::hash::Hash;
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
+use crate::sync::LockUnpoisoned;
+
 /// Entries live for `ttl`; they are held in [`Generations`] of that period, so expired ones go
 /// with their generation while the process is busy, never by a scan (a soak test showed them
 /// piling up until the idle purge: bench/SOAK.md). At most `capacity` entries are written per
@@ -28,7 +30,7 @@ impl<K: Eq + Hash + Clone, V: Clone> TtlCache<K, V> {
     }
 
     fn entries(&self) -> std::sync::MutexGuard<'_, Generations<K, (Instant, V)>> {
-        self.entries.lock().unwrap_or_else(|e| e.into_inner())
+        self.entries.lock_unpoisoned()
     }
 
     pub fn get(&self, key: &K) -> Option<V> {

@@ -16,6 +16,8 @@ pub mod mail;
 pub mod openapi;
 pub mod ops;
 pub mod shadow;
+pub mod shop;
 pub mod startup;
 pub mod state;
+pub mod sync;
 pub mod telemetry;

@@ -161,7 +161,7 @@ impl Application {
             shutdown_rx.clone(),
         ));
         let worker = tokio::spawn(async move {
-            worker::run_worker_counted(
+            worker::run_worker(
                 outbox,
                 mailer,
                 policy,
@@ -208,10 +208,6 @@ impl Application {
     /// The port of the separate metrics listener, if one is configured.
     pub fn metrics_port(&self) -> Option<u16> {
         self.metrics_server.as_ref().map(|(port, _)| *port)
-    }
-
-    pub fn state(&self) -> &web::Data<AppState> {
-        &self.state
     }
 
     pub fn stopper(&self) -> Stopper {

@@ -12,12 +12,13 @@ use crate::chat::storage::Storage;
 use crate::chat::watch::Watcher;
 use crate::config::Settings;
 use crate::http::ratelimit::RateLimiter;
-use crate::laravel::assets::Assets;
 use crate::laravel::encrypter::Encrypter;
-use crate::laravel::translate::Translator;
 use crate::mail::Mailbox;
 use crate::ops::memory::Release;
 use crate::ops::Ops;
+use crate::shop::assets::Assets;
+use crate::shop::translate::Translator;
+use crate::sync::LockUnpoisoned;
 
 pub struct AppState {
     pub settings: Settings,
@@ -49,7 +50,7 @@ impl AppState {
             sanctum: Sanctum::new(pool.clone(), &s.auth, s.laravel.timezone),
             translator: Translator::new(
                 pool.clone(),
-                s.laravel.default_language.clone(),
+                s.laravel.fallback_language().to_string(),
                 s.caches.translations,
             ),
             assets: Assets::new(
@@ -119,7 +120,7 @@ impl Maintenance {
         let Some(file) = &self.down_file else {
             return false;
         };
-        let mut last = self.last.lock().unwrap_or_else(|e| e.into_inner());
+        let mut last = self.last.lock_unpoisoned();
         match *last {
             Some((at, on)) if at.elapsed() < Duration::from_secs(1) => on,
             _ => {

@@ -2,7 +2,7 @@
 //! `personal_access_tokens` table (COMPAT §2, K4, K15, D9).
 
 use std::collections::HashMap;
-use std::sync::{Arc, Mutex, OnceLock};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use chrono::NaiveDateTime;
@@ -18,6 +18,7 @@ use crate::config::AuthSettings;
 use crate::db::batch::{in_list, Batcher};
 use crate::ids::UserId;
 use crate::laravel::dates::{format_wall, local_to_utc, normalize, parse_wall};
+use crate::sync::LockUnpoisoned;
 
 /// The authenticated user `U` and the current token.
 #[derive(Clone, Debug)]
@@ -61,7 +62,7 @@ pub struct Sanctum {
     /// The token table (lookups by id are batched under load).
     tokens: Arc<TokenStore>,
     /// `last_used_at` writes, batched under load like the lookups.
-    touches: OnceLock<Batcher<Touch, ()>>,
+    touches: Batcher<Touch, ()>,
 }
 
 /// A due `last_used_at` write of §2: the token, `:now` and the condition.
@@ -142,7 +143,13 @@ impl Sanctum {
             failed: TtlCache::new(settings.cache, 100_000),
             touched: Mutex::new(Generations::new(touch_interval.max(Duration::from_secs(1)))),
             tokens: TokenStore::new(pool.clone()),
-            touches: OnceLock::new(),
+            touches: {
+                let pool = pool.clone();
+                Batcher::new(2, 256, move |touches| {
+                    let pool = pool.clone();
+                    async move { write_touches(&pool, touches).await }
+                })
+            },
             pool,
         }
     }
@@ -152,7 +159,7 @@ impl Sanctum {
         self.cache.purge_expired();
         self.failed.purge_expired();
         let interval = self.touch_interval;
-        let mut touched = self.touched.lock().unwrap_or_else(|e| e.into_inner());
+        let mut touched = self.touched.lock_unpoisoned();
         touched.rotate(Instant::now());
         touched.retain(|at| at.elapsed() < interval);
     }
@@ -160,13 +167,13 @@ impl Sanctum {
     /// Forgets every touch time: a token's next request sends its conditional UPDATE again,
     /// which changes nothing while `last_used_at` is recent (called when the process is idle).
     pub fn forget_touches(&self) {
-        let mut touched = self.touched.lock().unwrap_or_else(|e| e.into_inner());
+        let mut touched = self.touched.lock_unpoisoned();
         *touched = Generations::new(self.touch_interval.max(Duration::from_secs(1)));
     }
 
     /// Entries of the token caches (positive, failed) and of the touch times, for `/metrics`.
     pub fn cache_sizes(&self) -> [(&'static str, usize); 3] {
-        let touched = self.touched.lock().unwrap_or_else(|e| e.into_inner()).len();
+        let touched = self.touched.lock_unpoisoned().len();
         [
             ("tokens", self.cache.len()),
             ("failed_tokens", self.failed.len()),
@@ -293,7 +300,7 @@ impl Sanctum {
     /// whenever it differs from `now` (PHP's behaviour).
     pub async fn touch(&self, token_id: u64, now: NaiveDateTime) -> Result<(), sqlx::Error> {
         if !self.touch_interval.is_zero() {
-            let mut touched = self.touched.lock().unwrap_or_else(|e| e.into_inner());
+            let mut touched = self.touched.lock_unpoisoned();
             if touched
                 .get_mut(&token_id, Instant::now())
                 .is_some_and(|at| at.elapsed() < self.touch_interval)
@@ -314,17 +321,10 @@ impl Sanctum {
             now: now_s,
             condition,
         };
-        let batched = match self.touches.get() {
-            Some(batcher) => batcher.call(touch.clone()).await.ok(),
-            None => None,
-        };
-        match batched {
-            Some(result) => result?,
-            None => write_touches(&self.pool, vec![touch]).await.map(drop)?,
-        }
+        self.touches.call(touch).await?;
         if !self.touch_interval.is_zero() {
             let now = Instant::now();
-            let mut touched = self.touched.lock().unwrap_or_else(|e| e.into_inner());
+            let mut touched = self.touched.lock_unpoisoned();
             touched.insert(token_id, now, now);
         }
         Ok(())
@@ -345,11 +345,7 @@ impl Sanctum {
     /// Starts batching token lookups and touches on the current runtime (start-up).
     pub fn start_batching(&self) {
         self.tokens.start_batching();
-        let pool = self.pool.clone();
-        let _ = self.touches.set(Batcher::start(2, 256, move |touches| {
-            let pool = pool.clone();
-            async move { write_touches(&pool, touches).await }
-        }));
+        self.touches.start();
     }
 
     /// Drops cached lookups of a token (after it was deleted).

@@ -9,13 +9,14 @@
 //! batcher idle is sent at once (no added latency), lookups that arrive
 //! while earlier statements run wait for the next one together.
 
-use std::sync::{Arc, Mutex, OnceLock};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use sqlx::MySqlPool;
 
 use crate::db::batch::{in_list, Batcher};
 use crate::error::mysql_error_number;
+use crate::sync::LockUnpoisoned;
 
 /// Statements of a batch run at most this many at a time.
 const PARALLEL: usize = 4;
@@ -49,93 +50,76 @@ enum Filter<'a> {
 const RECHECK_EXPIRES_AT: Duration = Duration::from_secs(60);
 
 pub struct TokenStore {
+    by_id: Batcher<u64, Option<TokenRow>>,
+    by_hash: Batcher<String, Option<TokenRow>>,
+}
+
+/// The statements on the table, shared by both batchers.
+struct TokenTable {
     pool: MySqlPool,
     /// Older installs have no `expires_at` column (added in product 9.6): since when the table
     /// is known to lack it, if it does.
     without_expires_at: Mutex<Option<Instant>>,
-    by_id: OnceLock<Batcher<u64, Option<TokenRow>>>,
-    by_hash: OnceLock<Batcher<String, Option<TokenRow>>>,
 }
 
 impl TokenStore {
     pub fn new(pool: MySqlPool) -> Arc<TokenStore> {
-        Arc::new(TokenStore {
+        let table = Arc::new(TokenTable {
             pool,
             without_expires_at: Mutex::new(None),
-            by_id: OnceLock::new(),
-            by_hash: OnceLock::new(),
-        })
+        });
+        let t = table.clone();
+        let by_id = Batcher::new(PARALLEL, BATCH, move |ids: Vec<u64>| {
+            let table = t.clone();
+            async move {
+                let mut unique = ids.clone();
+                unique.sort_unstable();
+                unique.dedup();
+                let rows = table.fetch(Filter::Ids(&unique)).await?;
+                Ok(ids
+                    .iter()
+                    .map(|id| rows.iter().find(|r| r.id == *id).cloned())
+                    .collect())
+            }
+        });
+        // Plain (hash-only) tokens are batched the same way (security review M1).
+        let t = table;
+        let by_hash = Batcher::new(PARALLEL, BATCH, move |hashes: Vec<String>| {
+            let table = t.clone();
+            async move {
+                let mut unique: Vec<&str> = hashes.iter().map(String::as_str).collect();
+                unique.sort_unstable();
+                unique.dedup();
+                let rows = table.fetch(Filter::Hashes(&unique)).await?;
+                Ok(hashes.iter().map(|h| first_with_hash(&rows, h)).collect())
+            }
+        });
+        Arc::new(TokenStore { by_id, by_hash })
     }
 
     /// Starts batching lookups on the current runtime (done once at start-up; without it
     /// every lookup is its own statement).
-    pub fn start_batching(self: &Arc<Self>) {
-        let store = self.clone();
-        let _ = self
-            .by_id
-            .set(Batcher::start(PARALLEL, BATCH, move |ids: Vec<u64>| {
-                let store = store.clone();
-                async move {
-                    let mut unique = ids.clone();
-                    unique.sort_unstable();
-                    unique.dedup();
-                    let rows = store.fetch(Filter::Ids(&unique)).await?;
-                    Ok(ids
-                        .iter()
-                        .map(|id| rows.iter().find(|r| r.id == *id).cloned())
-                        .collect())
-                }
-            }));
-        // Plain (hash-only) tokens are batched the same way (security review M1).
-        let store = self.clone();
-        let _ = self.by_hash.set(Batcher::start(
-            PARALLEL,
-            BATCH,
-            move |hashes: Vec<String>| {
-                let store = store.clone();
-                async move {
-                    let mut unique: Vec<&str> = hashes.iter().map(String::as_str).collect();
-                    unique.sort_unstable();
-                    unique.dedup();
-                    let rows = store.fetch(Filter::Hashes(&unique)).await?;
-                    Ok(hashes.iter().map(|h| first_with_hash(&rows, h)).collect())
-                }
-            },
-        ));
+    pub fn start_batching(&self) {
+        self.by_id.start();
+        self.by_hash.start();
     }
 
     /// The token with this id, and its user.
     pub async fn by_id(&self, id: u64) -> Result<Option<TokenRow>, sqlx::Error> {
-        if let Some(batcher) = self.by_id.get() {
-            if let Ok(result) = batcher.call(id).await {
-                return result;
-            }
-        }
-        Ok(self
-            .fetch(Filter::Ids(&[id]))
-            .await?
-            .into_iter()
-            .find(|r| r.id == id))
+        self.by_id.call(id).await
     }
 
     /// The token whose hash is `hash` (a bearer value without `|`); the lowest id if several
     /// rows share it (Sanctum's column is unique).
     pub async fn by_hash(&self, hash: String) -> Result<Option<TokenRow>, sqlx::Error> {
-        if let Some(batcher) = self.by_hash.get() {
-            if let Ok(result) = batcher.call(hash.clone()).await {
-                return result;
-            }
-        }
-        let rows = self.fetch(Filter::Hashes(&[hash.as_str()])).await?;
-        Ok(first_with_hash(&rows, &hash))
+        self.by_hash.call(hash).await
     }
+}
 
+impl TokenTable {
     /// Whether to ask for `expires_at` (after a failure without it, again once a minute).
     fn with_expires_at(&self) -> bool {
-        let mut since = self
-            .without_expires_at
-            .lock()
-            .unwrap_or_else(|e| e.into_inner());
+        let mut since = self.without_expires_at.lock_unpoisoned();
         match *since {
             Some(at) if at.elapsed() < RECHECK_EXPIRES_AT => false,
             Some(_) => {
@@ -187,10 +171,7 @@ impl TokenStore {
                         && e.to_string().contains("expires_at") =>
                 {
                     tracing::warn!("personal_access_tokens has no expires_at column; token expiry dates are not checked (tried again in a minute)");
-                    *self
-                        .without_expires_at
-                        .lock()
-                        .unwrap_or_else(|e| e.into_inner()) = Some(Instant::now());
+                    *self.without_expires_at.lock_unpoisoned() = Some(Instant::now());
                 }
                 other => return other,
             }

@@ -4,8 +4,8 @@ use serde_json::{json, Value};
 
 use crate::chat::ctx::Ctx;
 use crate::chat::repo::{ConversationRow, MessageRow, ShopBrief, UserBrief};
-use crate::laravel::assets::placeholder;
 use crate::laravel::dates::{conversation_date, message_date};
+use crate::shop::assets::placeholder;
 
 /// `shop_id`, `shop_name`, `shop_logo` of a receiver (§6.1, §5.5 step 6, D4).
 pub struct ShopFace {

@@ -11,6 +11,7 @@ use sqlx::pool::PoolConnection;
 use sqlx::MySqlPool;
 
 use crate::error::ApiError;
+use crate::sync::LockUnpoisoned;
 
 /// Per-process queues, one per lock name, in front of `GET_LOCK`.
 #[derive(Default)]
@@ -33,8 +34,7 @@ impl PairLocks {
     pub async fn enter(&self, name: &str, timeout: Duration) -> Result<PairTurn<'_>, ApiError> {
         let queue = self
             .queues
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
+            .lock_unpoisoned()
             .entry(name.to_string())
             .or_default()
             .clone();
@@ -59,7 +59,7 @@ impl PairLocks {
 impl Drop for PairTurn<'_> {
     fn drop(&mut self) {
         self.guard.take();
-        let mut queues = self.locks.queues.lock().unwrap_or_else(|e| e.into_inner());
+        let mut queues = self.locks.queues.lock_unpoisoned();
         // Ours and the map's: nobody else holds or waits for this queue.
         if Arc::strong_count(&self.queue) == 2 {
             queues.remove(&self.name);

@@ -12,6 +12,7 @@ use crate::chat::sql;
 use crate::db::batch::in_list;
 use crate::error::ApiError;
 use crate::ids::UserId;
+use crate::sync::LockUnpoisoned;
 
 /// A conversation's participants.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -64,7 +65,7 @@ const PARTICIPANTS_CAPACITY: usize = 200_000;
 
 impl Participants {
     fn known(&self) -> std::sync::MutexGuard<'_, Generations<i64, (Parties, Instant)>> {
-        self.known.lock().unwrap_or_else(|e| e.into_inner())
+        self.known.lock_unpoisoned()
     }
 
     /// Conversations held (for `/metrics`).

@@ -24,6 +24,7 @@ use crate::chat::repo;
 use crate::chat::validation::{storage_guard, MESSAGE_LIMIT, TITLE_LIMIT};
 use crate::error::{mysql_error_number, ApiError};
 use crate::ids::UserId;
+use crate::sync::LockUnpoisoned;
 
 /// ER_TRUNCATED_WRONG_VALUE_FOR_FIELD: "Incorrect string value" in strict mode.
 const INCORRECT_STRING: u16 = 1366;
@@ -81,7 +82,7 @@ impl Storage {
     }
 
     fn degrading(&self) -> std::sync::MutexGuard<'_, HashMap<TextColumn, Degrading>> {
-        self.degrading.lock().unwrap_or_else(|e| e.into_inner())
+        self.degrading.lock_unpoisoned()
     }
 
     /// Inserts a message (§5.3 step 3); a character `messages.message` cannot hold is stored

@@ -27,6 +27,7 @@ use std::time::{Duration, Instant};
 use sqlx::MySqlPool;
 
 use crate::ids::UserId;
+use crate::sync::LockUnpoisoned;
 use tokio::sync::{watch, Notify};
 
 /// Longest age of the scan that vouches for a "nothing new" answer (§11.1: 250 ms).
@@ -104,7 +105,7 @@ impl Watcher {
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, Inner> {
-        self.inner.lock().unwrap_or_else(|e| e.into_inner())
+        self.inner.lock_unpoisoned()
     }
 
     /// True when the process can vouch that `conversation` has no message
@@ -166,7 +167,7 @@ impl Watcher {
     /// `None` when the user or the process already holds as many as allowed (the request is then
     /// answered at once, like one without `wait`: security review M6).
     pub fn waiter(self: &Arc<Self>, user: UserId) -> Option<WaiterGuard> {
-        let mut held = self.held.lock().unwrap_or_else(|e| e.into_inner());
+        let mut held = self.held.lock_unpoisoned();
         let mine = held.entry(user).or_default();
         if *mine >= self.per_user || self.waiting.load(Ordering::Relaxed) >= self.max_held {
             if *mine == 0 {
@@ -369,7 +370,7 @@ pub struct WaiterGuard(Arc<Watcher>, UserId);
 
 impl Drop for WaiterGuard {
     fn drop(&mut self) {
-        let mut held = self.0.held.lock().unwrap_or_else(|e| e.into_inner());
+        let mut held = self.0.held.lock_unpoisoned();
         if let Some(n) = held.get_mut(&self.1) {
             *n -= 1;
             if *n == 0 {

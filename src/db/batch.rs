@@ -13,7 +13,9 @@
 //! lists of up to 256 values.
 
 use std::future::Future;
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
+
+use futures_util::future::BoxFuture;
 
 use tokio::sync::{mpsc, oneshot, Semaphore};
 
@@ -37,9 +39,19 @@ pub fn in_list<T: Copy>(values: &[T]) -> (String, Vec<T>) {
 /// requests arriving while `parallel` batches are running queue up and go out
 /// together in the next one. Each caller still waits for its own batch, so
 /// errors reach the request that caused the statement, as without batching.
+///
+/// Gathering needs a task on a runtime: it runs once [`Batcher::start`] was called
+/// (at start-up). Before that, and if that task is gone, each request is a batch of one
+/// handled by the caller itself — the same statement, unbatched.
 pub struct Batcher<Req, Resp> {
-    tx: mpsc::UnboundedSender<(Req, Reply<Resp>)>,
+    run: Arc<RunBatch<Req, Resp>>,
+    parallel: usize,
+    max_batch: usize,
+    tx: OnceLock<mpsc::UnboundedSender<(Req, Reply<Resp>)>>,
 }
+
+type RunBatch<Req, Resp> =
+    dyn Fn(Vec<Req>) -> BoxFuture<'static, Result<Vec<Resp>, sqlx::Error>> + Send + Sync;
 
 type Reply<Resp> = oneshot::Sender<Result<Resp, BatchError>>;
 
@@ -62,39 +74,69 @@ impl From<BatchError> for sqlx::Error {
 }
 
 impl<Req: Send + 'static, Resp: Clone + Send + 'static> Batcher<Req, Resp> {
-    /// Starts the batching task on the current runtime. `run` handles one
-    /// batch and returns one answer per request, in the same order.
-    pub fn start<F, Fut>(parallel: usize, max_batch: usize, run: F) -> Self
+    /// `run` handles one batch and returns one answer per request, in the same order.
+    pub fn new<F, Fut>(parallel: usize, max_batch: usize, run: F) -> Self
     where
         F: Fn(Vec<Req>) -> Fut + Send + Sync + 'static,
         Fut: Future<Output = Result<Vec<Resp>, sqlx::Error>> + Send + 'static,
     {
-        let (tx, rx) = mpsc::unbounded_channel();
-        tokio::spawn(batch_loop(rx, parallel, max_batch, Arc::new(run)));
-        Batcher { tx }
+        Batcher {
+            run: Arc::new(move |reqs| Box::pin(run(reqs))),
+            parallel,
+            max_batch,
+            tx: OnceLock::new(),
+        }
     }
 
-    /// Queues `req` and waits for its batch; `Err(())` when the batching task is gone.
-    pub async fn call(&self, req: Req) -> Result<Result<Resp, sqlx::Error>, ()> {
-        let (reply, answer) = oneshot::channel();
-        self.tx.send((req, reply)).map_err(|_| ())?;
-        match answer.await {
-            Ok(result) => Ok(result.map_err(Into::into)),
-            Err(_) => Err(()),
-        }
+    /// Starts gathering on the current runtime (once; later calls do nothing).
+    pub fn start(&self) {
+        self.tx.get_or_init(|| {
+            let (tx, rx) = mpsc::unbounded_channel();
+            tokio::spawn(batch_loop(
+                rx,
+                self.parallel,
+                self.max_batch,
+                self.run.clone(),
+            ));
+            tx
+        });
+    }
+
+    /// The answer to `req`, from the batch it joined (or its own, see the type's docs).
+    pub async fn call(&self, req: Req) -> Result<Resp, sqlx::Error> {
+        let req = match self.tx.get() {
+            Some(tx) => {
+                let (reply, answer) = oneshot::channel();
+                match tx.send((req, reply)) {
+                    Ok(()) => {
+                        return match answer.await {
+                            Ok(result) => result.map_err(Into::into),
+                            // The task stopped with the runtime while holding the request.
+                            Err(_) => Err(sqlx::Error::Io(std::io::Error::other(
+                                "the batching task stopped",
+                            ))),
+                        };
+                    }
+                    Err(mpsc::error::SendError((req, _))) => req,
+                }
+            }
+            None => req,
+        };
+        (self.run)(vec![req])
+            .await?
+            .pop()
+            .ok_or_else(|| sqlx::Error::Decode("a batch answered no request".into()))
     }
 }
 
-async fn batch_loop<Req, Resp, F, Fut>(
+async fn batch_loop<Req, Resp>(
     mut rx: mpsc::UnboundedReceiver<(Req, Reply<Resp>)>,
     parallel: usize,
     max_batch: usize,
-    run: Arc<F>,
+    run: Arc<RunBatch<Req, Resp>>,
 ) where
     Req: Send + 'static,
     Resp: Clone + Send + 'static,
-    F: Fn(Vec<Req>) -> Fut + Send + Sync + 'static,
-    Fut: Future<Output = Result<Vec<Resp>, sqlx::Error>> + Send + 'static,
 {
     let permits = Arc::new(Semaphore::new(parallel));
     loop {
@@ -162,17 +204,18 @@ mod tests {
     async fn concurrent_requests_share_batches_and_each_gets_its_answer() {
         let sizes = Arc::new(std::sync::Mutex::new(Vec::new()));
         let seen = sizes.clone();
-        let batcher = Arc::new(Batcher::start(1, 64, move |reqs: Vec<u32>| {
+        let batcher = Arc::new(Batcher::new(1, 64, move |reqs: Vec<u32>| {
             seen.lock().unwrap().push(reqs.len());
             async move {
                 tokio::time::sleep(std::time::Duration::from_millis(20)).await;
                 Ok(reqs.iter().map(|r| r * 10).collect::<Vec<u32>>())
             }
         }));
+        batcher.start();
         let calls: Vec<_> = (0..50u32)
             .map(|i| {
                 let b = batcher.clone();
-                tokio::spawn(async move { (i, b.call(i).await.unwrap().unwrap()) })
+                tokio::spawn(async move { (i, b.call(i).await.unwrap()) })
             })
             .collect();
         for call in calls {
@@ -186,10 +229,24 @@ mod tests {
 
     #[tokio::test]
     async fn a_failed_batch_fails_each_of_its_requests() {
-        let batcher = Batcher::start(2, 8, |_reqs: Vec<u8>| async {
+        let batcher = Batcher::new(2, 8, |_reqs: Vec<u8>| async {
             Err::<Vec<()>, _>(sqlx::Error::Io(std::io::Error::other("down")))
         });
-        let err = batcher.call(1).await.unwrap().unwrap_err();
+        batcher.start();
+        let err = batcher.call(1).await.unwrap_err();
         assert!(is_unavailable(&err), "{err}");
+    }
+
+    #[tokio::test]
+    async fn before_start_each_request_is_its_own_batch() {
+        let sizes = Arc::new(std::sync::Mutex::new(Vec::new()));
+        let seen = sizes.clone();
+        let batcher = Batcher::new(1, 64, move |reqs: Vec<u32>| {
+            seen.lock().unwrap().push(reqs.len());
+            async move { Ok(reqs.iter().map(|r| r + 1).collect::<Vec<u32>>()) }
+        });
+        let (a, b) = tokio::join!(batcher.call(1), batcher.call(2));
+        assert_eq!((a.unwrap(), b.unwrap()), (2, 3));
+        assert_eq!(*sizes.lock().unwrap(), vec![1, 1]);
     }
 }

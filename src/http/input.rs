@@ -67,10 +67,7 @@ impl Input {
             };
             let (key, _) = decode_form(raw_key);
             let (value, valid) = decode_form(raw_value);
-            let (name, is_list) = match key.find('[') {
-                Some(pos) if key.ends_with(']') => (key[..pos].to_string(), true),
-                _ => (key, false),
-            };
+            let (name, is_list) = split_list_key(key);
             if name.is_empty()
                 || (only_missing && self.map.contains_key(&name) && !seen_here.contains(&name))
             {
@@ -114,14 +111,8 @@ impl Input {
                 continue;
             };
             let Ok(data) = field.bytes().await else { break };
-            let (value, valid) = match String::from_utf8(data.to_vec()) {
-                Ok(s) => (s, true),
-                Err(e) => (String::from_utf8_lossy(e.as_bytes()).into_owned(), false),
-            };
-            let (name, is_list) = match key.find('[') {
-                Some(pos) if key.ends_with(']') => (key[..pos].to_string(), true),
-                _ => (key, false),
-            };
+            let (value, valid) = text_of(data.to_vec());
+            let (name, is_list) = split_list_key(key);
             if !name.is_empty() {
                 self.put(name, value, valid, is_list);
             }
@@ -228,7 +219,12 @@ fn decode_form(raw: &[u8]) -> (String, bool) {
         .iter()
         .map(|b| if *b == b'+' { b' ' } else { *b })
         .collect();
-    let bytes: Vec<u8> = percent_decode(&plus_as_space).collect();
+    text_of(percent_decode(&plus_as_space).collect())
+}
+
+/// The bytes as text, and whether they were valid UTF-8 (invalid sequences become U+FFFD; the
+/// flag makes the field fail `string` validation like PHP's, §5.0).
+fn text_of(bytes: Vec<u8>) -> (String, bool) {
     match String::from_utf8(bytes) {
         Ok(s) => (s, true),
         Err(e) => (String::from_utf8_lossy(e.as_bytes()).into_owned(), false),
@@ -248,6 +244,14 @@ fn normalise_value(value: &mut Value) {
         Value::Array(items) => items.iter_mut().for_each(normalise_value),
         Value::Object(map) => map.values_mut().for_each(normalise_value),
         _ => {}
+    }
+}
+
+/// `k[]` (or `k[anything]`) names the list `k`; any other key is itself.
+fn split_list_key(key: String) -> (String, bool) {
+    match key.find('[') {
+        Some(pos) if key.ends_with(']') => (key[..pos].to_string(), true),
+        _ => (key, false),
     }
 }
 

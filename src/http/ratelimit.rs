@@ -19,6 +19,7 @@ use std::time::{Duration, Instant};
 
 use crate::cache::Generations;
 use crate::ids::UserId;
+use crate::sync::LockUnpoisoned;
 
 const WINDOW: Duration = Duration::from_secs(60);
 /// Independently locked parts of the table (a power of two).
@@ -90,14 +91,14 @@ impl RateLimiter {
 
     fn shard(&self, key: &RateKey) -> MutexGuard<'_, Generations<RateKey, Window>> {
         let i = self.hasher.hash_one(key) as usize & (SHARDS - 1);
-        self.shards[i].lock().unwrap_or_else(|e| e.into_inner())
+        self.shards[i].lock_unpoisoned()
     }
 
     /// Forgets closed windows (called when the process is idle).
     pub fn purge_expired(&self) {
         let now = Instant::now();
         for shard in self.shards.iter() {
-            let mut s = shard.lock().unwrap_or_else(|e| e.into_inner());
+            let mut s = shard.lock_unpoisoned();
             s.rotate(now);
             s.retain(|w| w.is_open(now));
         }
@@ -105,10 +106,7 @@ impl RateLimiter {
 
     /// Windows held (open or not yet dropped), for tests and the soak benchmark.
     pub fn len(&self) -> usize {
-        self.shards
-            .iter()
-            .map(|s| s.lock().unwrap_or_else(|e| e.into_inner()).len())
-            .sum()
+        self.shards.iter().map(|s| s.lock_unpoisoned().len()).sum()
     }
 
     pub fn is_empty(&self) -> bool {

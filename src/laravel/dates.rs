@@ -253,12 +253,6 @@ pub fn format_wall(dt: NaiveDateTime) -> String {
     )
 }
 
-/// The current wall-clock time in `tz` (`APP_TIMEZONE`) as `YYYY-MM-DD HH:MM:SS` — the `now` of
-/// COMPAT §0/§6.4. Sub-second precision is dropped, as PHP's format does.
-pub fn now_wall(tz: Tz) -> String {
-    format_wall(now_naive(tz))
-}
-
 /// The current wall-clock time in `tz`, whole seconds (one value per request, COMPAT §0).
 pub fn now_naive(tz: Tz) -> NaiveDateTime {
     let now = chrono::Utc::now().with_timezone(&tz).naive_local();
@@ -475,7 +469,7 @@ mod tests {
             ),
             "-0001-11-30 00:00:00"
         );
-        let now = now_wall(Asia::Dhaka);
+        let now = format_wall(now_naive(Asia::Dhaka));
         assert!(parse_wall(&now).is_some(), "{now}");
     }
 

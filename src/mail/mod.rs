@@ -21,6 +21,8 @@ pub struct Mailbox {
     outbox: Arc<Outbox>,
 }
 
+/// A mail in `staging/`, for async code: the outbox's synchronous [`StagedMail`] whose file
+/// operations run on the blocking pool.
 pub struct Staged(StagedMail);
 
 impl Mailbox {

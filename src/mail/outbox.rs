@@ -33,6 +33,7 @@ use rand::Rng;
 use serde::{Deserialize, Serialize};
 
 use crate::mail::render::Notification;
+use crate::sync::LockUnpoisoned;
 
 const STAGING: &str = "staging";
 const PENDING: &str = "pending";
@@ -208,7 +209,7 @@ impl Outbox {
     /// The bytes held by every entry of the four directories (measured at most every few
     /// seconds; mail staged since is added).
     pub fn usage(&self) -> io::Result<u64> {
-        let mut usage = self.usage.lock().unwrap_or_else(|e| e.into_inner());
+        let mut usage = self.usage.lock_unpoisoned();
         if let Some((at, bytes)) = *usage {
             if at.elapsed() < USAGE_TTL {
                 return Ok(bytes);
@@ -229,12 +230,7 @@ impl Outbox {
     }
 
     fn count_staged(&self, bytes: u64) {
-        if let Some((_, used)) = self
-            .usage
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .as_mut()
-        {
+        if let Some((_, used)) = self.usage.lock_unpoisoned().as_mut() {
             *used += bytes;
         }
     }

@@ -12,6 +12,7 @@ use lettre::{Address, AsyncSmtpTransport, AsyncTransport, Message, Tokio1Executo
 
 use crate::config::{MailSettings, MailerKind};
 use crate::mail::render::Notification;
+use crate::sync::LockUnpoisoned;
 
 /// `MAIL_MAILER` (else `MAIL_DRIVER`), §10: `smtp` sends; `log`/`array` only log.
 #[derive(Debug)]
@@ -64,7 +65,7 @@ impl std::fmt::Debug for SmtpMailer {
 
 impl SmtpMailer {
     fn transport(&self) -> Result<AsyncSmtpTransport<Tokio1Executor>, DeliveryError> {
-        let mut cached = self.transport.lock().unwrap_or_else(|e| e.into_inner());
+        let mut cached = self.transport.lock_unpoisoned();
         if let Some(t) = &*cached {
             return Ok(t.clone());
         }
@@ -260,7 +261,7 @@ fn transport(s: &SmtpSettings) -> Result<AsyncSmtpTransport<Tokio1Executor>, Del
 fn tls_parameters(host: &str) -> Result<TlsParameters, DeliveryError> {
     static CACHE: OnceLock<Mutex<HashMap<String, TlsParameters>>> = OnceLock::new();
     let cache = CACHE.get_or_init(Default::default);
-    if let Some(p) = cache.lock().unwrap_or_else(|e| e.into_inner()).get(host) {
+    if let Some(p) = cache.lock_unpoisoned().get(host) {
         return Ok(p.clone());
     }
     // Not cached on failure and reported as transient: a configuration fix or a certificate
@@ -268,8 +269,7 @@ fn tls_parameters(host: &str) -> Result<TlsParameters, DeliveryError> {
     let params = TlsParameters::new(host.to_owned())
         .map_err(|e| DeliveryError::transient(format!("TLS setup for {host}: {e}")))?;
     cache
-        .lock()
-        .unwrap_or_else(|e| e.into_inner())
+        .lock_unpoisoned()
         .insert(host.to_owned(), params.clone());
     Ok(params)
 }

@@ -33,6 +33,7 @@ use sqlx::MySqlPool;
 use crate::http::response;
 use crate::mail::outbox::Outbox;
 use crate::ops::schema;
+use crate::sync::LockUnpoisoned;
 
 pub struct Readiness {
     timeout: Duration,
@@ -75,7 +76,7 @@ impl Readiness {
     }
 
     fn cached_schema(&self) -> Option<Vec<String>> {
-        let cached = self.schema.lock().unwrap_or_else(|e| e.into_inner());
+        let cached = self.schema.lock_unpoisoned();
         match &*cached {
             Some((at, problems)) if at.elapsed() < self.schema_ttl => Some(problems.clone()),
             _ => None,
@@ -84,8 +85,7 @@ impl Readiness {
 
     fn store_schema(&self, problems: &[String]) {
         if !self.schema_ttl.is_zero() {
-            *self.schema.lock().unwrap_or_else(|e| e.into_inner()) =
-                Some((Instant::now(), problems.to_vec()));
+            *self.schema.lock_unpoisoned() = Some((Instant::now(), problems.to_vec()));
         }
     }
 
@@ -158,7 +158,7 @@ async fn checks(r: &Readiness, subject: Subject<'_>) -> Vec<Check> {
     // A drain must show at once; otherwise a probe within the second gets the last run.
     let ttl = ANSWER_TTL.min(r.schema_ttl);
     if !draining {
-        let last = r.last.lock().unwrap_or_else(|e| e.into_inner());
+        let last = r.last.lock_unpoisoned();
         if let Some((at, checks)) = &*last {
             if at.elapsed() < ttl {
                 return checks.clone();
@@ -202,7 +202,7 @@ async fn checks(r: &Readiness, subject: Subject<'_>) -> Vec<Check> {
     if !failing.is_empty() {
         tracing::warn!(failing = ?failing, "readiness checks failing");
     }
-    *r.last.lock().unwrap_or_else(|e| e.into_inner()) = Some((Instant::now(), checks.clone()));
+    *r.last.lock_unpoisoned() = Some((Instant::now(), checks.clone()));
     checks
 }
 

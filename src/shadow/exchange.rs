@@ -50,10 +50,6 @@ impl Answer {
         (!values.is_empty()).then(|| values.join(", "))
     }
 
-    pub fn body_text(&self) -> std::borrow::Cow<'_, str> {
-        String::from_utf8_lossy(&self.body)
-    }
-
     /// For the log: the body as text when it is UTF-8, else base64. Cookies the answer sets
     /// (PHP's session cookie) are `<redacted>`: a session is a login (security review L4).
     pub fn to_json(&self) -> Value {

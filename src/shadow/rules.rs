@@ -63,10 +63,10 @@ struct IgnoreEntry {
     header: Option<String>,
     path: Option<String>,
     part: Option<String>,
-    /// Free text shown in reports.
-    #[serde(default)]
-    #[allow(dead_code)]
-    why: Option<String>,
+    /// The rule's reason, for whoever reads the rules file (accepted, not used: the file
+    /// rejects unknown fields).
+    #[serde(default, rename = "why")]
+    _why: Option<String>,
 }
 
 fn any_route() -> String {

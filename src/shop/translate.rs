@@ -13,16 +13,16 @@ type LangMap = Arc<HashMap<String, String>>;
 
 pub struct Translator {
     pool: MySqlPool,
-    default_language: String,
+    fallback_language: String,
     maps: TtlCache<String, LangMap>,
 }
 
 impl Translator {
     /// `ttl` = `SHOPCHAT_TRANSLATION_TTL` (§11.1); zero reads the table every time.
-    pub fn new(pool: MySqlPool, default_language: String, ttl: Duration) -> Self {
+    pub fn new(pool: MySqlPool, fallback_language: String, ttl: Duration) -> Self {
         Translator {
             pool,
-            default_language,
+            fallback_language,
             maps: TtlCache::new(ttl, 256),
         }
     }
@@ -53,12 +53,7 @@ impl Translator {
         if let Some(v) = self.map(locale).await?.get(&key) {
             return Ok(php_trim(v).to_string());
         }
-        let fallback = if self.default_language.is_empty() {
-            "en"
-        } else {
-            &self.default_language
-        };
-        if let Some(v) = self.map(fallback).await?.get(&key) {
+        if let Some(v) = self.map(&self.fallback_language).await?.get(&key) {
             return Ok(php_trim(v).to_string());
         }
         Ok(match en.get(&key) {
