@@ -95,6 +95,18 @@ async fn smtp_sink_counting(
     (port, store, connections)
 }
 
+/// The app, mailing through the SMTP server on `port` (loopback, no TLS), with `extra` settings.
+async fn spawn_mailing_app(port: &str, extra: &[(&str, &str)]) -> TestApp {
+    let mut settings = vec![
+        ("MAIL_MAILER", "smtp"),
+        ("MAIL_HOST", "127.0.0.1"),
+        ("MAIL_PORT", port),
+        ("MAIL_ENCRYPTION", "null"),
+    ];
+    settings.extend_from_slice(extra);
+    spawn_app_with(&settings).await
+}
+
 /// Undoes quoted-printable soft breaks and `=XX` escapes (lettre encodes long lines).
 fn unqp(s: &str) -> String {
     let joined = s.replace("=\n", "");
@@ -129,14 +141,13 @@ async fn wait_for_mail(store: &Arc<Mutex<Vec<Received>>>, n: usize) -> Vec<Recei
 async fn new_conversation_mails_the_seller_once() {
     let (port, store) = smtp_sink().await;
     let port = port.to_string();
-    let app = spawn_app_with(&[
-        ("MAIL_MAILER", "smtp"),
-        ("MAIL_HOST", "127.0.0.1"),
-        ("MAIL_PORT", &port),
-        ("MAIL_ENCRYPTION", "null"),
-        ("MAIL_FROM_ADDRESS", "shop@fixture.test"),
-        ("MAIL_FROM_NAME", "Fixture Shop"),
-    ])
+    let app = spawn_mailing_app(
+        port.as_str(),
+        &[
+            ("MAIL_FROM_ADDRESS", "shop@fixture.test"),
+            ("MAIL_FROM_NAME", "Fixture Shop"),
+        ],
+    )
     .await;
     let res = app
         .post_form(
@@ -221,13 +232,7 @@ async fn new_conversation_mails_the_seller_once() {
 async fn a_reused_conversation_rises_and_mails_a_receiver_who_had_read_it() {
     let (port, store) = smtp_sink().await;
     let port = port.to_string();
-    let app = spawn_app_with(&[
-        ("MAIL_MAILER", "smtp"),
-        ("MAIL_HOST", "127.0.0.1"),
-        ("MAIL_PORT", &port),
-        ("MAIL_ENCRYPTION", "null"),
-    ])
-    .await;
+    let app = spawn_mailing_app(port.as_str(), &[]).await;
     // Seller 1's web inbox (`ORDER BY updated_at DESC`): conversation 4 is the newest.
     sqlx::query("UPDATE conversations SET updated_at = '2025-01-01 00:00:00' WHERE id = 4")
         .execute(&app.db.pool)
@@ -468,15 +473,9 @@ async fn mail_waits_in_the_outbox_while_smtp_is_down() {
 async fn link_after_forged_hosts(overrides: &[(&str, &str)]) -> String {
     let (port, store) = smtp_sink().await;
     let port = port.to_string();
-    let mut env = vec![
-        ("MAIL_MAILER", "smtp"),
-        ("MAIL_HOST", "127.0.0.1"),
-        ("MAIL_PORT", port.as_str()),
-        ("MAIL_ENCRYPTION", "null"),
-        ("SHOPCHAT_TRUSTED_PROXIES", "127.0.0.1"),
-    ];
+    let mut env = vec![("SHOPCHAT_TRUSTED_PROXIES", "127.0.0.1")];
     env.extend_from_slice(overrides);
-    let app = spawn_app_with(&env).await;
+    let app = spawn_mailing_app(&port, &env).await;
     let res = app
         .call(
             "POST",
@@ -522,13 +521,10 @@ async fn new_conversations_per_pair_are_capped() {
     // Security review M3: every new conversation mails its receiver.
     let (port, store) = smtp_sink().await;
     let port = port.to_string();
-    let app = spawn_app_with(&[
-        ("MAIL_MAILER", "smtp"),
-        ("MAIL_HOST", "127.0.0.1"),
-        ("MAIL_PORT", &port),
-        ("MAIL_ENCRYPTION", "null"),
-        ("SHOPCHAT_NEW_CONVERSATIONS_PER_HOUR", "2"),
-    ])
+    let app = spawn_mailing_app(
+        port.as_str(),
+        &[("SHOPCHAT_NEW_CONVERSATIONS_PER_HOUR", "2")],
+    )
     .await;
     let create = |title: &str, product: &str| {
         let body = serde_json::json!({"product_id": product, "title": title, "message": "hi"});
@@ -568,15 +564,14 @@ async fn a_full_outbox_refuses_new_conversations_and_reads_go_on() {
     // Security review M3: the outbox has a size cap (503 before the disk fills). SMTP is down
     // here, so staged mail stays in pending/.
     let closed = free_port().to_string();
-    let app = spawn_app_with(&[
-        ("MAIL_MAILER", "smtp"),
-        ("MAIL_HOST", "127.0.0.1"),
-        ("MAIL_PORT", &closed),
-        ("MAIL_ENCRYPTION", "null"),
-        ("SHOPCHAT_MAIL_RETRY_SECONDS", "3600"),
-        ("SHOPCHAT_OUTBOX_MAX_BYTES", "4000"),
-        ("SHOPCHAT_NEW_CONVERSATIONS_PER_HOUR", "0"),
-    ])
+    let app = spawn_mailing_app(
+        closed.as_str(),
+        &[
+            ("SHOPCHAT_MAIL_RETRY_SECONDS", "3600"),
+            ("SHOPCHAT_OUTBOX_MAX_BYTES", "4000"),
+            ("SHOPCHAT_NEW_CONVERSATIONS_PER_HOUR", "0"),
+        ],
+    )
     .await;
     let mut statuses = Vec::new();
     for i in 0..20 {
@@ -632,13 +627,7 @@ async fn staged_mail_is_judged_by_its_message_once_its_writer_is_gone() {
     // a start-up recovery deleted the staged mail of other processes' running transactions.
     let (port, store) = smtp_sink().await;
     let port = port.to_string();
-    let app = spawn_app_with(&[
-        ("MAIL_MAILER", "smtp"),
-        ("MAIL_HOST", "127.0.0.1"),
-        ("MAIL_PORT", &port),
-        ("MAIL_ENCRYPTION", "null"),
-    ])
-    .await;
+    let app = spawn_mailing_app(port.as_str(), &[]).await;
     let outbox = shopchat::mail::outbox::Outbox::open(app.outbox.path()).unwrap();
     let note = |message_id: u64, to: &str| {
         let mut n = shopchat::mail::render::render(
@@ -716,13 +705,10 @@ async fn mail_goes_out_over_few_smtp_connections() {
     // Security review L3: a new TCP, TLS and AUTH session per mail.
     let (port, store, connections) = smtp_sink_counting(0).await;
     let port = port.to_string();
-    let app = spawn_app_with(&[
-        ("MAIL_MAILER", "smtp"),
-        ("MAIL_HOST", "127.0.0.1"),
-        ("MAIL_PORT", &port),
-        ("MAIL_ENCRYPTION", "null"),
-        ("SHOPCHAT_NEW_CONVERSATIONS_PER_HOUR", "0"),
-    ])
+    let app = spawn_mailing_app(
+        port.as_str(),
+        &[("SHOPCHAT_NEW_CONVERSATIONS_PER_HOUR", "0")],
+    )
     .await;
     for i in 0..20 {
         let res = app
@@ -746,13 +732,10 @@ async fn an_unreachable_smtp_server_pauses_delivery() {
     // Security review L3: with the server down (or dropping packets) every due mail was tried
     // in turn, each costing a connection timeout and one of its attempts.
     let closed = free_port().to_string();
-    let app = spawn_app_with(&[
-        ("MAIL_MAILER", "smtp"),
-        ("MAIL_HOST", "127.0.0.1"),
-        ("MAIL_PORT", &closed),
-        ("MAIL_ENCRYPTION", "null"),
-        ("SHOPCHAT_NEW_CONVERSATIONS_PER_HOUR", "0"),
-    ])
+    let app = spawn_mailing_app(
+        closed.as_str(),
+        &[("SHOPCHAT_NEW_CONVERSATIONS_PER_HOUR", "0")],
+    )
     .await;
     for i in 0..8 {
         app.post_json(
