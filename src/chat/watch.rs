@@ -20,7 +20,7 @@
 
 use std::collections::{HashMap, VecDeque};
 use std::future::Future;
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -75,9 +75,28 @@ pub enum Waited<T> {
     ClientGone,
 }
 
+impl Inner {
+    /// Whether what `known` says still holds, within the staleness of COMPAT §11.1: it was
+    /// verified less than [`STALENESS`] ago, or (for up to [`REVERIFY`]) a scan that started
+    /// after the verification ended less than [`STALENESS`] ago — that scan saw every message
+    /// committed since, and a message above `known.above` would have removed it.
+    fn vouches_for(&self, known: &Known) -> bool {
+        let age = known.verified_at.elapsed();
+        if age < STALENESS {
+            return true;
+        }
+        let Some((scan_start, scan_end)) = self.last_scan else {
+            return false;
+        };
+        age < REVERIFY && scan_start > known.verified_at && scan_end.elapsed() < STALENESS
+    }
+}
+
 pub struct Watcher {
     inner: Mutex<Inner>,
     waiting: AtomicUsize,
+    /// Scan statements run so far (`/metrics`).
+    statements: AtomicU64,
     released: Notify,
     /// Held long-polls per user, and the caps (security review M6).
     held: Mutex<HashMap<UserId, usize>>,
@@ -97,6 +116,7 @@ impl Watcher {
         Watcher {
             inner: Mutex::default(),
             waiting: AtomicUsize::new(0),
+            statements: AtomicU64::new(0),
             released: Notify::new(),
             held: Mutex::default(),
             per_user,
@@ -116,26 +136,37 @@ impl Watcher {
         let Some(known) = inner.known.get(&conversation) else {
             return false;
         };
-        let Some((scan_start, scan_end)) = inner.last_scan else {
-            return false;
-        };
-        last >= known.above
-            && known.verified_at.elapsed() < REVERIFY
-            && scan_start > known.verified_at
-            && scan_end.elapsed() < STALENESS
+        last >= known.above && inner.vouches_for(known)
     }
 
     /// A database query just found no message above `last`.
+    ///
+    /// A conversation polled more often than the watcher scans is verified again by polls that
+    /// came before the next scan: such a re-verification of the same cursor keeps the first
+    /// one's time, so that the scan that started after it still vouches. (Moving the time
+    /// forward on each poll left every scan "before the verification", and the fast path
+    /// never engaged on exactly the conversations that are polled most.)
     pub fn verified_nothing_new(&self, conversation: i64, last: i64) {
         let mut inner = self.lock();
-        inner.last_poll = Some(Instant::now());
-        inner.known.insert(
-            conversation,
-            Known {
-                above: last,
-                verified_at: Instant::now(),
-            },
-        );
+        let now = Instant::now();
+        inner.last_poll = Some(now);
+        let scanned_since = |k: &Known| {
+            inner
+                .last_scan
+                .is_some_and(|(start, _)| start > k.verified_at)
+        };
+        let keep = inner.known.get(&conversation).is_some_and(|k| {
+            k.above == last && k.verified_at.elapsed() < REVERIFY && scanned_since(k)
+        });
+        if !keep {
+            inner.known.insert(
+                conversation,
+                Known {
+                    above: last,
+                    verified_at: now,
+                },
+            );
+        }
     }
 
     /// shopchat stored a message: forget what we knew and wake the waiters now.
@@ -184,6 +215,11 @@ impl Watcher {
     pub fn sizes(&self) -> (usize, usize) {
         let inner = self.lock();
         (inner.known.len(), inner.waiters.len())
+    }
+
+    /// Scan statements run so far.
+    pub fn statements(&self) -> u64 {
+        self.statements.load(Ordering::Relaxed)
     }
 
     /// Long-poll requests currently held.
@@ -280,6 +316,7 @@ impl Watcher {
 
     async fn scan(&self, pool: &MySqlPool) -> Result<(), sqlx::Error> {
         let started = Instant::now();
+        self.statements.fetch_add(1, Ordering::Relaxed);
         let from = {
             let inner = self.lock();
             // Catching up after a full batch: continue after its last row.
@@ -385,11 +422,20 @@ impl Drop for WaiterGuard {
 mod tests {
     use super::*;
 
+    /// Ages the verification of `conversation` by `by` (as if it happened that long ago).
+    fn age(w: &Watcher, conversation: i64, by: Duration) {
+        let mut inner = w.lock();
+        let k = inner.known.get_mut(&conversation).unwrap();
+        k.verified_at -= by;
+    }
+
     #[test]
-    fn knowledge_needs_a_later_fresh_scan() {
+    fn knowledge_needs_a_fresh_verification_or_a_later_fresh_scan() {
         let w = Watcher::default();
         assert!(!w.nothing_new(1, 10), "nothing known");
         w.verified_nothing_new(1, 10);
+        assert!(w.nothing_new(1, 10), "the verification itself is fresh");
+        age(&w, 1, STALENESS);
         assert!(!w.nothing_new(1, 10), "no scan since the verification");
         let t = Instant::now();
         w.lock().last_scan = Some((t, t));
@@ -405,9 +451,32 @@ mod tests {
     fn stale_scans_vouch_for_nothing() {
         let w = Watcher::default();
         w.verified_nothing_new(1, 10);
+        age(&w, 1, STALENESS);
         let t = Instant::now();
         w.lock().last_scan = Some((t, t - STALENESS));
         assert!(!w.nothing_new(1, 10));
+    }
+
+    #[test]
+    fn re_verifying_a_hot_conversation_keeps_the_first_verification() {
+        // Polls faster than the scans: each one that came before the scan verified again. The
+        // scan that started after the first verification must still vouch afterwards.
+        let w = Watcher::default();
+        w.verified_nothing_new(1, 10);
+        age(&w, 1, STALENESS);
+        let first = w.lock().known[&1].verified_at;
+        let t = Instant::now();
+        w.lock().last_scan = Some((t, t));
+        w.verified_nothing_new(1, 10);
+        assert_eq!(w.lock().known[&1].verified_at, first, "kept");
+        assert!(w.nothing_new(1, 10));
+        // Another cursor is new knowledge, verified now.
+        w.verified_nothing_new(1, 11);
+        assert!(w.lock().known[&1].verified_at > first);
+        // So is the same cursor once the first verification is due again.
+        age(&w, 1, REVERIFY);
+        w.verified_nothing_new(1, 11);
+        assert!(w.lock().known[&1].verified_at.elapsed() < STALENESS);
     }
 
     #[test]

@@ -100,6 +100,7 @@ async fn metrics(state: &AppState) -> HttpResponse {
         pool_size: state.pool.size(),
         pool_idle: state.pool.num_idle(),
         long_poll_waiters: state.watcher.waiting(),
+        watcher_statements: state.watcher.statements(),
         caches: &caches,
     });
     if m.outbox_count_due() {

@@ -36,6 +36,7 @@ pub struct Metrics {
     /// Requests currently held by the get-new-messages long-poll (§5.4),
     /// sampled from the watcher's count at scrape time.
     long_poll_waiters: IntGauge,
+    watcher_statements: IntCounter,
     pool_connections: IntGaugeVec,
     pool_max: IntGauge,
     outbox_entries: IntGaugeVec,
@@ -156,6 +157,11 @@ impl Metrics {
                 "shopchat_long_poll_waiters",
                 "get-new-messages requests currently waiting for a new message (long-poll).",
             ),
+            watcher_statements: counter(
+                r,
+                "shopchat_watcher_statements_total",
+                "Statements the message watcher ran to scan for new messages (while anyone polls: one per 100 ms at most, whatever the number of polls).",
+            ),
             pool_connections: gauge_vec(
                 r,
                 "shopchat_db_pool_connections",
@@ -265,6 +271,8 @@ pub struct Sample<'a> {
     pub pool_size: u32,
     pub pool_idle: usize,
     pub long_poll_waiters: usize,
+    /// Statements the watcher has run so far.
+    pub watcher_statements: u64,
     /// (cache name, entries).
     pub caches: &'a [(&'static str, usize)],
 }
@@ -280,6 +288,11 @@ impl Metrics {
             .set((size - idle).max(0));
         self.long_poll_waiters
             .set(i64::try_from(s.long_poll_waiters).unwrap_or(i64::MAX));
+        // A counter owned by the watcher, mirrored: only ever moves forward.
+        let seen = self.watcher_statements.get();
+        if s.watcher_statements > seen {
+            self.watcher_statements.inc_by(s.watcher_statements - seen);
+        }
         for (cache, n) in s.caches {
             self.cache_entries
                 .with_label_values(&[cache])

@@ -271,3 +271,60 @@ async fn held_polls_are_capped_per_user() {
     }
     app.finish().await;
 }
+
+/// A counter of `/metrics`, by its full name (labels included).
+async fn metric(app: &TestApp, name: &str) -> u64 {
+    let text = app.call("GET", "/metrics", None, &[], b"").await.text();
+    text.lines()
+        .find_map(|l| l.strip_prefix(name)?.strip_prefix(' ')?.parse().ok())
+        .unwrap_or_else(|| panic!("{name} not in /metrics"))
+}
+
+#[tokio::test]
+async fn a_hot_conversations_polls_cost_no_statement_yet_see_new_messages() {
+    // The app polls every 5 s per open chat screen, and screens leak pollers: one conversation
+    // is polled many times a second. Once a poll has verified "nothing above 35" and a scan has
+    // started after it, the polls are answered from that knowledge: the database sees the
+    // watcher's scans (one per 100 ms, whatever the number of polls) and a handful of other
+    // statements (token, touch, participants), not one statement per poll.
+    let db = TestDb::fresh().await;
+    let user = db.counted_user().await;
+    let app = spawn_app_on(db, &user.env()).await;
+    assert_eq!(app.get(POLL, CUST1).await.json()["meta"]["total"], 0);
+
+    let statements = app.db.statements(&user).await;
+    let scans = metric(&app, "shopchat_watcher_statements_total").await;
+    for _ in 0..500 {
+        let res = app.get(POLL, CUST1).await;
+        assert_eq!(res.status, 200);
+        assert_eq!(res.json()["meta"]["total"], 0);
+    }
+    let scans = metric(&app, "shopchat_watcher_statements_total").await - scans;
+    let spent = app.db.statements(&user).await - statements - scans;
+    assert!(
+        spent <= 6,
+        "{spent} statements besides {scans} scans for 500 polls of one conversation"
+    );
+
+    // The shop's web chat writes a message straight into the table: the polls see it within
+    // the staleness bound of COMPAT §11.1 (250 ms after a scan; a scan every 100 ms).
+    insert_behind_our_back(&app, "from the web chat").await;
+    let inserted = std::time::Instant::now();
+    let seen_after = loop {
+        let res = app.get(POLL, CUST1).await;
+        if res.json()["meta"]["total"] == 1 {
+            assert_eq!(res.json()["data"][0]["message"], "from the web chat");
+            break inserted.elapsed();
+        }
+        assert!(
+            inserted.elapsed() < Duration::from_secs(5),
+            "the new message was never seen"
+        );
+    };
+    // Generous for a loaded CI machine; the bound itself is 250 ms plus one scan period.
+    assert!(
+        seen_after < Duration::from_secs(2),
+        "seen after {seen_after:?}"
+    );
+    app.finish().await;
+}
