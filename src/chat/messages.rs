@@ -108,13 +108,46 @@ async fn page_of(
     page: i64,
 ) -> Result<(i64, Vec<serde_json::Value>), ApiError> {
     let pool = &ctx.state.pool;
+    let watcher = &ctx.state.watcher;
     let (seen, total, rows) = match (offset(page, PER_PAGE), after) {
-        // A poll mostly finds nothing: the bare count is its cheapest answer.
+        // A poll's first page: one statement, and no count unless more than a page is new.
+        (Some(0), Some(cursor)) => match repo::poll_page(pool, id, cursor).await? {
+            (seen, rows, true) => (seen, rows.len() as i64, rows),
+            _ => repo::message_page(pool, id, after, 0).await?,
+        },
+        // A later page of a poll mostly finds nothing: the bare count is its cheapest answer.
         (Some(off), Some(_)) => match repo::count_messages(pool, id, after).await? {
             (seen, 0) => (seen, 0, Vec::new()),
             (Seen::Gone, _) => (Seen::Gone, 0, Vec::new()),
             _ => repo::message_page(pool, id, after, off).await?,
         },
+        // The first page: the total from the watcher's count when it is fresh and the page's
+        // newest message is the one it counted up to (§11.1); otherwise counted, and learned.
+        (Some(0), None) => {
+            let known = watcher.known_count(id);
+            let from_knowledge = match known {
+                Some((newest, count)) => match repo::message_rows(pool, id).await? {
+                    (seen, rows) if rows.first().is_some_and(|r| r.id == newest) => {
+                        Some((seen, count, rows))
+                    }
+                    _ => None,
+                },
+                None => None,
+            };
+            match from_knowledge {
+                Some(answer) => answer,
+                None => {
+                    let (seen, total, rows) = repo::message_page(pool, id, None, 0).await?;
+                    let ids: Vec<i64> = rows.iter().map(|r| r.id).collect();
+                    if ids.is_empty() && known.is_some() {
+                        // Counted messages are gone: the shop deleted the conversation.
+                        watcher.conversation_gone(id);
+                    }
+                    watcher.counted(id, total, &ids);
+                    (seen, total, rows)
+                }
+            }
+        }
         (Some(off), None) => repo::message_page(pool, id, after, off).await?,
         (None, _) => {
             let (seen, total) = repo::count_messages(pool, id, after).await?;

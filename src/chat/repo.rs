@@ -353,6 +353,83 @@ pub struct MessageRow {
     pub user_type: Option<String>,
 }
 
+/// A row of [`poll_page`]: the conversation's participants and, LEFT JOINed, maybe a message.
+#[derive(sqlx::FromRow)]
+struct PollRow {
+    sender_id: UserId,
+    receiver_id: UserId,
+    id: Option<i64>,
+    user_id: Option<UserId>,
+    message: Option<String>,
+    created_at: Option<String>,
+    user_type: Option<String>,
+}
+
+/// A poll's first page above `after` (bound as text, §5.4) in one statement, without a count
+/// ([`sql::POLL_PAGE`]): what the statement saw of the conversation, the newest messages above
+/// the cursor, and whether they are all of them (at most a page: their number is the total).
+pub async fn poll_page(
+    pool: &MySqlPool,
+    conversation_id: i64,
+    after: &str,
+) -> Result<(Seen, Vec<MessageRow>, bool), sqlx::Error> {
+    let rows: Vec<PollRow> = sqlx::query_as(sql::POLL_PAGE)
+        .bind(after)
+        .bind(conversation_id)
+        .fetch_all(pool)
+        .await?;
+    let Some(first) = rows.first() else {
+        return Ok((Seen::Gone, Vec::new(), true));
+    };
+    let seen = Seen::Row(Parties {
+        sender_id: first.sender_id,
+        receiver_id: first.receiver_id,
+    });
+    let complete = rows.len() < sql::POLL_ROWS;
+    let messages = rows
+        .into_iter()
+        .filter_map(|r| {
+            Some(MessageRow {
+                id: r.id?,
+                user_id: r.user_id?,
+                message: r.message,
+                created_at: r.created_at,
+                user_type: r.user_type,
+            })
+        })
+        .take(sql::POLL_ROWS - 1)
+        .collect();
+    Ok((seen, messages, complete))
+}
+
+/// A row of [`message_rows`]: a message with the participants its statement read.
+#[derive(sqlx::FromRow)]
+struct MessageWithParties {
+    sender_id: UserId,
+    receiver_id: UserId,
+    #[sqlx(flatten)]
+    row: MessageRow,
+}
+
+/// The first page of a conversation's messages without their total ([`sql::MESSAGE_ROWS`]), for
+/// a caller that knows the total; [`Seen::Unread`] when there is no message.
+pub async fn message_rows(
+    pool: &MySqlPool,
+    conversation_id: i64,
+) -> Result<(Seen, Vec<MessageRow>), sqlx::Error> {
+    let rows: Vec<MessageWithParties> = sqlx::query_as(sql::MESSAGE_ROWS)
+        .bind(conversation_id)
+        .fetch_all(pool)
+        .await?;
+    let seen = rows.first().map_or(Seen::Unread, |r| {
+        Seen::Row(Parties {
+            sender_id: r.sender_id,
+            receiver_id: r.receiver_id,
+        })
+    });
+    Ok((seen, rows.into_iter().map(|r| r.row).collect()))
+}
+
 /// A row of the count statements: the conversation's participants and the total.
 #[derive(sqlx::FromRow)]
 struct CountRow {

@@ -38,6 +38,33 @@ pub const MESSAGE_PAGE_AFTER: &str = concat!(
      WHERE m.conversation_id = ? AND m.id > ? ORDER BY m.id DESC LIMIT 10 OFFSET ?"
 );
 
+/// A poll's first page above a cursor (§5.4), without counting: the conversation's row LEFT
+/// JOINed with at most [`POLL_ROWS`] messages above the cursor (bound as text, like PHP). No
+/// row: the conversation is gone; one row without a message: nothing new; up to ten messages:
+/// they are the page and their number is the total; eleven: the total needs
+/// [`MESSAGE_PAGE_AFTER`]. Binds: cursor, conversation.
+pub const POLL_PAGE: &str = concat!(
+    "SELECT c.sender_id, c.receiver_id, ",
+    message_columns!(),
+    " FROM conversations c \
+     LEFT JOIN messages m ON m.conversation_id = c.id AND m.id > ? \
+     LEFT JOIN users u ON u.id = m.user_id \
+     WHERE c.id = ? ORDER BY m.id DESC LIMIT 11"
+);
+
+/// One more than a page: a poll that finds this many messages counts them.
+pub const POLL_ROWS: usize = 11;
+
+/// [`MESSAGE_PAGE`] without the total, for a first page whose total the process knows (the
+/// watcher's count, checked against the page's newest id). Binds: conversation.
+pub const MESSAGE_ROWS: &str = concat!(
+    "SELECT c.sender_id, c.receiver_id, ",
+    message_columns!(),
+    " FROM messages m JOIN conversations c ON c.id = m.conversation_id \
+     LEFT JOIN users u ON u.id = m.user_id \
+     WHERE m.conversation_id = ? ORDER BY m.id DESC LIMIT 10"
+);
+
 pub const MESSAGE_BY_ID: &str = concat!(
     "SELECT ",
     message_columns!(),

@@ -48,7 +48,22 @@ struct Known {
     above: i64,
     /// …as verified by a database query that finished at this time.
     verified_at: Instant,
+    /// The conversation's number of messages, when a statement counted them (`above` is then
+    /// its newest message id); the scans keep both current as messages arrive.
+    tally: Option<Tally>,
 }
+
+struct Tally {
+    count: i64,
+    /// The newest ids counted (at most [`TALLY_IDS`], oldest first): a rescan that meets one
+    /// of them again is not a new message; an id below `above` that is not here is a message
+    /// that committed out of id order, which the count may lack — the tally is then dropped.
+    ids: VecDeque<i64>,
+}
+
+/// Ids a tally remembers; more than a page and than the messages of a conversation within the
+/// rescan window, in practice.
+const TALLY_IDS: usize = 32;
 
 #[derive(Default)]
 struct Inner {
@@ -73,6 +88,28 @@ pub enum Waited<T> {
     Released,
     /// The client closed its connection.
     ClientGone,
+}
+
+impl Known {
+    /// A scan saw message `id` of this conversation: whether the knowledge still holds (updated).
+    fn saw(&mut self, id: i64) -> bool {
+        let Some(tally) = self.tally.as_mut() else {
+            // "Nothing above L" holds while no message above L appears.
+            return id <= self.above;
+        };
+        if id > self.above {
+            // A new message: one more, and the newest.
+            tally.count += 1;
+            tally.ids.push_back(id);
+            if tally.ids.len() > TALLY_IDS {
+                tally.ids.pop_front();
+            }
+            self.above = id;
+            return true;
+        }
+        // Seen before (the rescan window), or committed out of order and maybe not counted.
+        tally.ids.contains(&id)
+    }
 }
 
 impl Inner {
@@ -164,6 +201,54 @@ impl Watcher {
                 Known {
                     above: last,
                     verified_at: now,
+                    tally: None,
+                },
+            );
+        }
+    }
+
+    /// The number of messages of `conversation` and its newest message id, when the process
+    /// knows them as fresh as the "nothing new" answer may be (§11.1).
+    pub fn known_count(&self, conversation: i64) -> Option<(i64, i64)> {
+        let inner = self.lock();
+        let known = inner.known.get(&conversation)?;
+        let tally = known.tally.as_ref()?;
+        inner
+            .vouches_for(known)
+            .then_some((known.above, tally.count))
+    }
+
+    /// A statement just counted `count` messages in `conversation`, `newest` first in `ids`
+    /// (the ids of the page it read, newest first).
+    pub fn counted(&self, conversation: i64, count: i64, ids: &[i64]) {
+        let Some(&newest) = ids.first() else {
+            return;
+        };
+        let mut inner = self.lock();
+        let now = Instant::now();
+        inner.last_poll = Some(now);
+        let scanned_since = |k: &Known| {
+            inner
+                .last_scan
+                .is_some_and(|(start, _)| start > k.verified_at)
+        };
+        // The same count again before a scan: keep the first time (see verified_nothing_new).
+        let keep = inner.known.get(&conversation).is_some_and(|k| {
+            k.above == newest
+                && k.tally.as_ref().is_some_and(|t| t.count == count)
+                && k.verified_at.elapsed() < REVERIFY
+                && scanned_since(k)
+        });
+        if !keep {
+            inner.known.insert(
+                conversation,
+                Known {
+                    above: newest,
+                    verified_at: now,
+                    tally: Some(Tally {
+                        count,
+                        ids: ids.iter().rev().copied().collect(),
+                    }),
                 },
             );
         }
@@ -359,8 +444,10 @@ impl Watcher {
         {
             let mut inner = self.lock();
             for (id, conversation) in &rows {
-                if inner.known.get(conversation).is_some_and(|k| *id > k.above) {
-                    inner.known.remove(conversation);
+                if let Some(k) = inner.known.get_mut(conversation) {
+                    if !k.saw(*id) {
+                        inner.known.remove(conversation);
+                    }
                 }
                 if let Some(n) = inner.waiters.get(conversation) {
                     wake.push(n.clone());
@@ -477,6 +564,27 @@ mod tests {
         age(&w, 1, REVERIFY);
         w.verified_nothing_new(1, 11);
         assert!(w.lock().known[&1].verified_at.elapsed() < STALENESS);
+    }
+
+    #[test]
+    fn scans_keep_a_count_current_and_drop_it_when_unsure() {
+        let w = Watcher::default();
+        w.counted(1, 40, &[50, 49, 47]);
+        assert_eq!(w.known_count(1), Some((50, 40)));
+        let mut inner = w.lock();
+        let k = inner.known.get_mut(&1).unwrap();
+        assert!(k.saw(51), "a new message");
+        assert!(k.saw(51), "the rescan meets it again");
+        assert!(k.saw(49), "counted by the statement");
+        assert_eq!((k.above, k.tally.as_ref().unwrap().count), (51, 41));
+        assert!(!k.saw(48), "committed out of order: maybe not counted");
+        drop(inner);
+        // "Nothing above L" knowledge has no count, and only a higher id breaks it.
+        w.verified_nothing_new(2, 30);
+        assert_eq!(w.known_count(2), None);
+        let mut inner = w.lock();
+        let k = inner.known.get_mut(&2).unwrap();
+        assert!(k.saw(29) && !k.saw(31));
     }
 
     #[test]

@@ -193,6 +193,18 @@ impl TestDb {
         n.unwrap_or(0) as u64
     }
 
+    /// Rows the server has read (examined) for `user` so far (MariaDB userstat).
+    pub async fn rows_read(&self, user: &CountedUser) -> u64 {
+        let n: Option<i64> = sqlx::query_scalar(
+            "SELECT CAST(SUM(ROWS_READ) AS SIGNED) FROM information_schema.USER_STATISTICS WHERE USER = ?",
+        )
+        .bind(&user.name)
+        .fetch_one(&self.admin)
+        .await
+        .expect("rows read (MariaDB userstat)");
+        n.unwrap_or(0) as u64
+    }
+
     /// Statements the server has run for `user` so far.
     pub async fn statements(&self, user: &CountedUser) -> u64 {
         let mariadb: Result<Option<i64>, _> = sqlx::query_scalar(

@@ -328,3 +328,70 @@ async fn a_hot_conversations_polls_cost_no_statement_yet_see_new_messages() {
     );
     app.finish().await;
 }
+
+#[tokio::test]
+async fn the_first_page_is_counted_once_then_kept_by_the_watcher() {
+    // messages/{id} shows a conversation's total (§4); counting a long conversation on every
+    // read costs a scan of its index range. The watcher knows the count (verified once, then
+    // kept by its scans), so reads fetch the page alone — and the totals stay exact.
+    let db = TestDb::fresh().await;
+    let user = db.counted_user().await;
+    let app = spawn_app_on(db, &user.env()).await;
+    sqlx::query(
+        "INSERT INTO messages (conversation_id, user_id, message, created_at, updated_at) \
+         SELECT 1, 2, CONCAT('backlog ', seq), UTC_TIMESTAMP(), UTC_TIMESTAMP() FROM seq_1_to_400",
+    )
+    .execute(&app.db.pool)
+    .await
+    .unwrap();
+    let total = |res: &crate::raw_http::Response| res.json()["meta"]["total"].as_i64().unwrap();
+    let first = app.get("/api/v2/chat/messages/1", CUST1).await;
+    let counted = total(&first);
+    assert!(counted > 400, "{counted}");
+
+    let rows = app.db.rows_read(&user).await;
+    for _ in 0..50 {
+        let res = app.get("/api/v2/chat/messages/1", CUST1).await;
+        assert_eq!(
+            res.text(),
+            first.text(),
+            "byte-identical to the counted answer"
+        );
+    }
+    let read = app.db.rows_read(&user).await - rows;
+    assert!(
+        read < 50 * 100,
+        "{read} rows read for 50 first pages: the {counted} messages were counted again"
+    );
+
+    // A message the web chat inserts: seen with the total one higher, within the staleness.
+    insert_behind_our_back(&app, "counted by the watcher").await;
+    let inserted = std::time::Instant::now();
+    loop {
+        let res = app.get("/api/v2/chat/messages/1", CUST1).await;
+        if res.json()["data"][0]["message"] == "counted by the watcher" {
+            assert_eq!(total(&res), counted + 1, "the page and its total agree");
+            break;
+        }
+        assert_eq!(total(&res), counted, "the old page with the old total");
+        assert!(inserted.elapsed() < Duration::from_secs(5), "never seen");
+    }
+
+    // The web chat deletes the conversation with its messages: never answered from knowledge.
+    sqlx::query("DELETE FROM messages WHERE conversation_id = 1")
+        .execute(&app.db.pool)
+        .await
+        .unwrap();
+    sqlx::query("DELETE FROM conversations WHERE id = 1")
+        .execute(&app.db.pool)
+        .await
+        .unwrap();
+    let res = app.get("/api/v2/chat/messages/1", CUST1).await;
+    assert!(
+        res.status == 404 || total(&res) == 0,
+        "{} {}",
+        res.status,
+        res.text()
+    );
+    app.finish().await;
+}
