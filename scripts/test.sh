@@ -133,7 +133,7 @@ if [[ "$run_clippy" -eq 1 ]] && ! cargo clippy --version >/dev/null 2>&1; then
     run_clippy=0
     skipped+=("cargo clippy: clippy is not installed (rustup component add clippy)")
 fi
-step_total=$((1 + run_fmt + run_clippy + 1 + run_golden))
+step_total=$((1 + run_fmt + 2 * run_clippy + 1 + run_golden))
 
 # --- database ---------------------------------------------------------------------------------------
 if [[ -n "${SHOPCHAT_TEST_DATABASE_URL:-}" ]]; then
@@ -155,10 +155,15 @@ if ! command -v nginx >/dev/null 2>&1 && [[ ! -x /usr/sbin/nginx ]]; then
     pmdb_apt_install nginx-light || note "warning: nginx-light could not be installed; the nginx test will fail"
 fi
 if [[ "$run_fmt" -eq 1 ]]; then
-    run_step "cargo fmt --all -- --check" cargo fmt --all -- --check
+    run_step "cargo fmt --all -- --check (and bench/tools)" \
+        bash -c 'cargo fmt --all -- --check && cargo fmt --manifest-path bench/tools/Cargo.toml --all -- --check'
 fi
 if [[ "$run_clippy" -eq 1 ]]; then
     run_step "cargo clippy --all-targets -- -D warnings" cargo clippy --all-targets -- -D warnings
+    # The benchmark's tools use the library (the throttle, the SQL text): they must keep building.
+    run_step "cargo clippy (bench/tools) -- -D warnings" \
+        env CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$root/target}" \
+        cargo clippy --manifest-path bench/tools/Cargo.toml --bins -- -D warnings
 fi
 run_step "cargo test --all-targets" cargo test --all-targets
 

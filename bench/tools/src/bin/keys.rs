@@ -16,6 +16,7 @@ use std::collections::HashMap;
 use std::sync::Mutex;
 
 use shopchat::http::ratelimit::{Decision, RateKey, RateLimiter};
+use shopchat::ids::UserId;
 
 /// The throttle as it was before the security review (commit 0421809, src/http/ratelimit.rs):
 /// one map under one lock, and above 10,000 windows a `retain` over all of them on every hit.
@@ -55,7 +56,7 @@ fn before_review(n: u64) -> f64 {
 
 fn key(i: u64) -> RateKey {
     match i % 3 {
-        0 => RateKey::User(i),
+        0 => RateKey::User(UserId(i as i64)),
         1 => RateKey::ip(IpAddr::from([10, (i >> 16) as u8, (i >> 8) as u8, i as u8])),
         // Distinct /64s (addresses within one /64 share a key).
         _ => RateKey::ip(IpAddr::V6(Ipv6Addr::new(

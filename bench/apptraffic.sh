@@ -1,0 +1,112 @@
+#!/usr/bin/env bash
+# bench/apptraffic.sh — simulated app users (bench/tools' `apptraffic`, open loop) against shopchat on
+# the full benchmark data set with the recommended indexes. For each number of users in
+# APP_USERS it starts a fresh shopchat, runs the simulation (APP_WARMUP s, then APP_SECONDS s
+# measured), removes the messages it wrote, and at the end writes bench/RESULTS-apptraffic.md:
+# the largest number of users served with p99 < 50 ms and no error, and every step's figures.
+#
+#   bench/apptraffic.sh                              # the default ramp, ~12 min on 2 cores
+#   APP_USERS="20000 50000" bench/apptraffic.sh      # chosen steps
+set -euo pipefail
+
+cd "$(dirname "$0")/.."
+root="$(pwd)"
+# shellcheck source=scripts/private-mariadb.sh
+source "$root/scripts/private-mariadb.sh"
+say() { printf '==> %s\n' "$*" >&2; }
+die() {
+    printf 'apptraffic: error: %s\n' "$*" >&2
+    exit 1
+}
+
+APP_USERS="${APP_USERS:-10000 20000 30000 40000 50000 60000 70000}"
+APP_SECONDS="${APP_SECONDS:-45}"
+APP_WARMUP="${APP_WARMUP:-15}"
+APP_LEAKY="${APP_LEAKY:-10}"
+APP_CONNECTIONS="${APP_CONNECTIONS:-1024}"
+APP_RESULTS="${APP_RESULTS:-bench/RESULTS-apptraffic.md}"
+# The shop's per-account budget (600/min) is for one person; a seller account here carries dozens
+# of simulated app sessions, so the throttle runs (its cost is measured) with a higher ceiling.
+APP_RATE_LIMIT="${APP_RATE_LIMIT:-100000}"
+work="$root/bench/.work"
+mkdir -p "$work"
+commit="$(git rev-parse --short HEAD)"
+
+say "preparing the full data set (bench/run.sh, BENCH_PREPARE_ONLY)"
+prepared="$(BENCH_PREPARE_ONLY=1 bench/run.sh | tail -n 3)" || die "preparing the data set failed"
+eval "$prepared"
+users_in_set="${BENCH_USERS:-50000}"
+tokens_in_set="${BENCH_TOKENS:-200000}"
+export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$root/target}"
+say "cargo build --release (shopchat, bench/tools: apptraffic)"
+cargo build --release >&2 || die "building shopchat failed"
+cargo build --release --manifest-path bench/tools/Cargo.toml --bin apptraffic >&2 || die "building apptraffic failed"
+
+if ! pmdb_sql "$BENCH_DB_PORT" "$BENCH_DB_NAME" --batch --skip-column-names \
+    -e "SHOW INDEX FROM messages WHERE Key_name = 'shopchat_messages_conversation_id_id'" | grep -q .; then
+    say "applying schema/recommended-indexes.sql"
+    pmdb_sql "$BENCH_DB_PORT" "$BENCH_DB_NAME" <schema/recommended-indexes.sql || die "the recommended indexes failed"
+fi
+
+max_users=0
+for n in $APP_USERS; do ((n > max_users)) && max_users=$n; done
+say "choosing $max_users simulated users (bench/sql/apptraffic.sql)"
+sed -e "s/@USERS@/$users_in_set/g; s/@TOKENS@/$tokens_in_set/g" \
+    -e "s/@TOKENS_PER_USER@/$((tokens_in_set / users_in_set))/g; s/@PAIRS@/$(((max_users + 1) / 2))/g" \
+    bench/sql/apptraffic.sql >"$work/apptraffic.sql"
+pmdb_sql "$BENCH_DB_PORT" "$BENCH_DB_NAME" --batch --skip-column-names <"$work/apptraffic.sql" >"$work/pairs.tsv" ||
+    die "choosing the users failed"
+have="$(wc -l <"$work/pairs.tsv")"
+((have >= max_users)) || die "the data set yields $have simulated users, $max_users asked for"
+
+pid=""
+stop_shopchat() {
+    if [[ -n "$pid" ]]; then
+        kill -TERM "$pid" 2>/dev/null || true
+        wait "$pid" 2>/dev/null || true
+        pid=""
+    fi
+}
+cleanup() {
+    stop_shopchat
+    pmdb_stop "$work/db" || true
+}
+trap cleanup EXIT
+
+results="$work/apptraffic.jsonl"
+: >"$results"
+for n in $APP_USERS; do
+    port="$(pmdb_free_port 18500)"
+    rm -rf "$work/apptraffic-outbox"
+    env -i PATH="$PATH" HOME="${HOME:-/root}" \
+        DB_HOST=127.0.0.1 DB_PORT="$BENCH_DB_PORT" DB_DATABASE="$BENCH_DB_NAME" DB_USERNAME=root DB_PASSWORD= \
+        APP_KEY='base64:FxO+5zEy133M5/q/XUBpdtp/0srOK9tezZfkWCnyPFc=' APP_URL="http://shop.test" APP_TIMEZONE=UTC \
+        SYSTEM_KEY=bench-system-key MAIL_MAILER=log NO_COLOR=1 \
+        SHOPCHAT_LISTEN="127.0.0.1:$port" SHOPCHAT_RATE_LIMIT="$APP_RATE_LIMIT" \
+        SHOPCHAT_OUTBOX_DIR="$work/apptraffic-outbox" \
+        "$CARGO_TARGET_DIR/release/shopchat" serve >"$work/shopchat-apptraffic-$n.log" 2>&1 &
+    pid=$!
+    for _ in $(seq 1 100); do
+        pmdb_port_answers "$port" && break
+        sleep 0.2
+    done
+    pmdb_port_answers "$port" || die "shopchat did not start (log: $work/shopchat-apptraffic-$n.log)"
+    before="$(pmdb_sql "$BENCH_DB_PORT" "$BENCH_DB_NAME" --batch --skip-column-names -e "SELECT COALESCE(MAX(id), 0) FROM messages")"
+    say "$n users: ${APP_WARMUP} s warm-up, ${APP_SECONDS} s measured"
+    out="$("$CARGO_TARGET_DIR/release/apptraffic" --base "http://127.0.0.1:$port" --pid "$pid" \
+        --pairs "$work/pairs.tsv" --users "$n" --seconds "$APP_SECONDS" --warmup "$APP_WARMUP" \
+        --connections "$APP_CONNECTIONS" --leaky "$APP_LEAKY" \
+        --db-url "mysql://root@127.0.0.1:$BENCH_DB_PORT/$BENCH_DB_NAME")" || die "apptraffic failed at $n users"
+    json="$(printf '%s\n' "$out" | sed -n 's/^BENCH_JSON //p')"
+    printf '%s\n' "$json" >>"$results"
+    printf '%s\n' "$json" >&2
+    stop_shopchat
+    # The run's messages go, so that the next step (and bench/run.sh) start from the same data.
+    pmdb_sql "$BENCH_DB_PORT" "$BENCH_DB_NAME" -e "DELETE FROM messages WHERE id > $before" ||
+        die "removing the run's messages failed"
+done
+pmdb_sql "$BENCH_DB_PORT" "$BENCH_DB_NAME" -e "DELETE FROM personal_access_tokens WHERE id > $tokens_in_set; DROP TABLE IF EXISTS apptraffic_pairs" || true
+
+python3 bench/apptraffic_report.py "$results" "$commit" "$APP_SECONDS" "$APP_WARMUP" "$APP_LEAKY" \
+    "$APP_CONNECTIONS" >"$APP_RESULTS" || die "writing $APP_RESULTS failed"
+say "done: $APP_RESULTS"

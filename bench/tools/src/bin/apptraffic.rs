@@ -1,0 +1,634 @@
+//! apptraffic: an open-loop simulation of the shop's app users against a running shopchat.
+//!
+//!   apptraffic --base http://127.0.0.1:PORT --pid SHOPCHAT_PID --pairs PAIRS.tsv --users N \
+//!              [--seconds 60] [--warmup 15] [--connections 1024] [--leaky 10] \
+//!              [--db-url mysql://root@127.0.0.1:PORT/DB] [--system-key KEY]
+//!
+//! What one simulated user does (the real Flutter app, ../shared/reviews/real-client-review):
+//! - opens the chat screen: the conversation list, then page 1 of its conversation;
+//! - polls `get-new-messages/{conversation}/{newest seen}` every 5 s, for as long as the screen
+//!   is open (here: the whole run), with its own cursor;
+//! - writes a message about every 2 minutes (exponential gaps), which the other party's polls
+//!   must show: two users share each conversation (its sender and its receiver);
+//! - reopens the screen about every 5 minutes (list and page 1 again);
+//! - `--leaky` percent of the users have 2–4 leaked pollers: screens the app never closed, each
+//!   polling the same conversation every 5 s with its own cursor.
+//!
+//! Open loop: every request has an intended send time fixed in advance (a user polls at t0,
+//! t0+5 s, …, whatever the answers' latency), and its latency is measured from that time, so a
+//! slow server shows up as latency instead of as fewer requests (no coordinated omission).
+//! Requests go out over `--connections` keep-alive connections; a request waiting for a free
+//! connection is waiting, and counted so.
+//!
+//! PAIRS.tsv has two rows per conversation, its sender then its receiver:
+//! `token_id  user_id  conversation_id  newest_message_id  0` (bench/sql/clients.sql format).
+//!
+//! Output: one line "BENCH_JSON {…}" with, for the measured part (after `--warmup`): requests by
+//! kind with p50/p99/max latency, errors, offered and answered rates, messages written and how
+//! late the other party saw them (and how many it never saw), shopchat's CPU per request and
+//! RSS, and the database's statements per second (`Questions`, when `--db-url` is given).
+
+use std::cmp::Reverse;
+use std::collections::{BinaryHeap, HashMap};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use rand::{Rng, SeedableRng};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+
+const POLL_EVERY: Duration = Duration::from_secs(5);
+const WRITE_EVERY_S: f64 = 120.0;
+const REOPEN_EVERY_S: f64 = 300.0;
+
+struct Args {
+    base: String,
+    pid: u32,
+    pairs: String,
+    users: usize,
+    seconds: u64,
+    warmup: u64,
+    connections: usize,
+    leaky: u32,
+    db_url: Option<String>,
+    system_key: String,
+}
+
+fn parse_args() -> Result<Args, String> {
+    let mut a = Args {
+        base: String::new(),
+        pid: 0,
+        pairs: String::new(),
+        users: 0,
+        seconds: 60,
+        warmup: 15,
+        connections: 1024,
+        leaky: 10,
+        db_url: None,
+        system_key: "bench-system-key".into(),
+    };
+    let mut it = std::env::args().skip(1);
+    while let Some(k) = it.next() {
+        let v = it.next().ok_or(format!("{k} needs a value"))?;
+        let num = |v: &str| v.parse::<u64>().map_err(|e| format!("{k}: {e}"));
+        match k.as_str() {
+            "--base" => a.base = v.trim_start_matches("http://").trim_end_matches('/').into(),
+            "--pid" => a.pid = num(&v)? as u32,
+            "--pairs" => a.pairs = v,
+            "--users" => a.users = num(&v)? as usize,
+            "--seconds" => a.seconds = num(&v)?,
+            "--warmup" => a.warmup = num(&v)?,
+            "--connections" => a.connections = num(&v)? as usize,
+            "--leaky" => a.leaky = num(&v)? as u32,
+            "--db-url" => a.db_url = Some(v),
+            "--system-key" => a.system_key = v,
+            other => return Err(format!("unknown argument {other}")),
+        }
+    }
+    if a.base.is_empty() || a.pid == 0 || a.pairs.is_empty() || a.users == 0 {
+        return Err("--base, --pid, --pairs and --users are required".into());
+    }
+    Ok(a)
+}
+
+/// One simulated user: a token and a conversation (shared with the other party).
+struct User {
+    token: u64,
+    conversation: i64,
+    /// The newest message id known when the run started.
+    newest: i64,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+enum Kind {
+    List,
+    Page,
+    Poll,
+    Write,
+}
+
+const KINDS: [Kind; 4] = [Kind::List, Kind::Page, Kind::Poll, Kind::Write];
+
+impl Kind {
+    fn name(self) -> &'static str {
+        match self {
+            Kind::List => "conversations",
+            Kind::Page => "messages",
+            Kind::Poll => "get-new-messages",
+            Kind::Write => "insert-message",
+        }
+    }
+}
+
+/// What to send, when, for whom. `poller` indexes the user's pollers (screens).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
+struct Event {
+    due: Instant,
+    kind: Kind,
+    user: usize,
+    poller: usize,
+}
+
+/// Shared state of the run.
+struct Run {
+    users: Vec<User>,
+    /// Each user's pollers' cursors (the first is the open screen; more are leaked ones).
+    cursors: Vec<Mutex<Vec<i64>>>,
+    /// Messages written and not yet seen by the other party: id → (writer, written at).
+    unseen: Mutex<HashMap<i64, (usize, Instant)>>,
+    stats: Mutex<Stats>,
+    measure_from: Instant,
+}
+
+#[derive(Default)]
+struct Stats {
+    latencies: HashMap<Kind, Vec<u32>>,
+    errors: HashMap<String, u64>,
+    visible_after: Vec<u32>,
+    written: u64,
+}
+
+impl Run {
+    fn record(&self, e: &Event, started: Instant, result: Result<(), String>) {
+        if e.due < self.measure_from {
+            return;
+        }
+        let micros = started.saturating_duration_since(e.due) + started.elapsed();
+        let micros = u32::try_from(micros.as_micros()).unwrap_or(u32::MAX);
+        let mut s = self.stats.lock().unwrap();
+        s.latencies.entry(e.kind).or_default().push(micros);
+        if let Err(why) = result {
+            *s.errors
+                .entry(format!("{}: {why}", e.kind.name()))
+                .or_default() += 1;
+        }
+    }
+}
+
+fn load_users(path: &str, n: usize) -> Vec<User> {
+    let text = std::fs::read_to_string(path).unwrap_or_else(|e| panic!("{path}: {e}"));
+    let users: Vec<User> = text
+        .lines()
+        .filter_map(|l| {
+            let f: Vec<&str> = l.split('\t').collect();
+            Some(User {
+                token: f.first()?.parse().ok()?,
+                conversation: f.get(2)?.parse().ok()?,
+                newest: f.get(3)?.parse().unwrap_or(0),
+            })
+        })
+        .take(n)
+        .collect();
+    assert!(
+        users.len() == n,
+        "{path} holds {} users, {n} asked for",
+        users.len()
+    );
+    users
+}
+
+/// The other party of `user` (rows come in pairs: sender, receiver).
+fn partner(user: usize) -> usize {
+    user ^ 1
+}
+
+fn request(run: &Run, e: &Event, system_key: &str, rng: &mut impl Rng) -> Vec<u8> {
+    let u = &run.users[e.user];
+    let (line, body) = match e.kind {
+        Kind::List => ("GET /api/v2/chat/conversations".to_string(), String::new()),
+        Kind::Page => (
+            format!("GET /api/v2/chat/messages/{}", u.conversation),
+            String::new(),
+        ),
+        Kind::Poll => {
+            let cursor = run.cursors[e.user].lock().unwrap()[e.poller];
+            (
+                format!(
+                    "GET /api/v2/chat/get-new-messages/{}/{cursor}",
+                    u.conversation
+                ),
+                String::new(),
+            )
+        }
+        Kind::Write => (
+            "POST /api/v2/chat/insert-message".to_string(),
+            format!(
+                "conversation_id={}&user_id={}&message=app+traffic+{}",
+                u.conversation,
+                e.user,
+                rng.gen::<u32>()
+            ),
+        ),
+    };
+    let content_type = if body.is_empty() {
+        ""
+    } else {
+        "Content-Type: application/x-www-form-urlencoded\r\n"
+    };
+    format!(
+        "{line} HTTP/1.1\r\nHost: shop.test\r\nAccept: application/json\r\nSystem-Key: {system_key}\r\n\
+         Authorization: Bearer {t}|bench-{t}\r\n{content_type}Content-Length: {}\r\n\r\n{body}",
+        body.len(),
+        t = u.token,
+    )
+    .into_bytes()
+}
+
+/// Reads one answer on a keep-alive connection: status and body.
+async fn read_answer(s: &mut TcpStream, buf: &mut Vec<u8>) -> std::io::Result<(u16, Vec<u8>)> {
+    buf.clear();
+    let mut chunk = [0u8; 16384];
+    loop {
+        if let Some(end) = buf.windows(4).position(|w| w == b"\r\n\r\n") {
+            let head = String::from_utf8_lossy(&buf[..end]).to_ascii_lowercase();
+            let status = head.get(9..12).and_then(|s| s.parse().ok()).unwrap_or(0);
+            let len: usize = head
+                .lines()
+                .find_map(|l| l.strip_prefix("content-length:"))
+                .and_then(|v| v.trim().parse().ok())
+                .unwrap_or(0);
+            while buf.len() < end + 4 + len {
+                let n = s.read(&mut chunk).await?;
+                if n == 0 {
+                    return Err(std::io::ErrorKind::UnexpectedEof.into());
+                }
+                buf.extend_from_slice(&chunk[..n]);
+            }
+            return Ok((status, buf[end + 4..end + 4 + len].to_vec()));
+        }
+        let n = s.read(&mut chunk).await?;
+        if n == 0 {
+            return Err(std::io::ErrorKind::UnexpectedEof.into());
+        }
+        buf.extend_from_slice(&chunk[..n]);
+    }
+}
+
+/// The message ids of an answer's `data` (a page envelope).
+fn data_ids(body: &[u8]) -> Result<Vec<i64>, String> {
+    let v: serde_json::Value =
+        serde_json::from_slice(body).map_err(|e| format!("bad JSON: {e}"))?;
+    let data = v["data"].as_array().ok_or("no data array")?;
+    Ok(data.iter().filter_map(|m| m["id"].as_i64()).collect())
+}
+
+/// Handles an answer: cursors move, written messages are noted, seen ones are timed.
+fn absorb(run: &Run, e: &Event, status: u16, body: &[u8]) -> Result<(), String> {
+    if status != 200 {
+        return Err(format!("HTTP {status}"));
+    }
+    let ids = data_ids(body)?;
+    match e.kind {
+        Kind::Poll | Kind::Page => {
+            if let Some(&newest) = ids.iter().max() {
+                if e.kind == Kind::Poll {
+                    let mut cursors = run.cursors[e.user].lock().unwrap();
+                    let c = &mut cursors[e.poller];
+                    *c = (*c).max(newest);
+                }
+                // The other party's messages, now seen by this user.
+                let now = Instant::now();
+                let mut unseen = run.unseen.lock().unwrap();
+                for id in ids {
+                    let theirs = unseen
+                        .get(&id)
+                        .is_some_and(|(writer, _)| partner(*writer) == e.user);
+                    if !theirs {
+                        continue;
+                    }
+                    if let Some((_, written)) = unseen.remove(&id) {
+                        if written >= run.measure_from {
+                            let ms = now.duration_since(written).as_millis() as u32;
+                            run.stats.lock().unwrap().visible_after.push(ms);
+                        }
+                    }
+                }
+            }
+        }
+        Kind::Write => {
+            // The answer's item is the new message (one-item page, §5.3).
+            let id = *ids.first().ok_or("no message in the answer")?;
+            // Only the other party's polls count as seeing it; the writer's screen has it.
+            run.unseen
+                .lock()
+                .unwrap()
+                .insert(id, (e.user, Instant::now()));
+            run.stats.lock().unwrap().written += 1;
+        }
+        Kind::List => {}
+    }
+    Ok(())
+}
+
+fn exp_gap(rng: &mut impl Rng, mean_s: f64) -> Duration {
+    let u: f64 = rng.gen_range(f64::EPSILON..1.0);
+    Duration::from_secs_f64(-mean_s * u.ln())
+}
+
+/// What comes after `e` for its user (the open loop's schedule).
+fn next_of(e: &Event, rng: &mut impl Rng) -> Option<Event> {
+    match e.kind {
+        Kind::Poll => Some(Event {
+            due: e.due + POLL_EVERY,
+            ..*e
+        }),
+        Kind::Write => Some(Event {
+            due: e.due + exp_gap(rng, WRITE_EVERY_S),
+            ..*e
+        }),
+        // A screen open: the list, then page 1; the next open later.
+        Kind::List => Some(Event {
+            due: e.due + Duration::from_millis(50),
+            kind: Kind::Page,
+            ..*e
+        }),
+        Kind::Page => Some(Event {
+            due: e.due + exp_gap(rng, REOPEN_EVERY_S),
+            kind: Kind::List,
+            ..*e
+        }),
+    }
+}
+
+fn cpu_ticks(pid: u32) -> u64 {
+    std::fs::read_to_string(format!("/proc/{pid}/stat"))
+        .ok()
+        .and_then(|s| {
+            let rest = s.rsplit_once(')')?.1;
+            let f: Vec<&str> = rest.split_whitespace().collect();
+            Some(f.get(11)?.parse::<u64>().ok()? + f.get(12)?.parse::<u64>().ok()?)
+        })
+        .unwrap_or(0)
+}
+
+fn rss_kb(pid: u32) -> u64 {
+    std::fs::read_to_string(format!("/proc/{pid}/status"))
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find_map(|l| l.strip_prefix("VmRSS:"))
+                .and_then(|v| v.split_whitespace().next()?.parse().ok())
+        })
+        .unwrap_or(0)
+}
+
+async fn questions(db_url: &Option<String>) -> Option<u64> {
+    use sqlx::Connection;
+    let mut conn = sqlx::MySqlConnection::connect(db_url.as_deref()?)
+        .await
+        .ok()?;
+    let row: (String, String) = sqlx::query_as("SHOW GLOBAL STATUS LIKE 'Questions'")
+        .fetch_one(&mut conn)
+        .await
+        .ok()?;
+    row.1.parse().ok()
+}
+
+fn percentile(sorted: &[u32], p: f64) -> u32 {
+    if sorted.is_empty() {
+        return 0;
+    }
+    let i = ((sorted.len() as f64 - 1.0) * p).round() as usize;
+    sorted[i]
+}
+
+fn main() {
+    let a = match parse_args() {
+        Ok(a) => a,
+        Err(e) => {
+            eprintln!("apptraffic: {e}");
+            std::process::exit(2);
+        }
+    };
+    // One thread: the generator must not take both cores from the server it measures.
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("runtime");
+    rt.block_on(simulate(a));
+}
+
+async fn simulate(a: Args) {
+    let users = load_users(&a.pairs, a.users);
+    let mut rng = rand::rngs::StdRng::seed_from_u64(42);
+    let start = Instant::now() + Duration::from_millis(200);
+    let mut queue: BinaryHeap<Reverse<Event>> = BinaryHeap::new();
+    let mut cursors = Vec::with_capacity(users.len());
+    for (i, u) in users.iter().enumerate() {
+        let leaked = if rng.gen_range(0..100) < a.leaky {
+            rng.gen_range(2..=4)
+        } else {
+            0
+        };
+        cursors.push(Mutex::new(vec![u.newest; 1 + leaked]));
+        // Everyone opens the screen within the first poll period, then polls from there.
+        let opened = start + POLL_EVERY.mul_f64(rng.gen::<f64>());
+        queue.push(Reverse(Event {
+            due: opened,
+            kind: Kind::List,
+            user: i,
+            poller: 0,
+        }));
+        for poller in 0..=leaked {
+            queue.push(Reverse(Event {
+                due: opened + Duration::from_millis(100) + POLL_EVERY.mul_f64(rng.gen::<f64>()),
+                kind: Kind::Poll,
+                user: i,
+                poller,
+            }));
+        }
+        queue.push(Reverse(Event {
+            due: opened + exp_gap(&mut rng, WRITE_EVERY_S),
+            kind: Kind::Write,
+            user: i,
+            poller: 0,
+        }));
+    }
+    let run = Arc::new(Run {
+        users,
+        cursors,
+        unseen: Mutex::default(),
+        stats: Mutex::default(),
+        measure_from: start + Duration::from_secs(a.warmup),
+    });
+    let end = start + Duration::from_secs(a.warmup + a.seconds);
+
+    // Connections: each takes the next due request from one channel.
+    let (tx, rx) = async_channel();
+    let mut workers = Vec::new();
+    for _ in 0..a.connections {
+        let (rx, run, base, key) = (
+            rx.clone(),
+            run.clone(),
+            a.base.clone(),
+            a.system_key.clone(),
+        );
+        workers.push(tokio::spawn(async move {
+            let mut rng = rand::rngs::StdRng::from_entropy();
+            let mut conn: Option<TcpStream> = None;
+            let mut buf = Vec::new();
+            while let Some(e) = recv(&rx).await {
+                let started = Instant::now();
+                let req = request(&run, &e, &key, &mut rng);
+                if conn.is_none() {
+                    conn = TcpStream::connect(&base).await.ok();
+                    if let Some(c) = &conn {
+                        let _ = c.set_nodelay(true);
+                    }
+                }
+                let result = match conn.as_mut() {
+                    None => Err("connect failed".to_string()),
+                    Some(s) => match s.write_all(&req).await {
+                        Ok(()) => match read_answer(s, &mut buf).await {
+                            Ok((status, body)) => absorb(&run, &e, status, &body),
+                            Err(err) => Err(format!("read: {err}")),
+                        },
+                        Err(err) => Err(format!("write: {err}")),
+                    },
+                };
+                if result
+                    .as_ref()
+                    .is_err_and(|w| w.starts_with("read") || w.starts_with("write"))
+                {
+                    conn = None;
+                }
+                run.record(&e, started, result);
+            }
+        }));
+    }
+
+    // The schedule: each event goes out at its time; its successor is queued at once.
+    let (mut cpu0, mut q0, mut t0) = (0, None, start);
+    let mut measuring = false;
+    let mut offered = 0u64;
+    while let Some(Reverse(e)) = queue.pop() {
+        if e.due >= end {
+            break;
+        }
+        if !measuring && e.due >= run.measure_from {
+            measuring = true;
+            cpu0 = cpu_ticks(a.pid);
+            q0 = questions(&a.db_url).await;
+            t0 = Instant::now();
+        }
+        tokio::time::sleep_until(e.due.into()).await;
+        if measuring {
+            offered += 1;
+        }
+        if let Some(next) = next_of(&e, &mut rng) {
+            queue.push(Reverse(next));
+        }
+        tx.send(e);
+    }
+    let elapsed = t0.elapsed().as_secs_f64();
+    let cpu1 = cpu_ticks(a.pid);
+    let q1 = questions(&a.db_url).await;
+    tx.close();
+    for w in workers {
+        let _ = w.await;
+    }
+
+    let stats = run.stats.lock().unwrap();
+    let ticks_per_s = 100.0; // USER_HZ on Linux
+    let cpu_s = (cpu1.saturating_sub(cpu0)) as f64 / ticks_per_s;
+    let answered: u64 = stats.latencies.values().map(|v| v.len() as u64).sum();
+    let errors: u64 = stats.errors.values().sum();
+    let mut kinds = Vec::new();
+    let mut worst_p99 = 0;
+    for k in KINDS {
+        let mut v = stats.latencies.get(&k).cloned().unwrap_or_default();
+        v.sort_unstable();
+        let p99 = percentile(&v, 0.99);
+        worst_p99 = worst_p99.max(p99);
+        kinds.push(format!(
+            "\"{}\":{{\"requests\":{},\"p50_ms\":{:.2},\"p99_ms\":{:.2},\"max_ms\":{:.2}}}",
+            k.name(),
+            v.len(),
+            f64::from(percentile(&v, 0.5)) / 1000.0,
+            f64::from(p99) / 1000.0,
+            f64::from(v.last().copied().unwrap_or(0)) / 1000.0
+        ));
+    }
+    let mut visible = stats.visible_after.clone();
+    visible.sort_unstable();
+    // Written during the measured part more than 10 s before its end, and never seen.
+    let missed = run
+        .unseen
+        .lock()
+        .unwrap()
+        .values()
+        .filter(|(_, w)| *w >= run.measure_from && w.elapsed() > Duration::from_secs(10))
+        .count();
+    let error_kinds: Vec<String> = stats
+        .errors
+        .iter()
+        .map(|(k, v)| format!("\"{}\":{v}", k.replace('"', "'")))
+        .collect();
+    let statements = match (q0, q1) {
+        (Some(a), Some(b)) => format!("{:.0}", (b - a) as f64 / elapsed),
+        _ => "null".into(),
+    };
+    println!(
+        "BENCH_JSON {{\"users\":{},\"seconds\":{:.1},\"offered_per_s\":{:.0},\"answered_per_s\":{:.0},\
+         \"errors\":{errors},\"error_kinds\":{{{}}},\"worst_p99_ms\":{:.2},\"kinds\":{{{}}},\
+         \"written\":{},\"visible_p50_ms\":{},\"visible_p99_ms\":{},\"missed\":{missed},\
+         \"cpu_s\":{cpu_s:.2},\"cpu_us_per_request\":{:.1},\"cpu_us_per_user_s\":{:.2},\
+         \"rss_kb\":{},\"statements_per_s\":{statements}}}",
+        a.users,
+        elapsed,
+        offered as f64 / elapsed,
+        answered as f64 / elapsed,
+        error_kinds.join(","),
+        f64::from(worst_p99) / 1000.0,
+        kinds.join(","),
+        stats.written,
+        percentile(&visible, 0.5),
+        percentile(&visible, 0.99),
+        cpu_s * 1e6 / answered.max(1) as f64,
+        cpu_s * 1e6 / (a.users as f64 * elapsed),
+        rss_kb(a.pid),
+    );
+}
+
+/// A multi-consumer queue of due events (tokio's mpsc has one consumer): the events, the
+/// wake-up of idle connections, and "no more events".
+type Shared = Arc<(
+    Mutex<std::collections::VecDeque<Event>>,
+    tokio::sync::Notify,
+    std::sync::atomic::AtomicBool,
+)>;
+
+struct Sender(Shared);
+
+fn async_channel() -> (Sender, Shared) {
+    let shared: Shared = Arc::new(Default::default());
+    (Sender(shared.clone()), shared)
+}
+
+impl Sender {
+    fn send(&self, e: Event) {
+        self.0 .0.lock().unwrap().push_back(e);
+        self.0 .1.notify_one();
+    }
+
+    fn close(&self) {
+        self.0 .2.store(true, std::sync::atomic::Ordering::SeqCst);
+        self.0 .1.notify_waiters();
+    }
+}
+
+async fn recv(rx: &Shared) -> Option<Event> {
+    loop {
+        // Registered before looking, so a send or close in between is not missed.
+        let notified = rx.1.notified();
+        tokio::pin!(notified);
+        notified.as_mut().enable();
+        if let Some(e) = rx.0.lock().unwrap().pop_front() {
+            return Some(e);
+        }
+        if rx.2.load(std::sync::atomic::Ordering::SeqCst) {
+            return None;
+        }
+        notified.await;
+    }
+}
