@@ -336,8 +336,8 @@ def check_endpoint(app, endpoint):
 
 
 # ------------------------------------------------------------------ load generators
-def run_wrk(app, endpoint, connections, duration):
-    set_name = ENDPOINT_SETUP[endpoint][0]
+def run_wrk(app, endpoint, connections, duration, set_name=None):
+    set_name = set_name or ENDPOINT_SETUP[endpoint][0]
     threads = max(1, min(2, connections))
     cmd = ["wrk", "-t", str(threads), "-c", str(connections), "-d", f"{duration:g}s",
            "--timeout", "30s", "-s", LUA, app.base, "--", endpoint,
@@ -412,13 +412,41 @@ def ceiling_run(app, variant, endpoint, scenario, connections):
     log(f"    {res['rps']} req/s, p99 {res['latency_us']['p99'] / 1000:.2f} ms, errors {res['errors']}")
 
 
-def profile(app, variant, endpoint, connections):
+# The one-client runs: the PHP comparison's wrk command (one token, one conversation of ~5,933
+# messages, 2 threads, 64 connections, 12 s; bench/sql/clients.sql, set "hot").
+ANCHOR_ENDPOINTS = ["get-new-messages", "messages", "conversations"]
+ANCHOR_SECONDS = float(ENV.get("BENCH_ANCHOR_SECONDS", "12"))
+
+
+def anchor_run(app, variant, endpoint):
+    wait_quiet()
+    log(f"{variant}: one client, {endpoint} c=64 ({ANCHOR_SECONDS:g} s)")
+    run_wrk(app, endpoint, 64, min(WARMUP, 3), set_name="hot")
+    res, peak, cpu, db = measured(app, lambda: run_wrk(app, endpoint, 64, ANCHOR_SECONDS, set_name="hot"))
+    problems, first = app.log_problems()
+    seconds = res["duration_us"] / 1e6
+    rec = {
+        "kind": "anchor", "variant": variant, "endpoint": endpoint, "connections": 64,
+        "requests": res["requests"], "seconds": round(seconds, 3),
+        "rps": round(res["requests"] / seconds, 1) if seconds else 0,
+        "latency_ms": {k: round(v / 1000, 3) for k, v in res["latency_us"].items()},
+        "errors": res["errors"], "errors_total": sum(res["errors"].values()),
+        "peak_rss_kb": peak, "cpu": cpu, "db": db, "log_problems": problems,
+        "first_log_problem": first,
+    }
+    record(rec)
+    log(f"    {rec['rps']} req/s, p99 {rec['latency_ms']['p99']} ms, "
+        f"shopchat {cpu['shopchat'] * 1e6 / max(rec['requests'], 1):.1f} µs/request")
+
+
+def profile(app, variant, endpoint, connections, set_name=None):
     """perf: where shopchat and mariadbd spend their CPU during one extra run (not in the tables)."""
     seconds = min(DURATION, 6)
-    log(f"{variant}: perf profile of {endpoint} c={connections} ({seconds:g} s)")
+    tag = endpoint + ("-" + set_name if set_name else "")
+    log(f"{variant}: perf profile of {tag} c={connections} ({seconds:g} s)")
     wait_quiet()
-    files = {"shopchat": (app.pid, os.path.join(WORK, f"perf-shopchat-{endpoint}.data")),
-             "mariadbd": (mariadbd_pid(), os.path.join(WORK, f"perf-mariadbd-{endpoint}.data"))}
+    files = {"shopchat": (app.pid, os.path.join(WORK, f"perf-shopchat-{tag}.data")),
+             "mariadbd": (mariadbd_pid(), os.path.join(WORK, f"perf-mariadbd-{tag}.data"))}
     recorders = []
     for name, (pid, path) in files.items():
         recorders.append(subprocess.Popen(
@@ -426,12 +454,13 @@ def profile(app, variant, endpoint, connections):
             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL))
     time.sleep(0.3)
     try:
-        run_wrk(app, endpoint, connections, seconds)
+        run_wrk(app, endpoint, connections, seconds, set_name=set_name)
     finally:
         for r in recorders:
             r.wait(timeout=60)
     app.log_problems()
-    out = {"kind": "perf", "variant": variant, "endpoint": endpoint, "connections": connections}
+    out = {"kind": "perf", "variant": variant, "endpoint": endpoint, "connections": connections,
+           "clients": set_name or ENDPOINT_SETUP[endpoint][0]}
     for name, (_, path) in files.items():
         rep = subprocess.run(["perf", "report", "-i", path, "--stdio", "--no-children",
                               "--sort", "dso,sym", "--percent-limit", "0.7"],
@@ -606,6 +635,11 @@ def run_variant(variant):
                     ceiling_run(app, variant, endpoint, scenario, c)
             if PERF and variant == VARIANTS[-1] and endpoint in ("get-new-messages", "messages", "conversations"):
                 profile(app, variant, endpoint, 64)
+        if variant == VARIANTS[-1]:
+            for endpoint in ANCHOR_ENDPOINTS:
+                anchor_run(app, variant, endpoint)
+            if PERF:
+                profile(app, variant, "get-new-messages", 64, set_name="hot")
         wait_quiet()
         trail = []
         for second in range(1, IDLE_SECONDS + 1):

@@ -157,6 +157,14 @@ if [[ ! -s "$clients_dir/creators.tsv" ]]; then
         [[ -s "$clients_dir/$set.tsv" ]] || die "no $set chosen"
     done
 fi
+# The one-client set (added later than the others: made for existing lists too).
+if [[ ! -s "$clients_dir/hot.tsv" ]]; then
+    awk '/^-- set: /{on=($3=="hot"); next} on && !/^--/' bench/sql/clients.sql |
+        substitute /dev/stdin |
+        sql "$BENCH_DB_NAME" --batch --skip-column-names >"$clients_dir/hot.tsv" ||
+        die "choosing the hot client failed"
+    [[ -s "$clients_dir/hot.tsv" ]] || die "no hot client chosen"
+fi
 export BENCH_CLIENTS_DIR="$clients_dir"
 
 # bench/soak.sh needs the server, the data set and the client lists, not the measurements.

@@ -27,6 +27,8 @@ SOAK_SAMPLE="${SOAK_SAMPLE:-30}"
 SOAK_RESULTS="${SOAK_RESULTS:-bench/SOAK.md}"
 work="$root/bench/.work"
 mkdir -p "$work"
+# The commit measured is the one built now; the checkout may move on during an hour's run.
+commit="$(git rev-parse --short HEAD)"
 
 say "preparing the quick data set (bench/run.sh, BENCH_PREPARE_ONLY)"
 prepared="$(BENCH_QUICK=1 BENCH_SAMPLE="${BENCH_SAMPLE:-10000}" BENCH_PREPARE_ONLY=1 bench/run.sh | tail -n 3)" ||
@@ -74,7 +76,7 @@ out="$("$CARGO_TARGET_DIR/release/soak" --base "http://127.0.0.1:$port" --metric
 json="$(printf '%s\n' "$out" | sed -n 's/^BENCH_JSON //p')"
 warnings="$(grep -c -E ' (WARN|ERROR) ' "$work/shopchat-soak.log" || true)"
 rc=0
-python3 bench/soak_report.py "$work/soak.csv" "$json" "$warnings" "$(git rev-parse --short HEAD)" >"$SOAK_RESULTS" || rc=$?
+python3 bench/soak_report.py "$work/soak.csv" "$json" "$warnings" "$commit" >"$SOAK_RESULTS" || rc=$?
 case "$rc" in
 0) say "done: $SOAK_RESULTS (flat)" ;;
 1) die "something grew: see $SOAK_RESULTS" ;;

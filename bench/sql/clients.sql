@@ -51,3 +51,13 @@ FROM (SELECT seq AS k,
              @SELLERS@ + 2 + FLOOR((@USERS@ - @SELLERS@ - 1) * (CONV(LEFT(MD5(CONCAT('cc', seq)), 8), 16, 10) + 0.5) / 4294967296) AS id
       FROM seq_1_to_@SAMPLE@) u
 ORDER BY u.k;
+
+-- set: hot
+-- The one-client runs (the PHP comparison: wrk -t2 -c64 with a single token): the sender of the
+-- conversation whose length is closest to 5,933 messages (the PHP measurement's conversation), on
+-- its first token, asking for messages above the conversation's newest one.
+SELECT c.sender_id, c.sender_id, c.id, l.last_id, 0
+FROM (SELECT conversation_id, MAX(id) AS last_id
+      FROM messages WHERE conversation_id % 10 <> 0
+      GROUP BY conversation_id ORDER BY ABS(COUNT(*) - 5933), conversation_id LIMIT 1) l
+JOIN conversations c ON c.id = l.conversation_id;
