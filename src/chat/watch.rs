@@ -113,6 +113,15 @@ impl Known {
 }
 
 impl Inner {
+    /// Whether a repeated verification of what `known` says keeps `known`'s time: it is not due
+    /// again yet, and a scan has started since (which vouches for it from then on).
+    fn keeps_first_verification(&self, known: &Known) -> bool {
+        known.verified_at.elapsed() < REVERIFY
+            && self
+                .last_scan
+                .is_some_and(|(start, _)| start > known.verified_at)
+    }
+
     /// Whether what `known` says still holds, within the staleness of COMPAT §11.1: it was
     /// verified less than [`STALENESS`] ago, or (for up to [`REVERIFY`]) a scan that started
     /// after the verification ended less than [`STALENESS`] ago — that scan saw every message
@@ -187,14 +196,10 @@ impl Watcher {
         let mut inner = self.lock();
         let now = Instant::now();
         inner.last_poll = Some(now);
-        let scanned_since = |k: &Known| {
-            inner
-                .last_scan
-                .is_some_and(|(start, _)| start > k.verified_at)
-        };
-        let keep = inner.known.get(&conversation).is_some_and(|k| {
-            k.above == last && k.verified_at.elapsed() < REVERIFY && scanned_since(k)
-        });
+        let keep = inner
+            .known
+            .get(&conversation)
+            .is_some_and(|k| k.above == last && inner.keeps_first_verification(k));
         if !keep {
             inner.known.insert(
                 conversation,
@@ -227,17 +232,11 @@ impl Watcher {
         let mut inner = self.lock();
         let now = Instant::now();
         inner.last_poll = Some(now);
-        let scanned_since = |k: &Known| {
-            inner
-                .last_scan
-                .is_some_and(|(start, _)| start > k.verified_at)
-        };
         // The same count again before a scan: keep the first time (see verified_nothing_new).
         let keep = inner.known.get(&conversation).is_some_and(|k| {
             k.above == newest
                 && k.tally.as_ref().is_some_and(|t| t.count == count)
-                && k.verified_at.elapsed() < REVERIFY
-                && scanned_since(k)
+                && inner.keeps_first_verification(k)
         });
         if !keep {
             inner.known.insert(

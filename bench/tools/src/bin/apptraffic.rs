@@ -28,13 +28,16 @@
 //! late the other party saw them (and how many it never saw), shopchat's CPU per request and
 //! RSS, and the database's statements per second (`Questions`, when `--db-url` is given).
 
+#[path = "../http1.rs"]
+mod http1;
+
 use std::cmp::Reverse;
 use std::collections::{BinaryHeap, HashMap};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use rand::{Rng, SeedableRng};
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::io::AsyncWriteExt;
 use tokio::net::TcpStream;
 
 const POLL_EVERY: Duration = Duration::from_secs(5);
@@ -232,36 +235,6 @@ fn request(run: &Run, e: &Event, system_key: &str, rng: &mut impl Rng) -> Vec<u8
         t = u.token,
     )
     .into_bytes()
-}
-
-/// Reads one answer on a keep-alive connection: status and body.
-async fn read_answer(s: &mut TcpStream, buf: &mut Vec<u8>) -> std::io::Result<(u16, Vec<u8>)> {
-    buf.clear();
-    let mut chunk = [0u8; 16384];
-    loop {
-        if let Some(end) = buf.windows(4).position(|w| w == b"\r\n\r\n") {
-            let head = String::from_utf8_lossy(&buf[..end]).to_ascii_lowercase();
-            let status = head.get(9..12).and_then(|s| s.parse().ok()).unwrap_or(0);
-            let len: usize = head
-                .lines()
-                .find_map(|l| l.strip_prefix("content-length:"))
-                .and_then(|v| v.trim().parse().ok())
-                .unwrap_or(0);
-            while buf.len() < end + 4 + len {
-                let n = s.read(&mut chunk).await?;
-                if n == 0 {
-                    return Err(std::io::ErrorKind::UnexpectedEof.into());
-                }
-                buf.extend_from_slice(&chunk[..n]);
-            }
-            return Ok((status, buf[end + 4..end + 4 + len].to_vec()));
-        }
-        let n = s.read(&mut chunk).await?;
-        if n == 0 {
-            return Err(std::io::ErrorKind::UnexpectedEof.into());
-        }
-        buf.extend_from_slice(&chunk[..n]);
-    }
 }
 
 /// The message ids of an answer's `data` (a page envelope).
@@ -479,8 +452,8 @@ async fn simulate(a: Args) {
                 let result = match conn.as_mut() {
                     None => Err("connect failed".to_string()),
                     Some(s) => match s.write_all(&req).await {
-                        Ok(()) => match read_answer(s, &mut buf).await {
-                            Ok((status, body)) => absorb(&run, &e, status, &body),
+                        Ok(()) => match http1::read_answer(s, &mut buf).await {
+                            Ok((status, body)) => absorb(&run, &e, status, &buf[body]),
                             Err(err) => Err(format!("read: {err}")),
                         },
                         Err(err) => Err(format!("write: {err}")),

@@ -17,6 +17,9 @@
 //! table sizes (`shopchat_cache_entries` of `/metrics`), and the answers by status. Output: the
 //! samples as CSV (`--out`) and one line "BENCH_JSON {…}" with the first and last samples.
 
+#[path = "../http1.rs"]
+mod http1;
+
 use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
@@ -188,36 +191,6 @@ struct Sets {
     writers: Vec<Client>,
 }
 
-/// Reads one answer on a keep-alive connection; its status.
-async fn read_answer(s: &mut TcpStream, buf: &mut Vec<u8>) -> std::io::Result<u16> {
-    buf.clear();
-    let mut chunk = [0u8; 16384];
-    loop {
-        if let Some(end) = buf.windows(4).position(|w| w == b"\r\n\r\n") {
-            let head = String::from_utf8_lossy(&buf[..end]).to_ascii_lowercase();
-            let status = head.get(9..12).and_then(|s| s.parse().ok()).unwrap_or(0);
-            let len: usize = head
-                .lines()
-                .find_map(|l| l.strip_prefix("content-length:"))
-                .and_then(|v| v.trim().parse().ok())
-                .unwrap_or(0);
-            while buf.len() < end + 4 + len {
-                let n = s.read(&mut chunk).await?;
-                if n == 0 {
-                    return Err(std::io::ErrorKind::UnexpectedEof.into());
-                }
-                buf.extend_from_slice(&chunk[..n]);
-            }
-            return Ok(status);
-        }
-        let n = s.read(&mut chunk).await?;
-        if n == 0 {
-            return Err(std::io::ErrorKind::UnexpectedEof.into());
-        }
-        buf.extend_from_slice(&chunk[..n]);
-    }
-}
-
 fn proc_value(pid: u32, key: &str) -> u64 {
     std::fs::read_to_string(format!("/proc/{pid}/status"))
         .ok()
@@ -296,7 +269,9 @@ async fn main() {
                 };
                 sent.fetch_add(1, Ordering::Relaxed);
                 let answered = match s.write_all(&req).await {
-                    Ok(()) => read_answer(s, &mut buf).await,
+                    Ok(()) => http1::read_answer(s, &mut buf)
+                        .await
+                        .map(|(status, _)| status),
                     Err(e) => Err(e),
                 };
                 match answered {
