@@ -31,6 +31,9 @@
 #[path = "../http1.rs"]
 mod http1;
 
+#[path = "../procfs.rs"]
+mod procfs;
+
 use std::cmp::Reverse;
 use std::collections::{BinaryHeap, HashMap};
 use std::sync::{Arc, Mutex};
@@ -323,28 +326,6 @@ fn next_of(e: &Event, rng: &mut impl Rng) -> Option<Event> {
     }
 }
 
-fn cpu_ticks(pid: u32) -> u64 {
-    std::fs::read_to_string(format!("/proc/{pid}/stat"))
-        .ok()
-        .and_then(|s| {
-            let rest = s.rsplit_once(')')?.1;
-            let f: Vec<&str> = rest.split_whitespace().collect();
-            Some(f.get(11)?.parse::<u64>().ok()? + f.get(12)?.parse::<u64>().ok()?)
-        })
-        .unwrap_or(0)
-}
-
-fn rss_kb(pid: u32) -> u64 {
-    std::fs::read_to_string(format!("/proc/{pid}/status"))
-        .ok()
-        .and_then(|s| {
-            s.lines()
-                .find_map(|l| l.strip_prefix("VmRSS:"))
-                .and_then(|v| v.split_whitespace().next()?.parse().ok())
-        })
-        .unwrap_or(0)
-}
-
 async fn questions(db_url: &Option<String>) -> Option<u64> {
     use sqlx::Connection;
     let mut conn = sqlx::MySqlConnection::connect(db_url.as_deref()?)
@@ -480,7 +461,7 @@ async fn simulate(a: Args) {
         }
         if !measuring && e.due >= run.measure_from {
             measuring = true;
-            cpu0 = cpu_ticks(a.pid);
+            cpu0 = procfs::cpu_ticks(a.pid);
             q0 = questions(&a.db_url).await;
             t0 = Instant::now();
         }
@@ -494,7 +475,7 @@ async fn simulate(a: Args) {
         tx.send(e);
     }
     let elapsed = t0.elapsed().as_secs_f64();
-    let cpu1 = cpu_ticks(a.pid);
+    let cpu1 = procfs::cpu_ticks(a.pid);
     let q1 = questions(&a.db_url).await;
     tx.close();
     for w in workers {
@@ -559,7 +540,7 @@ async fn simulate(a: Args) {
         percentile(&visible, 0.99),
         cpu_s * 1e6 / answered.max(1) as f64,
         cpu_s * 1e6 / (a.users as f64 * elapsed),
-        rss_kb(a.pid),
+        procfs::rss_kb(a.pid),
     );
 }
 

@@ -17,6 +17,9 @@
 //! HTTP/1.1 is spoken by hand (one request per connection, `Connection: close`), so 10,000 open
 //! requests cost a socket and a small task each. Output: one line "BENCH_JSON {…}".
 
+#[path = "../procfs.rs"]
+mod procfs;
+
 use std::collections::HashSet;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -106,18 +109,6 @@ fn load_clients(path: &str) -> Result<Vec<Client>, String> {
         });
     }
     Ok(out)
-}
-
-fn rss_kb(pid: u32) -> u64 {
-    std::fs::read_to_string(format!("/proc/{pid}/status"))
-        .ok()
-        .and_then(|s| {
-            s.lines()
-                .find(|l| l.starts_with("VmRSS:"))
-                .and_then(|l| l.split_whitespace().nth(1))
-                .and_then(|v| v.parse().ok())
-        })
-        .unwrap_or(0)
 }
 
 /// host:port of an http:// base URL.
@@ -237,7 +228,7 @@ async fn run(a: Args) -> Result<String, String> {
     exchange(&host, warm.into_bytes())
         .await
         .map_err(|e| format!("first poll: {e}"))?;
-    let rss_idle = rss_kb(a.pid);
+    let rss_idle = procfs::rss_kb(a.pid);
     let idle_rate = statement_rate(&mut db, a.hold).await.map_err(e)?;
 
     // 2. N held polls, opened in batches (the listen backlog is finite).
@@ -301,7 +292,7 @@ async fn run(a: Args) -> Result<String, String> {
 
     // 3. Held: the statement rate must not grow with N; memory stays bounded.
     let held_rate = statement_rate(&mut db, a.hold).await.map_err(e)?;
-    let rss_held = rss_kb(a.pid);
+    let rss_held = procfs::rss_kb(a.pid);
 
     // 4. Inserts into the conversations of held waiters (one waiter per conversation).
     let mut seen = HashSet::new();

@@ -20,6 +20,9 @@
 #[path = "../http1.rs"]
 mod http1;
 
+#[path = "../procfs.rs"]
+mod procfs;
+
 use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
@@ -191,17 +194,6 @@ struct Sets {
     writers: Vec<Client>,
 }
 
-fn proc_value(pid: u32, key: &str) -> u64 {
-    std::fs::read_to_string(format!("/proc/{pid}/status"))
-        .ok()
-        .and_then(|s| {
-            s.lines()
-                .find_map(|l| l.strip_prefix(key))
-                .and_then(|v| v.split_whitespace().next()?.parse().ok())
-        })
-        .unwrap_or(0)
-}
-
 fn open_fds(pid: u32) -> usize {
     std::fs::read_dir(format!("/proc/{pid}/fd")).map_or(0, |d| d.count())
 }
@@ -289,7 +281,7 @@ async fn main() {
     let started = Instant::now();
     let mut samples = Vec::new();
     loop {
-        let rss = proc_value(a.pid, "VmRSS:");
+        let rss = procfs::rss_kb(a.pid);
         let fds = open_fds(a.pid);
         let caches = cache_sizes(&a.metrics).await;
         let answers = statuses.lock().unwrap().clone();
