@@ -154,6 +154,10 @@ fi
 if ! command -v nginx >/dev/null 2>&1 && [[ ! -x /usr/sbin/nginx ]]; then
     pmdb_apt_install nginx-light || note "warning: nginx-light could not be installed; the nginx test will fail"
 fi
+# tests/api/redis_store.rs starts private redis-server processes (Debian's redis-server).
+if ! command -v redis-server >/dev/null 2>&1 && [[ ! -x /usr/bin/redis-server ]]; then
+    pmdb_apt_install redis-server || note "warning: redis-server could not be installed; the Redis tests will fail"
+fi
 if [[ "$run_fmt" -eq 1 ]]; then
     run_step "cargo fmt --all -- --check (and bench/tools)" \
         bash -c 'cargo fmt --all -- --check && cargo fmt --manifest-path bench/tools/Cargo.toml --all -- --check'

@@ -12,6 +12,7 @@ use crate::chat::storage::Storage;
 use crate::chat::watch::Watcher;
 use crate::config::Settings;
 use crate::http::ratelimit::RateLimiter;
+use crate::http::throttle::Throttle;
 use crate::laravel::encrypter::Encrypter;
 use crate::mail::Mailbox;
 use crate::ops::memory::Release;
@@ -26,7 +27,8 @@ pub struct AppState {
     pub sanctum: Sanctum,
     pub translator: Translator,
     pub assets: Assets,
-    pub limiter: RateLimiter,
+    /// The throttle of COMPAT §1.4, in this process or shared through Redis.
+    pub limiter: Throttle,
     /// `/ready` and `/metrics` per client IP on the public listener (`SHOPCHAT_OPS_RATE_LIMIT`).
     pub ops_limiter: RateLimiter,
     pub maintenance: Maintenance,
@@ -58,7 +60,7 @@ impl AppState {
                 s.laravel.filesystem.clone(),
                 s.caches.business_settings,
             ),
-            limiter: RateLimiter::new(s.http.rate_limit, s.http.rate_limit_max_keys),
+            limiter: Throttle::from_settings(&s.http, ops.metrics.rate_limit_store_errors()),
             ops_limiter: RateLimiter::new(s.http.ops_rate_limit, 100_000),
             maintenance: Maintenance::new(
                 s.laravel.maintenance_forced,

@@ -149,3 +149,9 @@ pub const VIEWED_FLAGS_IF_CHANGED: &str = "UPDATE conversations \
 /// Binds: sender_viewed, receiver_viewed, now, id.
 pub const VIEWED_FLAGS: &str = "UPDATE conversations \
      SET sender_viewed = ?, receiver_viewed = ?, updated_at = ? WHERE id = ?";
+
+/// The message watcher's scan (src/chat/watch.rs): rows above the rescan window's start, in id
+/// order, a batch at a time. Also run by bench/tools' watcherload, which prices it for many
+/// instances (docs/scaling.md).
+pub const WATCH_SCAN: &str =
+    "SELECT id, conversation_id FROM messages WHERE id > ? ORDER BY id LIMIT ?";

@@ -431,13 +431,11 @@ impl Watcher {
             inner.last_scan = Some((started, Instant::now()));
             return Ok(());
         };
-        let rows: Vec<(i64, i64)> = sqlx::query_as(
-            "SELECT id, conversation_id FROM messages WHERE id > ? ORDER BY id LIMIT ?",
-        )
-        .bind(from)
-        .bind(BATCH)
-        .fetch_all(pool)
-        .await?;
+        let rows: Vec<(i64, i64)> = sqlx::query_as(crate::chat::sql::WATCH_SCAN)
+            .bind(from)
+            .bind(BATCH)
+            .fetch_all(pool)
+            .await?;
         let complete = (rows.len() as i64) < BATCH;
         let mut wake = Vec::new();
         {

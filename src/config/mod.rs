@@ -203,6 +203,34 @@ pub struct HttpSettings {
     /// `SHOPCHAT_OPS_RATE_LIMIT`: `/ready` and `/metrics` requests per minute and client IP on
     /// the public listener; `0` = off.
     pub ops_rate_limit: u32,
+    /// `SHOPCHAT_RATE_LIMIT_STORE`: where the throttle counts (§1.4).
+    pub rate_limit_store: RateLimitStore,
+}
+
+/// Where the throttle's windows live (`SHOPCHAT_RATE_LIMIT_STORE`, docs/scaling.md).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum RateLimitStore {
+    /// In this process: with N instances a user gets N × the limit (COMPAT §1.4).
+    Memory,
+    /// In the shop's Redis, counted by all instances together.
+    Redis(RedisSettings),
+}
+
+/// The Redis connection of the shared throttle: Laravel's `cache` connection (`REDIS_URL`, else
+/// `REDIS_HOST`/`REDIS_PORT`/`REDIS_USERNAME`/`REDIS_PASSWORD`; database `REDIS_CACHE_DB`).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct RedisSettings {
+    /// `redis://[user:password@]host:port/db`, with the password (hence secret).
+    pub url: Secret<String>,
+    /// The same without the password, for logs and `shopchat check`.
+    pub shown: String,
+    /// `SHOPCHAT_REDIS_PREFIX`: the start of every key shopchat writes.
+    pub prefix: String,
+    /// `SHOPCHAT_REDIS_POOL_SIZE`: connections per instance at most.
+    pub pool_size: u32,
+    /// `SHOPCHAT_REDIS_TIMEOUT_MS`: a connection or an answer that takes longer is a failure
+    /// (the hit is counted in process, §1.4).
+    pub timeout: Duration,
 }
 
 /// The shop's Laravel settings shopchat shares (COMPAT §10).
@@ -265,6 +293,8 @@ pub struct OpsSettings {
     pub ready_timeout: Duration,
     /// `SHOPCHAT_READY_CACHE_SECONDS`: how long `/ready` reuses its schema check; zero = never.
     pub ready_cache: Duration,
+    /// `SHOPCHAT_INSTANCE`: this process' name in `/metrics` and logs; empty = `<hostname>:<port>`.
+    pub instance: Option<String>,
 }
 
 /// The merged key → value map (keys lower-cased by `config`), with Laravel's
@@ -403,6 +433,7 @@ impl Settings {
             ops: OpsSettings {
                 ready_timeout: Duration::from_millis(positive(v, "SHOPCHAT_READY_TIMEOUT_MS")?),
                 ready_cache: Duration::from_secs(v.parse("SHOPCHAT_READY_CACHE_SECONDS")?),
+                instance: v.non_empty("SHOPCHAT_INSTANCE"),
                 log_json: match v.string("SHOPCHAT_LOG_FORMAT").as_str() {
                     "json" => true,
                     "text" | "" => false,
@@ -643,6 +674,83 @@ fn http_settings(v: &Values) -> Result<HttpSettings, ConfigError> {
         rate_limit: v.parse("SHOPCHAT_RATE_LIMIT")?,
         rate_limit_max_keys: positive(v, "SHOPCHAT_RATE_LIMIT_MAX_KEYS")?,
         ops_rate_limit: v.parse("SHOPCHAT_OPS_RATE_LIMIT")?,
+        rate_limit_store: rate_limit_store(v)?,
+    })
+}
+
+fn rate_limit_store(v: &Values) -> Result<RateLimitStore, ConfigError> {
+    match v.string("SHOPCHAT_RATE_LIMIT_STORE").trim() {
+        "memory" | "" => Ok(RateLimitStore::Memory),
+        "redis" => Ok(RateLimitStore::Redis(redis_settings(v)?)),
+        other => Err(bad(
+            "SHOPCHAT_RATE_LIMIT_STORE",
+            format!("{other:?} is not memory or redis"),
+        )),
+    }
+}
+
+/// Laravel's `database.redis.cache` connection: `REDIS_URL` when set (its path, when it has
+/// one, names the database), else host, port and credentials; the database is
+/// `REDIS_CACHE_DB` (Laravel's default 1) unless the URL names one.
+fn redis_settings(v: &Values) -> Result<RedisSettings, ConfigError> {
+    let db: u32 = v.parse("REDIS_CACHE_DB")?;
+    let userinfo = |user: &str, password: &str| {
+        let enc = |s: &str| {
+            percent_encoding::utf8_percent_encode(s, percent_encoding::NON_ALPHANUMERIC).to_string()
+        };
+        match (user.is_empty(), password.is_empty()) {
+            (true, true) => String::new(),
+            (_, true) => format!("{}@", enc(user)),
+            _ => format!("{}:{}@", enc(user), enc(password)),
+        }
+    };
+    let (url, shown) = match v.non_empty("REDIS_URL") {
+        Some(url) => {
+            let rest = match url.split_once("://") {
+                Some(("redis", rest)) => rest,
+                Some(("rediss", _)) => return Err(bad(
+                    "REDIS_URL",
+                    "TLS to Redis (rediss://) is not supported; use redis:// on a private network",
+                )),
+                _ => return Err(bad("REDIS_URL", "must start with redis://")),
+            };
+            let (authority, path) = match rest.split_once('/') {
+                Some((a, p)) => (a, p.split(['?', '#']).next().unwrap_or("")),
+                None => (rest.split(['?', '#']).next().unwrap_or(""), ""),
+            };
+            let db = match path {
+                "" => db,
+                p => p
+                    .parse()
+                    .map_err(|_| bad("REDIS_URL", format!("{p:?} is not a database number")))?,
+            };
+            let host = authority.rsplit_once('@').map_or(authority, |(_, h)| h);
+            (
+                format!("redis://{authority}/{db}"),
+                format!("redis://{host}/{db}"),
+            )
+        }
+        None => {
+            let host = v.string("REDIS_HOST");
+            let host = if host.contains(':') && !host.starts_with('[') {
+                format!("[{host}]")
+            } else {
+                host
+            };
+            let port: u16 = v.parse("REDIS_PORT")?;
+            let auth = userinfo(&v.string("REDIS_USERNAME"), &v.string("REDIS_PASSWORD"));
+            (
+                format!("redis://{auth}{host}:{port}/{db}"),
+                format!("redis://{host}:{port}/{db}"),
+            )
+        }
+    };
+    Ok(RedisSettings {
+        url: Secret::new(url),
+        shown,
+        prefix: v.string("SHOPCHAT_REDIS_PREFIX"),
+        pool_size: positive(v, "SHOPCHAT_REDIS_POOL_SIZE")?,
+        timeout: Duration::from_millis(positive(v, "SHOPCHAT_REDIS_TIMEOUT_MS")?),
     })
 }
 
@@ -690,6 +798,64 @@ mod tests {
             .iter()
             .map(|(k, v)| (k.to_string(), v.to_string()))
             .collect()
+    }
+
+    #[test]
+    fn the_throttle_store_reads_laravels_redis_variables() {
+        let load = |pairs: &[(&str, &str)]| {
+            let mut all = vec![("APP_KEY", KEY)];
+            all.extend_from_slice(pairs);
+            Settings::load_from(None, env(&all)).map(|s| s.http.rate_limit_store)
+        };
+        assert_eq!(load(&[]).unwrap(), RateLimitStore::Memory, "the default");
+        let redis = |pairs: &[(&str, &str)]| {
+            let mut all = vec![("SHOPCHAT_RATE_LIMIT_STORE", "redis")];
+            all.extend_from_slice(pairs);
+            match load(&all).unwrap() {
+                RateLimitStore::Redis(r) => r,
+                other => panic!("{other:?}"),
+            }
+        };
+        // Laravel's defaults: 127.0.0.1:6379, the cache connection's database 1, password null.
+        let r = redis(&[("REDIS_PASSWORD", "null")]);
+        assert_eq!(r.url.expose(), "redis://127.0.0.1:6379/1");
+        assert_eq!(r.prefix, "shopchat:throttle:");
+        assert_eq!(r.timeout, Duration::from_millis(100));
+        let r = redis(&[
+            ("REDIS_HOST", "cache.internal"),
+            ("REDIS_PORT", "6380"),
+            ("REDIS_PASSWORD", "p@ss:w/rd"),
+            ("REDIS_CACHE_DB", "3"),
+        ]);
+        assert_eq!(
+            r.url.expose(),
+            "redis://:p%40ss%3Aw%2Frd@cache.internal:6380/3"
+        );
+        assert_eq!(
+            r.shown, "redis://cache.internal:6380/3",
+            "no password shown"
+        );
+        assert!(!format!("{r:?}").contains("p@ss"));
+        let r = redis(&[("REDIS_HOST", "::1")]);
+        assert_eq!(r.url.expose(), "redis://[::1]:6379/1");
+        // REDIS_URL wins; its path names the database, else REDIS_CACHE_DB.
+        let r = redis(&[("REDIS_URL", "redis://u:secret@10.0.0.5:6379")]);
+        assert_eq!(r.url.expose(), "redis://u:secret@10.0.0.5:6379/1");
+        assert_eq!(r.shown, "redis://10.0.0.5:6379/1");
+        let r = redis(&[("REDIS_URL", "redis://10.0.0.5:6379/7")]);
+        assert_eq!(r.url.expose(), "redis://10.0.0.5:6379/7");
+        for (name, value) in [
+            ("REDIS_URL", "rediss://10.0.0.5"),
+            ("REDIS_URL", "http://10.0.0.5"),
+            ("REDIS_URL", "redis://10.0.0.5/x"),
+            ("REDIS_PORT", "six"),
+            ("SHOPCHAT_REDIS_TIMEOUT_MS", "0"),
+        ] {
+            let e = load(&[("SHOPCHAT_RATE_LIMIT_STORE", "redis"), (name, value)]).unwrap_err();
+            assert_eq!(e.name, name, "{value}");
+        }
+        let e = load(&[("SHOPCHAT_RATE_LIMIT_STORE", "memcached")]).unwrap_err();
+        assert_eq!(e.name, "SHOPCHAT_RATE_LIMIT_STORE");
     }
 
     #[test]

@@ -6,6 +6,8 @@ pub mod ops_endpoints;
 pub mod origin;
 pub mod pipeline;
 pub mod ratelimit;
+pub mod ratelimit_redis;
 pub mod request;
 pub mod response;
 pub mod routing;
+pub mod throttle;

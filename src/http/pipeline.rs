@@ -256,7 +256,7 @@ async fn routed(mut req: Incoming, state: &AppState, info: &RequestInfo) -> Http
     let limit = settings.http.rate_limit;
     let decision = match (info.mode, spent) {
         (Mode::Serve, Some(limited)) => limited,
-        (Mode::Serve, None) => state.limiter.hit(key),
+        (Mode::Serve, None) => state.limiter.hit(key).await,
         (Mode::Shadow, _) if limit == 0 => Decision::Off,
         (Mode::Shadow, _) => Decision::Allowed {
             limit,

@@ -1,7 +1,7 @@
 //! The throttle of COMPAT §1.4 (deviation D8): a fixed 60-second window per key, where the key
 //! is the authenticated user when the bearer token is valid and the client IP otherwise.
-//! Counters live in this process; several shopchat processes each count on their own
-//! (documented in the README).
+//! These are the windows of this process: the throttle's store with
+//! `SHOPCHAT_RATE_LIMIT_STORE=memory`, its fallback with `redis` ([`crate::http::throttle`]).
 //!
 //! Cost and memory do not grow with the number of keys (security review H2): the windows are
 //! spread over [`SHARDS`] independently locked maps, and each shard keeps two generations —
@@ -21,7 +21,7 @@ use crate::cache::Generations;
 use crate::ids::UserId;
 use crate::sync::LockUnpoisoned;
 
-const WINDOW: Duration = Duration::from_secs(60);
+pub const WINDOW: Duration = Duration::from_secs(60);
 /// Independently locked parts of the table (a power of two).
 pub const SHARDS: usize = 64;
 
@@ -111,6 +111,11 @@ impl RateLimiter {
 
     pub fn is_empty(&self) -> bool {
         self.len() == 0
+    }
+
+    /// Hits per window and key; `0` = off.
+    pub fn hit_limit(&self) -> u32 {
+        self.limit
     }
 
     pub fn hit(&self, key: RateKey) -> Decision {

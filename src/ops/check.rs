@@ -14,7 +14,7 @@ use std::time::Duration;
 use serde::Serialize;
 use sqlx::{MySqlPool, Row};
 
-use crate::config::{ConfigError, MailerKind, Settings, SslMode};
+use crate::config::{ConfigError, MailerKind, RateLimitStore, Settings, SslMode};
 use crate::laravel::encrypter::Encrypter;
 use crate::mail::outbox::Outbox;
 use crate::mail::smtp::Mailer;
@@ -163,6 +163,7 @@ pub async fn run(
     configuration(&mut report, &settings, source);
     outbox(&mut report, &settings);
     database(&mut report, &settings).await;
+    redis(&mut report, &settings).await;
     if options.smtp {
         smtp(&mut report, &settings).await;
     }
@@ -799,6 +800,43 @@ async fn smtp(report: &mut Report, s: &Settings) {
             };
         }
     }
+}
+
+/// The shared throttle's Redis, when `SHOPCHAT_RATE_LIMIT_STORE=redis` (docs/scaling.md).
+async fn redis(report: &mut Report, s: &Settings) {
+    let RateLimitStore::Redis(r) = &s.http.rate_limit_store else {
+        report.add(
+            "redis",
+            Level::Skip,
+            "SHOPCHAT_RATE_LIMIT_STORE=memory: each instance counts its own throttle",
+        );
+        return;
+    };
+    // The service allows SHOPCHAT_REDIS_TIMEOUT_MS per answer; the check is patient with a
+    // slow first connection but reports the slowness.
+    let started = std::time::Instant::now();
+    match crate::http::ratelimit_redis::probe(r.url.expose(), r.timeout.max(Duration::from_secs(2))).await {
+        Ok(version) if started.elapsed() <= r.timeout => report.add(
+            "redis",
+            Level::Ok,
+            format!("{} answers (Redis {version}); the throttle is shared by every instance using it", r.shown),
+        ),
+        Ok(version) => report.add(
+            "redis",
+            Level::Warn,
+            format!(
+                "{} answers (Redis {version}) but took {:?}, more than SHOPCHAT_REDIS_TIMEOUT_MS ({:?}): the service would count in process",
+                r.shown,
+                started.elapsed(),
+                r.timeout
+            ),
+        ),
+        Err(e) => report.add(
+            "redis",
+            Level::Fail,
+            format!("{}: {e} (the service would count each instance's throttle on its own)", r.shown),
+        ),
+    };
 }
 
 #[cfg(test)]

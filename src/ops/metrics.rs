@@ -33,6 +33,7 @@ pub struct Metrics {
     latency: HistogramVec,
     query_errors: IntCounterVec,
     rate_limited: IntCounter,
+    rate_limit_store_errors: IntCounter,
     /// Requests currently held by the get-new-messages long-poll (§5.4),
     /// sampled from the watcher's count at scrape time.
     long_poll_waiters: IntGauge,
@@ -111,7 +112,9 @@ pub fn gauge_vec(registry: &Registry, name: &str, help: &str, labels: &[&str]) -
 }
 
 impl Metrics {
-    pub fn new(pool_max: u32) -> Metrics {
+    /// `instance` names this process among the shop's instances (`SHOPCHAT_INSTANCE`),
+    /// `rate_limit_store` is where its throttle counts.
+    pub fn new(pool_max: u32, instance: &str, rate_limit_store: &str) -> Metrics {
         let registry = Registry::new();
         let r = &registry;
         let latency = HistogramVec::new(
@@ -133,6 +136,15 @@ impl Metrics {
             &["version"],
         );
         build.with_label_values(&[env!("CARGO_PKG_VERSION")]).set(1);
+        let identity = gauge_vec(
+            r,
+            "shopchat_instance_info",
+            "Always 1; which instance of the shop's shopchat processes this is (SHOPCHAT_INSTANCE, default hostname:port) and where its throttle counts.",
+            &["instance", "rate_limit_store"],
+        );
+        identity
+            .with_label_values(&[instance, rate_limit_store])
+            .set(1);
         let metrics = Metrics {
             requests: counter_vec(
                 r,
@@ -151,6 +163,11 @@ impl Metrics {
                 r,
                 "shopchat_rate_limit_rejections_total",
                 "Requests refused with 429 by the throttle (COMPAT §1.4).",
+            ),
+            rate_limit_store_errors: counter(
+                r,
+                "shopchat_rate_limit_store_errors_total",
+                "Throttle hits that Redis did not count (down, unreachable or too slow): counted in this process instead (COMPAT §1.4).",
             ),
             long_poll_waiters: gauge(
                 r,
@@ -242,6 +259,11 @@ impl Metrics {
     }
 
     /// The counter of degraded writes (`chat::storage`), registered in this registry.
+    /// Counted by the throttle when Redis fails it ([`crate::http::throttle`]).
+    pub fn rate_limit_store_errors(&self) -> IntCounter {
+        self.rate_limit_store_errors.clone()
+    }
+
     pub fn storage_degraded(&self) -> IntCounterVec {
         self.storage_degraded.clone()
     }
@@ -332,7 +354,7 @@ mod tests {
 
     #[test]
     fn requests_and_rejections_are_counted() {
-        let m = Metrics::new(10);
+        let m = Metrics::new(10, "host-a:8000", "memory");
         m.observe("conversations", StatusCode::OK, Duration::from_millis(3));
         m.observe(
             "conversations",
@@ -345,6 +367,10 @@ mod tests {
         assert!(
             text.contains("shopchat_http_requests_total{route=\"conversations\",status=\"200\"} 1")
         );
+        assert!(text.contains(
+            "shopchat_instance_info{instance=\"host-a:8000\",rate_limit_store=\"memory\"} 1"
+        ));
+        assert!(text.contains("shopchat_rate_limit_store_errors_total 0"));
         assert!(text.contains("shopchat_rate_limit_rejections_total 1"));
         assert!(text.contains("shopchat_query_errors_total{kind=\"unavailable\"} 1"));
         assert!(text.contains(

@@ -13,7 +13,7 @@ pub mod schema;
 
 use tokio::sync::watch;
 
-use crate::config::Settings;
+use crate::config::{RateLimitStore, Settings};
 use metrics::Metrics;
 use ready::Readiness;
 
@@ -26,7 +26,14 @@ pub struct Ops {
 impl Ops {
     pub fn new(settings: &Settings) -> Ops {
         Ops {
-            metrics: Metrics::new(settings.database.pool_size),
+            metrics: Metrics::new(
+                settings.database.pool_size,
+                &instance_name(settings),
+                match settings.http.rate_limit_store {
+                    RateLimitStore::Memory => "memory",
+                    RateLimitStore::Redis(_) => "redis",
+                },
+            ),
             readiness: Readiness::new(settings.ops.ready_timeout, settings.ops.ready_cache),
             draining: watch::Sender::new(false),
         }
@@ -43,4 +50,18 @@ impl Ops {
     pub fn is_draining(&self) -> bool {
         *self.draining.borrow()
     }
+}
+
+/// `SHOPCHAT_INSTANCE`, else `<hostname>:<listen port>`: unique among instances on several hosts
+/// and among instances on one host (they listen on different ports).
+pub fn instance_name(settings: &Settings) -> String {
+    if let Some(name) = &settings.ops.instance {
+        return name.clone();
+    }
+    let host = std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .map(|h| h.trim().to_string())
+        .ok()
+        .filter(|h| !h.is_empty())
+        .unwrap_or_else(|| "localhost".to_string());
+    format!("{host}:{}", settings.http.listen.port())
 }

@@ -2,13 +2,7 @@
 //! limit under parallel load (D8), and parallel create-conversation calls
 //! across two shopchat processes on one database (D6).
 
-use std::collections::HashMap;
-use std::net::TcpListener;
-
 use futures_util::future::join_all;
-
-use shopchat::config::Settings;
-use shopchat::startup::Application;
 
 use crate::helpers::*;
 
@@ -116,25 +110,10 @@ async fn rate_limit_holds_under_parallel_load() {
     app.finish().await;
 }
 
-/// A second shopchat process (in this test process) on the same database.
-async fn second_instance(app: &TestApp) -> (String, tempfile::TempDir) {
-    let outbox = tempfile::tempdir().unwrap();
-    let mut env: HashMap<String, String> = test_env(&app.db.name, outbox.path());
-    env.insert("SHOPCHAT_RATE_LIMIT".into(), "0".into());
-    let settings = Settings::load_from(None, env).unwrap();
-    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
-    let second = Application::build_with_listener(settings, listener)
-        .await
-        .unwrap();
-    let addr = format!("127.0.0.1:{}", second.port());
-    tokio::spawn(second.run_until_stopped());
-    (addr, outbox)
-}
-
 #[tokio::test]
 async fn parallel_creates_across_two_instances_make_one_conversation() {
     let app = spawn_app_with(&[("SHOPCHAT_RATE_LIMIT", "0")]).await;
-    let (second_addr, _outbox) = second_instance(&app).await;
+    let (second_addr, _outbox) = another_instance(&app, &[("SHOPCHAT_RATE_LIMIT", "0")]).await;
     let before: i64 = app
         .db
         .scalar("SELECT COUNT(*) FROM conversations")

@@ -321,6 +321,27 @@ pub async fn spawn_app_on(db: TestDb, overrides: &[(&str, &str)]) -> TestApp {
     TestApp { addr, db, outbox }
 }
 
+/// Another shopchat instance (in this test process) on the same database as `app`, with its
+/// own outbox; `overrides` replace settings. Returns its address and its outbox.
+pub async fn another_instance(
+    app: &TestApp,
+    overrides: &[(&str, &str)],
+) -> (String, tempfile::TempDir) {
+    let outbox = tempfile::tempdir().unwrap();
+    let mut env = test_env(&app.db.name, outbox.path());
+    for (k, v) in overrides {
+        env.insert(k.to_string(), v.to_string());
+    }
+    let settings = Settings::load_from(None, env).expect("test settings");
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let other = Application::build_with_listener(settings, listener)
+        .await
+        .expect("build app");
+    let addr = format!("127.0.0.1:{}", other.port());
+    tokio::spawn(other.run_until_stopped());
+    (addr, outbox)
+}
+
 impl TestApp {
     /// A request with the fixture defaults (see [`request_with`]).
     pub async fn call(

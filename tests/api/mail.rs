@@ -14,13 +14,13 @@ use crate::helpers::*;
 
 /// One received mail: envelope recipients and the DATA text.
 #[derive(Debug, Clone)]
-struct Received {
-    rcpt: Vec<String>,
-    data: String,
+pub struct Received {
+    pub rcpt: Vec<String>,
+    pub data: String,
 }
 
 /// A minimal SMTP server on loopback that accepts every mail.
-async fn smtp_sink() -> (u16, Arc<Mutex<Vec<Received>>>) {
+pub async fn smtp_sink() -> (u16, Arc<Mutex<Vec<Received>>>) {
     smtp_sink_on(0).await
 }
 
@@ -127,7 +127,7 @@ fn unqp(s: &str) -> String {
     String::from_utf8_lossy(&out).into_owned()
 }
 
-async fn wait_for_mail(store: &Arc<Mutex<Vec<Received>>>, n: usize) -> Vec<Received> {
+pub async fn wait_for_mail(store: &Arc<Mutex<Vec<Received>>>, n: usize) -> Vec<Received> {
     for _ in 0..200 {
         if store.lock().unwrap().len() >= n {
             break;
@@ -315,7 +315,7 @@ async fn a_reused_conversation_rises_and_mails_a_receiver_who_had_read_it() {
     app.finish().await;
 }
 
-fn smtp_env(port: &str) -> Vec<(&'static str, String)> {
+pub fn smtp_env(port: &str) -> Vec<(&'static str, String)> {
     vec![
         ("MAIL_MAILER", "smtp".into()),
         ("MAIL_HOST", "127.0.0.1".into()),

@@ -2,6 +2,7 @@
 //! database per test (`SHOPCHAT_TEST_DATABASE_URL`, see `scripts/test.sh`).
 
 mod authz;
+mod cluster;
 mod concurrency;
 mod faults;
 mod golden;
@@ -18,6 +19,7 @@ mod process;
 mod raw_http;
 mod reads;
 mod real_app;
+mod redis_store;
 mod shadow;
 mod throttle;
 mod tls;

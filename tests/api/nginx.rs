@@ -44,7 +44,7 @@ async fn upstream(name: &'static str) -> (String, Seen) {
     (addr, seen)
 }
 
-struct Nginx(Child);
+pub struct Nginx(Child);
 
 impl Drop for Nginx {
     /// SIGTERM: the master stops its workers (SIGKILL would orphan them).
@@ -63,7 +63,7 @@ impl Drop for Nginx {
     }
 }
 
-fn nginx_binary() -> String {
+pub fn nginx_binary() -> String {
     for candidate in ["/usr/sbin/nginx", "/usr/local/sbin/nginx", "/usr/bin/nginx"] {
         if Path::new(candidate).exists() {
             return candidate.into();
@@ -74,7 +74,7 @@ fn nginx_binary() -> String {
 
 /// The shipped files, with what an operator edits: the upstream addresses
 /// and the rollback flag's path (backends.conf), the dial (stages.conf).
-fn lay_out(dir: &Path, php: &str, shopchat: &str, stages: Option<&str>, port: u16) -> String {
+pub fn lay_out(dir: &Path, php: &str, shopchat: &str, stages: Option<&str>, port: u16) -> String {
     let shipped = project_file("deploy/nginx/shopchat");
     for f in [
         "cutover.conf",
@@ -127,6 +127,23 @@ http {{
     let path = dir.join("nginx.conf");
     std::fs::write(&path, conf).unwrap();
     path.to_str().unwrap().to_string()
+}
+
+/// nginx in the foreground with the configuration `conf` (checked first); stopped on drop.
+pub fn run_nginx(bin: &str, dir: &Path, conf: &str) -> Nginx {
+    nginx_check(bin, dir, conf);
+    Nginx(
+        Command::new(bin)
+            .arg("-e")
+            .arg(dir.join("error.log"))
+            .arg("-p")
+            .arg(dir)
+            .args(["-c", conf])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap(),
+    )
 }
 
 fn nginx_check(bin: &str, dir: &Path, conf: &str) {
@@ -212,19 +229,7 @@ async fn nginx_kit_routes_canaries_mirrors_and_rolls_back() {
     nginx_check(&bin, dir.path(), &conf);
 
     let conf = lay_out(dir.path(), &php_addr, &sc_addr, Some(STAGES), port);
-    nginx_check(&bin, dir.path(), &conf);
-    let _nginx = Nginx(
-        Command::new(&bin)
-            .arg("-e")
-            .arg(dir.path().join("error.log"))
-            .arg("-p")
-            .arg(dir.path())
-            .args(["-c", &conf])
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .unwrap(),
-    );
+    let _nginx = run_nginx(&bin, dir.path(), &conf);
     let addr = format!("127.0.0.1:{port}");
     wait_for_port(&addr).await;
 

@@ -285,17 +285,7 @@ async fn create_reuses_the_newest_matching_conversation() {
 async fn concurrent_creates_across_processes_make_one_conversation() {
     let app = spawn_app().await;
     // A second shopchat "process" on the same database.
-    let second_outbox = tempfile::tempdir().unwrap();
-    let env = test_env(&app.db.name, second_outbox.path());
-    let settings = shopchat::config::Settings::load_from(None, env).unwrap();
-    let other = shopchat::startup::Application::build_with_listener(
-        settings,
-        std::net::TcpListener::bind("127.0.0.1:0").unwrap(),
-    )
-    .await
-    .unwrap();
-    let other_addr = format!("127.0.0.1:{}", other.port());
-    tokio::spawn(other.run_until_stopped());
+    let (other_addr, _second_outbox) = another_instance(&app, &[]).await;
 
     let body = crate::raw_http::form(&[
         ("product_id", "4"),
