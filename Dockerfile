@@ -59,6 +59,10 @@ WORKDIR /var/lib/shopchat
 VOLUME ["/var/lib/shopchat"]
 EXPOSE 8000
 
+# Several containers of this image serve one shop side by side (docs/scaling.md): give each its
+# own outbox volume, set SHOPCHAT_RATE_LIMIT_STORE=redis with the shop's REDIS_* so the throttle
+# is one budget, SHOPCHAT_INSTANCE to tell them apart in /metrics, and list them in nginx's
+# `upstream shopchat`. Replace them one at a time (stop, start, wait for `shopchat health`).
 # SIGTERM drains: requests in flight finish within SHOPCHAT_SHUTDOWN_TIMEOUT (30 s); give
 # `docker stop` at least that (docker stop -t 40).
 STOPSIGNAL SIGTERM

@@ -1,6 +1,7 @@
 //! What `/proc` says of the measured process, for the bench tools.
 
 /// The process's resident memory (`VmRSS` of `/proc/PID/status`), kB; 0 when unreadable.
+#[allow(dead_code)] // not every tool measures memory
 pub fn rss_kb(pid: u32) -> u64 {
     std::fs::read_to_string(format!("/proc/{pid}/status"))
         .ok()
