@@ -368,15 +368,16 @@ struct PollRow {
 /// A poll's first page above `after` (bound as text, §5.4) in one statement, without a count
 /// ([`sql::POLL_PAGE`]): what the statement saw of the conversation, the newest messages above
 /// the cursor, and whether they are all of them (at most a page: their number is the total).
-pub async fn poll_page(
-    pool: &MySqlPool,
+pub async fn poll_page<'e>(
+    db: impl sqlx::MySqlExecutor<'e>,
     conversation_id: i64,
     after: &str,
 ) -> Result<(Seen, Vec<MessageRow>, bool), sqlx::Error> {
     let rows: Vec<PollRow> = sqlx::query_as(sql::POLL_PAGE)
-        .bind(after)
         .bind(conversation_id)
-        .fetch_all(pool)
+        .bind(conversation_id)
+        .bind(after)
+        .fetch_all(db)
         .await?;
     let Some(first) = rows.first() else {
         return Ok((Seen::Gone, Vec::new(), true));
@@ -385,8 +386,9 @@ pub async fn poll_page(
         sender_id: first.sender_id,
         receiver_id: first.receiver_id,
     });
-    let complete = rows.len() < sql::POLL_ROWS;
-    let messages = rows
+    // The conversation's own row carries no message; SQL leaves the order of a UNION's
+    // parts open, so the messages are put newest first here.
+    let mut messages: Vec<MessageRow> = rows
         .into_iter()
         .filter_map(|r| {
             Some(MessageRow {
@@ -397,8 +399,10 @@ pub async fn poll_page(
                 user_type: r.user_type,
             })
         })
-        .take(sql::POLL_ROWS - 1)
         .collect();
+    messages.sort_unstable_by_key(|m| std::cmp::Reverse(m.id));
+    let complete = messages.len() < sql::POLL_ROWS;
+    messages.truncate(sql::POLL_ROWS - 1);
     Ok((seen, messages, complete))
 }
 

@@ -38,18 +38,25 @@ pub const MESSAGE_PAGE_AFTER: &str = concat!(
      WHERE m.conversation_id = ? AND m.id > ? ORDER BY m.id DESC LIMIT 10 OFFSET ?"
 );
 
-/// A poll's first page above a cursor (§5.4), without counting: the conversation's row LEFT
-/// JOINed with at most [`POLL_ROWS`] messages above the cursor (bound as text, like PHP). No
-/// row: the conversation is gone; one row without a message: nothing new; up to ten messages:
-/// they are the page and their number is the total; eleven: the total needs
-/// [`MESSAGE_PAGE_AFTER`]. Binds: cursor, conversation.
+/// A poll's first page above a cursor (§5.4), without counting: the conversation's row (all
+/// message columns NULL), then at most [`POLL_ROWS`] messages above the cursor (bound as text,
+/// like PHP), newest first, each with the participants its part read. No row: the conversation
+/// is gone; only the conversation's row: nothing new; up to ten messages: they are the page and
+/// their number is the total; eleven: the total needs [`MESSAGE_PAGE_AFTER`].
+///
+/// Two parts of a `UNION ALL` rather than the conversation `LEFT JOIN`ed with its messages:
+/// sorted across that outer join, MariaDB read every message above the cursor into a
+/// temporary table — on disk, the message text being TEXT — to keep eleven. Each part here
+/// comes straight off an index (the `(conversation_id, id)` one read backwards, or the primary
+/// key without it). Binds: conversation, conversation, cursor.
 pub const POLL_PAGE: &str = concat!(
-    "SELECT c.sender_id, c.receiver_id, ",
+    "(SELECT c.sender_id, c.receiver_id, NULL AS id, NULL AS user_id, NULL AS message, \
+     NULL AS created_at, NULL AS user_type FROM conversations c WHERE c.id = ?) \
+     UNION ALL (SELECT c.sender_id, c.receiver_id, ",
     message_columns!(),
-    " FROM conversations c \
-     LEFT JOIN messages m ON m.conversation_id = c.id AND m.id > ? \
+    " FROM messages m JOIN conversations c ON c.id = m.conversation_id \
      LEFT JOIN users u ON u.id = m.user_id \
-     WHERE c.id = ? ORDER BY m.id DESC LIMIT 11"
+     WHERE m.conversation_id = ? AND m.id > ? ORDER BY m.id DESC LIMIT 11)"
 );
 
 /// One more than a page: a poll that finds this many messages counts them.

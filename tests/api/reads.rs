@@ -209,3 +209,81 @@ async fn session_time_zone_when_configured() {
     );
     app.finish().await;
 }
+
+/// The poll statement of §5.4 reads the page it answers and nothing more: no on-disk temporary
+/// table (the message text is TEXT, so MariaDB builds any temporary table of it on disk, a file
+/// created and deleted per poll), no walk over every message above the cursor. The CI run of
+/// 2026-12-05 met the cost of the old LEFT JOIN form as a 500: MariaDB failed to delete such a
+/// temporary file ("Error on delete of '/tmp/#sql-temptable-….MAI'").
+#[tokio::test]
+async fn a_poll_statement_reads_a_page_without_a_temporary_table() {
+    use sqlx::{Executor, Row};
+    let db = TestDb::fresh().await;
+    let indexes = std::fs::read_to_string(project_file("schema/recommended-indexes.sql")).unwrap();
+    sqlx::raw_sql(&indexes).execute(&db.pool).await.unwrap();
+    // 300 messages in conversation 1, all above the cursor 0.
+    for _ in 0..3 {
+        db.pool
+            .execute(
+                "INSERT INTO messages (conversation_id, user_id, message, created_at, updated_at) \
+                 SELECT 1, 5, CONCAT('bulk ', seq), NOW(), NOW() FROM seq_1_to_100",
+            )
+            .await
+            .unwrap();
+    }
+    let mut conn = db.pool.acquire().await.unwrap();
+    const COUNTERS: [(&str, u64); 4] = [
+        ("Created_tmp_tables", 0),
+        ("Created_tmp_disk_tables", 0),
+        ("Handler_read_next", 0),
+        ("Handler_read_prev", 11),
+    ];
+    // Reading the counters costs something itself (SHOW builds a temporary table): what a
+    // poll costs is the difference between two readings around it, less that of two
+    // readings around nothing.
+    async fn counters(conn: &mut sqlx::MySqlConnection) -> Vec<u64> {
+        let rows = sqlx::query(
+            "SHOW SESSION STATUS WHERE Variable_name IN \
+             ('Created_tmp_tables', 'Created_tmp_disk_tables', 'Handler_read_next', 'Handler_read_prev')",
+        )
+        .fetch_all(conn)
+        .await
+        .unwrap();
+        COUNTERS
+            .iter()
+            .map(|(name, _)| {
+                let row = rows
+                    .iter()
+                    .find(|r| r.get::<String, _>(0) == *name)
+                    .unwrap();
+                row.get::<String, _>(1).parse().unwrap()
+            })
+            .collect()
+    }
+    let a = counters(conn.as_mut()).await;
+    let b = counters(conn.as_mut()).await;
+    let reading: Vec<u64> = b.iter().zip(&a).map(|(b, a)| b - a).collect();
+    for (cursor, expected) in [("0", 10), ("99999999", 0)] {
+        let before = counters(conn.as_mut()).await;
+        let (seen, messages, complete) = shopchat::chat::repo::poll_page(conn.as_mut(), 1, cursor)
+            .await
+            .unwrap();
+        let after = counters(conn.as_mut()).await;
+        assert!(matches!(seen, shopchat::chat::repo::Seen::Row(_)));
+        assert_eq!(messages.len(), expected, "cursor {cursor}");
+        assert_eq!(complete, expected == 0, "cursor {cursor}");
+        let ids: Vec<i64> = messages.iter().map(|m| m.id).collect();
+        let mut sorted = ids.clone();
+        sorted.sort_unstable_by(|a, b| b.cmp(a));
+        assert_eq!(ids, sorted, "newest first");
+        for (i, (counter, at_most)) in COUNTERS.iter().enumerate() {
+            let spent = after[i] - before[i] - reading[i];
+            assert!(
+                spent <= *at_most,
+                "cursor {cursor}: {counter} +{spent}, at most {at_most}"
+            );
+        }
+    }
+    conn.close().await.unwrap();
+    db.drop().await;
+}
