@@ -17,7 +17,7 @@ use std::time::Instant;
 
 use actix_web::error::PayloadError;
 use actix_web::http::header::{self, HeaderMap, HeaderName, HeaderValue};
-use actix_web::http::{Method, StatusCode};
+use actix_web::http::{ConnectionType, Method, StatusCode};
 use actix_web::{web, HttpRequest, HttpResponse};
 use futures_util::StreamExt;
 use serde_json::json;
@@ -63,10 +63,19 @@ pub async fn run(req: Incoming, state: &AppState, mode: Mode) -> HttpResponse {
             .insert(HeaderName::from_static("x-request-id"), v);
     }
     if let Some(c) = &connection {
-        let closing = res
-            .headers()
-            .get(header::CONNECTION)
-            .is_some_and(|v| v.as_bytes().eq_ignore_ascii_case(b"close"));
+        // While draining, every answer closes its connection: a proxy's kept-alive
+        // connections would otherwise keep the drain busy until SHOPCHAT_SHUTDOWN_TIMEOUT cuts
+        // them, requests in flight included (docs/scaling.md, rolling restarts).
+        let closing = state.ops.is_draining()
+            || res
+                .headers()
+                .get(header::CONNECTION)
+                .is_some_and(|v| v.as_bytes().eq_ignore_ascii_case(b"close"));
+        if closing {
+            // actix writes `connection: close` and closes after the answer from the head's
+            // connection type; it ignores a Connection header set by hand.
+            res.head_mut().set_connection_type(ConnectionType::Close);
+        }
         c.answered(closing);
     }
     let elapsed = started.elapsed();

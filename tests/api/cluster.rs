@@ -35,6 +35,8 @@ struct Instance {
     port: u16,
     env: Vec<(String, String)>,
     outbox: tempfile::TempDir,
+    /// stderr of every run of this instance, appended: shown when a test fails.
+    log: tempfile::NamedTempFile,
 }
 
 impl Instance {
@@ -49,7 +51,12 @@ impl Instance {
             .envs(self.env.iter().map(|(k, v)| (k, v)))
             .stdin(Stdio::null())
             .stdout(Stdio::null())
-            .stderr(Stdio::null())
+            .stderr(
+                std::fs::OpenOptions::new()
+                    .append(true)
+                    .open(self.log.path())
+                    .map_or_else(|_| Stdio::null(), Stdio::from),
+            )
             .spawn()
             .expect("start shopchat serve");
         self.child = Some(child);
@@ -64,8 +71,10 @@ impl Instance {
         let _ = Command::new("kill")
             .args(["-TERM", &child.id().to_string()])
             .status();
+        let t0 = Instant::now();
         for _ in 0..400 {
             if let Ok(Some(status)) = child.try_wait() {
+                println!("instance on {} stopped in {:?}", self.port, t0.elapsed());
                 assert!(status.success(), "graceful exit: {status}");
                 return;
             }
@@ -73,6 +82,31 @@ impl Instance {
         }
         let _ = child.kill();
         panic!("instance on {} did not stop within 20 s", self.port);
+    }
+
+    /// Waits (bounded) until `/ready` answers 200.
+    async fn wait_ready(&self) {
+        for _ in 0..200 {
+            if request_with(&self.addr(), "GET", "/ready", None, &[], b"")
+                .await
+                .status
+                == 200
+            {
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        panic!("instance on {} not ready within 10 s", self.port);
+    }
+
+    /// The lines of this instance's log at WARN or ERROR.
+    fn troubles(&self) -> Vec<String> {
+        std::fs::read_to_string(self.log.path())
+            .unwrap_or_default()
+            .lines()
+            .filter(|l| l.contains("WARN") || l.contains("ERROR"))
+            .map(|l| format!("{}: {l}", self.port))
+            .collect()
     }
 
     fn outbox_files(&self) -> usize {
@@ -145,6 +179,7 @@ async fn cluster(limit: &str) -> Cluster {
             port,
             env: env.into_iter().collect(),
             outbox,
+            log: tempfile::NamedTempFile::new().unwrap(),
         };
         instance.start().await;
         instances.push(instance);
@@ -153,7 +188,7 @@ async fn cluster(limit: &str) -> Cluster {
         .iter()
         .map(Instance::addr)
         .collect::<Vec<_>>()
-        .join(";\n    server ");
+        .join(" ");
     let nginx_dir = tempfile::tempdir().unwrap();
     let port = free_port();
     // PHP is never asked (every route goes to shopchat): its address listens nowhere.
@@ -174,6 +209,20 @@ async fn cluster(limit: &str) -> Cluster {
 }
 
 impl Cluster {
+    /// What the instances logged at WARN or ERROR, for a failing assertion's message.
+    fn troubles(&self) -> Vec<String> {
+        let nginx = std::fs::read_to_string(self._nginx_dir.path().join("error.log"))
+            .unwrap_or_default()
+            .lines()
+            .map(|l| format!("nginx: {l}"))
+            .collect::<Vec<_>>();
+        self.instances
+            .iter()
+            .flat_map(Instance::troubles)
+            .chain(nginx)
+            .collect()
+    }
+
     async fn finish(mut self) {
         for i in &mut self.instances {
             i.stop().await;
@@ -395,24 +444,39 @@ async fn a_rolling_restart_loses_no_write_and_fails_no_request() {
         })
     });
     tokio::time::sleep(Duration::from_millis(500)).await;
+    // The procedure of docs/scaling.md: restart one, wait for /ready and for nginx's
+    // fail_timeout (2 s in deploy/nginx) to put it back in rotation, then the next.
     for i in 0..3 {
         c.instances[i].stop().await;
         tokio::time::sleep(Duration::from_millis(300)).await;
         c.instances[i].start().await;
-        tokio::time::sleep(Duration::from_millis(500)).await;
+        c.instances[i].wait_ready().await;
+        tokio::time::sleep(Duration::from_millis(2500)).await;
     }
     stop.store(true, Ordering::Relaxed);
 
     let mut accepted = HashSet::new();
     for w in writers {
         let (ok, failed) = w.await.unwrap();
-        assert!(failed.is_empty(), "writes failed: {failed:?}");
+        assert!(
+            failed.is_empty(),
+            "{} writes failed, the first: {:?}\n{:#?}",
+            failed.len(),
+            failed.first(),
+            c.troubles()
+        );
         assert!(ok.len() > 20, "traffic flowed: {}", ok.len());
         accepted.extend(ok);
     }
     for p in pollers {
         let (answered, failed) = p.await.unwrap();
-        assert!(failed.is_empty(), "polls failed: {failed:?}");
+        assert!(
+            failed.is_empty(),
+            "{} polls failed, the first: {:?}\n{:#?}",
+            failed.len(),
+            failed.first(),
+            c.troubles()
+        );
         assert!(answered > 20);
     }
     // Every accepted write is stored, once.

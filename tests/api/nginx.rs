@@ -73,7 +73,8 @@ pub fn nginx_binary() -> String {
 }
 
 /// The shipped files, with what an operator edits: the upstream addresses
-/// and the rollback flag's path (backends.conf), the dial (stages.conf).
+/// and the rollback flag's path (backends.conf), the dial (stages.conf). `shopchat`: one address
+/// or several separated by spaces (one upstream server each).
 pub fn lay_out(dir: &Path, php: &str, shopchat: &str, stages: Option<&str>, port: u16) -> String {
     let shipped = project_file("deploy/nginx/shopchat");
     for f in [
@@ -87,12 +88,19 @@ pub fn lay_out(dir: &Path, php: &str, shopchat: &str, stages: Option<&str>, port
     let backends = std::fs::read_to_string(shipped.join("backends.conf"))
         .unwrap()
         .replace("server 127.0.0.1:8081;", &format!("server {php};"))
-        .replace("server 127.0.0.1:8000;", &format!("server {shopchat};"))
+        .replace(
+            "server 127.0.0.1:8000 max_fails=1 fail_timeout=2s;",
+            &shopchat
+                .split(' ')
+                .map(|a| format!("server {a} max_fails=1 fail_timeout=2s;"))
+                .collect::<Vec<_>>()
+                .join("\n    "),
+        )
         .replace(
             "/etc/nginx/shopchat/ROLLBACK",
             dir.join("ROLLBACK").to_str().unwrap(),
         );
-    assert!(backends.contains(php) && backends.contains(shopchat));
+    assert!(backends.contains(php) && shopchat.split(' ').all(|a| backends.contains(a)));
     std::fs::write(dir.join("backends.conf"), backends).unwrap();
     if let Some(stages) = stages {
         std::fs::write(dir.join("stages.conf"), stages).unwrap();

@@ -448,6 +448,84 @@ async fn sigterm_finishes_the_request_in_flight_then_exits_0() {
     db.drop().await;
 }
 
+/// Reads one answer (with a Content-Length) off a kept-alive connection.
+async fn read_one_answer(stream: &mut TcpStream) -> raw_http::Response {
+    let mut raw = Vec::new();
+    let mut buf = [0u8; 4096];
+    loop {
+        if let Some(end) = raw.windows(4).position(|w| w == b"\r\n\r\n") {
+            let head = raw_http::parse(&raw[..end + 4]);
+            let len: usize = head.header("content-length").unwrap().parse().unwrap();
+            if raw.len() >= end + 4 + len {
+                return raw_http::parse(&raw[..end + 4 + len]);
+            }
+        }
+        let n = tokio::time::timeout(Duration::from_secs(20), stream.read(&mut buf))
+            .await
+            .expect("an answer within 20 s")
+            .unwrap();
+        assert!(
+            n > 0,
+            "closed before an answer: {:?}",
+            String::from_utf8_lossy(&raw)
+        );
+        raw.extend_from_slice(&buf[..n]);
+    }
+}
+
+#[tokio::test]
+async fn a_draining_instance_closes_each_kept_alive_connection_after_its_next_answer() {
+    // A proxy keeps connections to each instance open and sends the next request on one of
+    // them. Draining must end those connections after the answer (`connection: close`), or a
+    // busy proxy keeps the drain going until SHOPCHAT_SHUTDOWN_TIMEOUT cuts the connections,
+    // and whatever request is in flight on them then (docs/scaling.md, rolling restarts).
+    let db = TestDb::fresh().await;
+    let outbox = tempfile::tempdir().unwrap();
+    let env = test_env(&db.name, outbox.path());
+    let mut service = Service::start(&env, &[("SHOPCHAT_SHUTDOWN_TIMEOUT", "20")]).await;
+    let request = format!(
+        "GET /api/v2/chat/conversations HTTP/1.1\r\nHost: shop.test\r\nAccept: application/json\r\n\
+         System-Key: {}\r\nAuthorization: Bearer {CUST1}\r\n\r\n",
+        crate::helpers::SYSTEM_KEY
+    );
+    let mut stream = TcpStream::connect(&service.addr).await.unwrap();
+    stream.write_all(request.as_bytes()).await.unwrap();
+    let first = read_one_answer(&mut stream).await;
+    assert_eq!(first.status, 200, "{}", first.text());
+    assert_eq!(
+        first.header("connection"),
+        None,
+        "kept alive before the drain"
+    );
+
+    service.signal("TERM");
+    let mut refused = false;
+    for _ in 0..100 {
+        if TcpStream::connect(&service.addr).await.is_err() {
+            refused = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert!(refused, "new connections are still accepted after SIGTERM");
+
+    // The next request on the open connection is served, and its answer ends the connection.
+    stream.write_all(request.as_bytes()).await.unwrap();
+    let second = read_one_answer(&mut stream).await;
+    assert_eq!(second.status, 200, "{}", second.text());
+    assert_eq!(second.header("connection"), Some("close"));
+    let mut rest = Vec::new();
+    let read = tokio::time::timeout(Duration::from_secs(2), stream.read_to_end(&mut rest)).await;
+    assert!(
+        matches!(read, Ok(Ok(0))),
+        "the connection stays open after the answer: {read:?}"
+    );
+
+    let (status, log) = service.wait_exit().await;
+    assert_eq!(status.code(), Some(0), "{log}");
+    db.drop().await;
+}
+
 #[tokio::test]
 async fn sigterm_releases_long_poll_waiters_and_metrics_count_them() {
     let db = TestDb::fresh().await;
