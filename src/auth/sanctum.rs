@@ -145,10 +145,13 @@ impl Sanctum {
             tokens: TokenStore::new(pool.clone()),
             touches: {
                 let pool = pool.clone();
+                // Gathered like the lookups: due touches come one per token per interval,
+                // rarely concurrent enough to share a statement otherwise.
                 Batcher::new(2, 256, move |touches| {
                     let pool = pool.clone();
                     async move { write_touches(&pool, touches).await }
                 })
+                .with_gap(crate::auth::tokens::GATHER_GAP)
             },
             pool,
         }

@@ -14,10 +14,12 @@
 
 use std::future::Future;
 use std::sync::{Arc, OnceLock};
+use std::time::Duration;
 
 use futures_util::future::BoxFuture;
 
 use tokio::sync::{mpsc, oneshot, Semaphore};
+use tokio::time::Instant;
 
 use crate::error::is_unavailable;
 
@@ -40,6 +42,12 @@ pub fn in_list<T: Copy>(values: &[T]) -> (String, Vec<T>) {
 /// together in the next one. Each caller still waits for its own batch, so
 /// errors reach the request that caused the statement, as without batching.
 ///
+/// With a gap ([`Batcher::with_gap`]), batches also start at least that far apart: a
+/// request arriving sooner after the last batch waits out the rest of the gap, with every
+/// request that arrives meanwhile. Statements then cost fast requests nothing when they are
+/// spread out (an idle batcher sends at once) and at most one per gap under load — where a
+/// free slot alone would send one statement per request as long as each is quick.
+///
 /// Gathering needs a task on a runtime: it runs once [`Batcher::start`] was called
 /// (at start-up). Before that, and if that task is gone, each request is a batch of one
 /// handled by the caller itself — the same statement, unbatched.
@@ -47,6 +55,7 @@ pub struct Batcher<Req, Resp> {
     run: Arc<RunBatch<Req, Resp>>,
     parallel: usize,
     max_batch: usize,
+    gap: Duration,
     tx: OnceLock<mpsc::UnboundedSender<(Req, Reply<Resp>)>>,
 }
 
@@ -84,8 +93,15 @@ impl<Req: Send + 'static, Resp: Clone + Send + 'static> Batcher<Req, Resp> {
             run: Arc::new(move |reqs| Box::pin(run(reqs))),
             parallel,
             max_batch,
+            gap: Duration::ZERO,
             tx: OnceLock::new(),
         }
+    }
+
+    /// Batches start at least `gap` apart (see the type's docs); set before [`Batcher::start`].
+    pub fn with_gap(mut self, gap: Duration) -> Self {
+        self.gap = gap;
+        self
     }
 
     /// Starts gathering on the current runtime (once; later calls do nothing).
@@ -96,6 +112,7 @@ impl<Req: Send + 'static, Resp: Clone + Send + 'static> Batcher<Req, Resp> {
                 rx,
                 self.parallel,
                 self.max_batch,
+                self.gap,
                 self.run.clone(),
             ));
             tx
@@ -133,12 +150,14 @@ async fn batch_loop<Req, Resp>(
     mut rx: mpsc::UnboundedReceiver<(Req, Reply<Resp>)>,
     parallel: usize,
     max_batch: usize,
+    gap: Duration,
     run: Arc<RunBatch<Req, Resp>>,
 ) where
     Req: Send + 'static,
     Resp: Clone + Send + 'static,
 {
     let permits = Arc::new(Semaphore::new(parallel));
+    let mut last_start: Option<Instant> = None;
     loop {
         // Wait for a free statement slot first: requests arriving meanwhile
         // queue up and go out together.
@@ -146,6 +165,13 @@ async fn batch_loop<Req, Resp>(
             return;
         };
         let Some(first) = rx.recv().await else { return };
+        if let Some(last) = last_start {
+            let next = last + gap;
+            if next > Instant::now() {
+                tokio::time::sleep_until(next).await;
+            }
+        }
+        last_start = Some(Instant::now());
         let mut batch = vec![first];
         while batch.len() < max_batch {
             match rx.try_recv() {
@@ -225,6 +251,44 @@ mod tests {
         let sizes = sizes.lock().unwrap().clone();
         assert_eq!(sizes.iter().sum::<usize>(), 50);
         assert!(sizes.len() < 50, "requests were batched: {sizes:?}");
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn with_a_gap_batches_start_that_far_apart_and_an_idle_batcher_sends_at_once() {
+        let gap = std::time::Duration::from_millis(2);
+        let starts = Arc::new(std::sync::Mutex::new(Vec::new()));
+        let seen = starts.clone();
+        let batcher = Arc::new(
+            Batcher::new(4, 256, move |reqs: Vec<u32>| {
+                seen.lock().unwrap().push((Instant::now(), reqs.len()));
+                async move { Ok(reqs) }
+            })
+            .with_gap(gap),
+        );
+        batcher.start();
+        // A request every millisecond (the timer's resolution) for 200 ms.
+        let t0 = Instant::now();
+        let mut calls = Vec::new();
+        for i in 0..200u32 {
+            let b = batcher.clone();
+            calls.push(tokio::spawn(async move { b.call(i).await.unwrap() }));
+            tokio::time::sleep(std::time::Duration::from_millis(1)).await;
+        }
+        for (i, call) in calls.into_iter().enumerate() {
+            assert_eq!(call.await.unwrap(), i as u32);
+        }
+        let starts = starts.lock().unwrap().clone();
+        assert_eq!(starts.iter().map(|(_, n)| n).sum::<usize>(), 200);
+        assert_eq!(starts[0], (t0, 1), "the first request goes out at once");
+        for pair in starts.windows(2) {
+            assert!(pair[1].0 - pair[0].0 >= gap, "{starts:?}");
+        }
+        assert!(starts.len() <= 101, "one batch per gap: {}", starts.len());
+        // After a pause longer than the gap, a request goes out at once again.
+        tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+        let before = Instant::now();
+        batcher.call(7).await.unwrap();
+        assert_eq!(before.elapsed(), std::time::Duration::ZERO);
     }
 
     #[tokio::test]
