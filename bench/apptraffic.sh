@@ -28,6 +28,8 @@ APP_RESULTS="${APP_RESULTS:-bench/RESULTS-apptraffic.md}"
 # The shop's per-account budget (600/min) is for one person; a seller account here carries dozens
 # of simulated app sessions, so the throttle runs (its cost is measured) with a higher ceiling.
 APP_RATE_LIMIT="${APP_RATE_LIMIT:-100000}"
+# More settings for shopchat, for experiments: APP_SHOPCHAT_ENV="SHOPCHAT_TOKEN_TOUCH_SECONDS=600 …".
+APP_SHOPCHAT_ENV="${APP_SHOPCHAT_ENV:-}"
 work="$root/bench/.work"
 mkdir -p "$work"
 commit="$(git rev-parse --short HEAD)"
@@ -83,7 +85,7 @@ for n in $APP_USERS; do
         APP_KEY='base64:FxO+5zEy133M5/q/XUBpdtp/0srOK9tezZfkWCnyPFc=' APP_URL="http://shop.test" APP_TIMEZONE=UTC \
         SYSTEM_KEY=bench-system-key MAIL_MAILER=log NO_COLOR=1 \
         SHOPCHAT_LISTEN="127.0.0.1:$port" SHOPCHAT_RATE_LIMIT="$APP_RATE_LIMIT" \
-        SHOPCHAT_OUTBOX_DIR="$work/apptraffic-outbox" \
+        SHOPCHAT_OUTBOX_DIR="$work/apptraffic-outbox" $APP_SHOPCHAT_ENV \
         "$CARGO_TARGET_DIR/release/shopchat" serve >"$work/shopchat-apptraffic-$n.log" 2>&1 &
     pid=$!
     for _ in $(seq 1 100); do
