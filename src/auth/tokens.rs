@@ -25,7 +25,8 @@ const BATCH: usize = 256;
 /// Lookup statements start at least this far apart. Measured with bench/apptraffic.sh at
 /// 10,000 app users (2026-12-05, general log): without it, a free slot sent nearly every
 /// lookup alone (16,163 of 25,701 statements for one id, 63 % of all the run's statements),
-/// since each is quick. A lookup waits at most this long, and only when another went out
+/// since each is quick. Beyond waiting for a free statement slot, a lookup waits about this
+/// long at most (one gap more when over [`BATCH`] pile up), and only when another went out
 /// less than that ago.
 pub const GATHER_GAP: Duration = Duration::from_millis(2);
 

@@ -353,7 +353,8 @@ pub struct MessageRow {
     pub user_type: Option<String>,
 }
 
-/// A row of [`poll_page`]: the conversation's participants and, LEFT JOINed, maybe a message.
+/// A row of [`poll_page`]: the participants, with a message (a row of the `UNION ALL`'s second part) or
+/// without (the conversation's own row, its message columns NULL).
 #[derive(sqlx::FromRow)]
 struct PollRow {
     sender_id: UserId,

@@ -226,7 +226,8 @@ async fn a_poll_statement_reads_a_page_without_a_temporary_table() {
         db.pool
             .execute(
                 "INSERT INTO messages (conversation_id, user_id, message, created_at, updated_at) \
-                 SELECT 1, 5, CONCAT('bulk ', seq), NOW(), NOW() FROM seq_1_to_100",
+                 WITH RECURSIVE s (n) AS (SELECT 1 UNION ALL SELECT n + 1 FROM s WHERE n < 100) \
+                 SELECT 1, 5, CONCAT('bulk ', n), NOW(), NOW() FROM s",
             )
             .await
             .unwrap();
