@@ -343,6 +343,18 @@ impl Service {
         assert!(status.success());
     }
 
+    /// Waits until the listener refuses new connections (after a signal), at most `within`.
+    async fn wait_until_refused(&self, within: Duration) {
+        let deadline = std::time::Instant::now() + within;
+        while std::time::Instant::now() < deadline {
+            if TcpStream::connect(&self.addr).await.is_err() {
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        panic!("new connections are still accepted {within:?} after the signal");
+    }
+
     /// Waits (bounded) for the process to exit; returns its status and stderr.
     async fn wait_exit(&mut self) -> (std::process::ExitStatus, String) {
         let mut child = self.child.take().unwrap();
@@ -408,15 +420,7 @@ async fn sigterm_finishes_the_request_in_flight_then_exits_0() {
 
     service.signal("TERM");
     // The listener stops accepting (bounded wait for the signal to be handled) ...
-    let mut refused = false;
-    for _ in 0..100 {
-        if TcpStream::connect(&service.addr).await.is_err() {
-            refused = true;
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-    assert!(refused, "new connections are still accepted after SIGTERM");
+    service.wait_until_refused(Duration::from_secs(5)).await;
     // ... while the request in flight is finished and answered.
     stream.write_all(&body.as_bytes()[5..]).await.unwrap();
     let mut raw = Vec::new();
@@ -499,16 +503,8 @@ async fn a_draining_instance_closes_each_kept_alive_connection_after_its_next_an
     );
 
     service.signal("TERM");
-    let mut refused = false;
     // Within 2 s: the kept-alive connection must not reach its 5 s idle close meanwhile.
-    for _ in 0..40 {
-        if TcpStream::connect(&service.addr).await.is_err() {
-            refused = true;
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-    assert!(refused, "new connections are still accepted after SIGTERM");
+    service.wait_until_refused(Duration::from_secs(2)).await;
 
     // The next request on the open connection is served, and its answer ends the connection.
     stream.write_all(request.as_bytes()).await.unwrap();
