@@ -4,12 +4,12 @@
 //! idle, also what only saves statements
 //! ([`crate::state::AppState::release_idle_memory`]); then the heap is trimmed.
 //!
-//! The `shopchat` binary allocates with mimalloc (src/main.rs), which hands freed pages back to
-//! the system by itself (at once: main sets its purge delay to 0). `malloc_trim(0)` still trims glibc's own heap
-//! (what C code and glibc allocate), and is what a build on glibc's allocator needs: that one
-//! keeps what a burst freed in its arenas for good. It walks every arena under its lock, so it
-//! runs only when no request was answered for a whole interval, twice per quiet period at
-//! most: never while requests are being served. Measured after the load with mimalloc:
+//! The `shopchat` binary allocates with mimalloc (src/main.rs), which hands freed pages back
+//! to the system by itself (at once: main sets its purge delay to 0). `malloc_trim(0)` still
+//! trims glibc's own heap (what C code and glibc allocate), and is what a build on glibc's
+//! allocator needs: that one keeps what a burst freed in its arenas for good. It walks every
+//! arena under its lock, so it runs only when no request was answered for a whole interval,
+//! twice per quiet period at most: never while requests are being served. Measured after the load with mimalloc:
 //! bench/RESULTS.md, "RSS idle after the load".
 
 use std::time::Duration;
