@@ -66,14 +66,9 @@ pub async fn run(req: Incoming, state: &AppState, mode: Mode) -> HttpResponse {
         // While draining, every answer closes its connection: a proxy's kept-alive
         // connections would otherwise keep the drain busy until SHOPCHAT_SHUTDOWN_TIMEOUT cuts
         // them, requests in flight included (docs/scaling.md, rolling restarts).
-        let closing = state.ops.is_draining()
-            || res
-                .headers()
-                .get(header::CONNECTION)
-                .is_some_and(|v| v.as_bytes().eq_ignore_ascii_case(b"close"));
+        let closing =
+            state.ops.is_draining() || res.head().connection_type() == ConnectionType::Close;
         if closing {
-            // actix writes `connection: close` and closes after the answer from the head's
-            // connection type; it ignores a Connection header set by hand.
             res.head_mut().set_connection_type(ConnectionType::Close);
         }
         c.answered(closing);
@@ -460,26 +455,29 @@ async fn read_body(
     }
 }
 
-fn too_large() -> HttpResponse {
-    let mut res =
-        response::pretty_message(StatusCode::PAYLOAD_TOO_LARGE, "The POST data is too large.");
-    res.headers_mut()
-        .insert(header::CONNECTION, HeaderValue::from_static("close"));
+/// An answer after which the connection closes. actix writes `connection: close` and closes
+/// from the head's connection type (it ignores a Connection header set by hand).
+fn close_after(mut res: HttpResponse) -> HttpResponse {
+    res.head_mut().set_connection_type(ConnectionType::Close);
     res
+}
+
+fn too_large() -> HttpResponse {
+    close_after(response::pretty_message(
+        StatusCode::PAYLOAD_TOO_LARGE,
+        "The POST data is too large.",
+    ))
 }
 
 fn malformed_answer() -> HttpResponse {
-    let mut res = HttpResponse::BadRequest().finish();
-    res.headers_mut()
-        .insert(header::CONNECTION, HeaderValue::from_static("close"));
-    res
+    close_after(HttpResponse::BadRequest().finish())
 }
 
 fn timeout_answer() -> HttpResponse {
-    let mut res = response::pretty_message(StatusCode::REQUEST_TIMEOUT, "Request Timeout");
-    res.headers_mut()
-        .insert(header::CONNECTION, HeaderValue::from_static("close"));
-    res
+    close_after(response::pretty_message(
+        StatusCode::REQUEST_TIMEOUT,
+        "Request Timeout",
+    ))
 }
 
 /// The 429 answer of §1.4, headers in PHP's order.
