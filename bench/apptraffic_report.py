@@ -1,5 +1,5 @@
 #!/usr/bin/env python3
-"""bench/apptraffic_report.py RESULTS.jsonl COMMIT SECONDS WARMUP LEAKY CONNECTIONS
+"""bench/apptraffic_report.py RESULTS.jsonl COMMIT SECONDS WARMUP ARRIVALS LEAKY CONNECTIONS
 
 Writes bench/RESULTS-apptraffic.md (stdout) from the BENCH_JSON lines of bench/apptraffic.sh: the
 largest number of simulated app users served with p99 < 50 ms and no error, and each step.
@@ -13,7 +13,7 @@ P99_LIMIT_MS = 50.0
 
 
 def main():
-    path, commit, seconds, warmup, leaky, connections = sys.argv[1:7]
+    path, commit, seconds, warmup, arrivals, leaky, connections = sys.argv[1:8]
     steps = [json.loads(line) for line in open(path) if line.strip()]
     ok = [s for s in steps if s["errors"] == 0 and s["worst_p99_ms"] < P99_LIMIT_MS and s["missed"] == 0]
     best = max((s["users"] for s in ok), default=0)
@@ -25,12 +25,14 @@ def main():
       f"{cpus} CPUs shared by shopchat, MariaDB and the load generator. Full benchmark data set "
       "(50,000 users, 100,000 conversations, 1,000,000 messages) with the recommended indexes.\n")
     w("Each simulated user has its own token and a conversation shared with another simulated user "
-      "(a customer and a seller): it opens the screen (conversation list, page 1), polls "
+      f"(a customer and a seller): it arrives at a random time within the first {arrivals} s and "
+      "opens the screen (conversation list, page 1), polls "
       "`get-new-messages` every 5 s with its own cursor, writes a message every ~2 min (the other "
       f"party's polls must show it), reopens the screen every ~5 min; {leaky} % of the users have 2–4 "
       "leaked pollers on top. Requests are sent at their scheduled times over "
       f"{connections} keep-alive connections, latency counted from the scheduled time; "
-      f"{warmup} s warm-up, then {seconds} s measured, a fresh shopchat per step.\n")
+      f"{warmup} s warm-up (the arrivals and a poll period more), then {seconds} s measured: a steady "
+      "state. A fresh shopchat per step.\n")
     w(f"**Largest number of users served with p99 < {P99_LIMIT_MS:.0f} ms on every request kind, no error "
       f"and no message missed: {best:,}.**\n")
     w("| users | offered req/s | answered req/s | polls p50 / p99 ms | messages p99 ms | conversations p99 ms "

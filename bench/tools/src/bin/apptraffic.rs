@@ -1,8 +1,13 @@
 //! apptraffic: an open-loop simulation of the shop's app users against a running shopchat.
 //!
 //!   apptraffic --base http://127.0.0.1:PORT --pid SHOPCHAT_PID --pairs PAIRS.tsv --users N \
-//!              [--seconds 60] [--warmup 15] [--connections 1024] [--leaky 10] \
+//!              [--seconds 60] [--warmup 15] [--arrivals 5] [--connections 1024] [--leaky 10] \
 //!              [--db-url mysql://root@127.0.0.1:PORT/DB] [--system-key KEY]
+//!
+//! Users arrive (open the chat screen for the first time) at random times spread evenly over the
+//! first `--arrivals` seconds, as a shop's traffic builds up; the measured part starts after
+//! `--warmup`, which must leave the last arrivals a poll period. `--arrivals 5` makes every user
+//! open the screen within one poll period: the cold-start herd, not a steady state.
 //!
 //! What one simulated user does (the real Flutter app, ../shared/reviews/real-client-review):
 //! - opens the chat screen: the conversation list, then page 1 of its conversation;
@@ -54,6 +59,7 @@ struct Args {
     users: usize,
     seconds: u64,
     warmup: u64,
+    arrivals: u64,
     connections: usize,
     leaky: u32,
     db_url: Option<String>,
@@ -68,6 +74,7 @@ fn parse_args() -> Result<Args, String> {
         users: 0,
         seconds: 60,
         warmup: 15,
+        arrivals: 5,
         connections: 1024,
         leaky: 10,
         db_url: None,
@@ -84,6 +91,7 @@ fn parse_args() -> Result<Args, String> {
             "--users" => a.users = num(&v)? as usize,
             "--seconds" => a.seconds = num(&v)?,
             "--warmup" => a.warmup = num(&v)?,
+            "--arrivals" => a.arrivals = num(&v)?.max(1),
             "--connections" => a.connections = num(&v)? as usize,
             "--leaky" => a.leaky = num(&v)? as u32,
             "--db-url" => a.db_url = Some(v),
@@ -93,6 +101,12 @@ fn parse_args() -> Result<Args, String> {
     }
     if a.base.is_empty() || a.pid == 0 || a.pairs.is_empty() || a.users == 0 {
         return Err("--base, --pid, --pairs and --users are required".into());
+    }
+    if a.warmup < a.arrivals + POLL_EVERY.as_secs() {
+        return Err(format!(
+            "--warmup must cover --arrivals and the last arrivals' first poll period ({} s at least)",
+            a.arrivals + POLL_EVERY.as_secs()
+        ));
     }
     Ok(a)
 }
@@ -375,8 +389,9 @@ async fn simulate(a: Args) {
             0
         };
         cursors.push(Mutex::new(vec![u.newest; 1 + leaked]));
-        // Everyone opens the screen within the first poll period, then polls from there.
-        let opened = start + POLL_EVERY.mul_f64(rng.gen::<f64>());
+        // Users arrive (open the chat screen) spread evenly over `--arrivals`, then poll from
+        // there.
+        let opened = start + Duration::from_secs(a.arrivals).mul_f64(rng.gen::<f64>());
         queue.push(Reverse(Event {
             due: opened,
             kind: Kind::List,
