@@ -12,24 +12,46 @@ use clap::{Parser, Subcommand};
 #[global_allocator]
 static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
-/// `mi_option_purge_delay` in mimalloc v3's `mi_option_t` (c_src/mimalloc/v3/include/mimalloc.h).
+/// `mi_option_arena_eager_commit` and `mi_option_purge_delay` in mimalloc v3's `mi_option_t`
+/// (c_src/mimalloc/v3/include/mimalloc.h of libmimalloc-sys; the crate's own constants follow
+/// v2's numbering).
+const MI_OPTION_ARENA_EAGER_COMMIT: libmimalloc_sys::mi_option_t = 4;
 const MI_OPTION_PURGE_DELAY: libmimalloc_sys::mi_option_t = 15;
 
-/// Freed pages go back to the system at once rather than after mimalloc's default 1 s delay,
-/// which an idle thread never reaches (it purges on its next allocation). The full bench/run.sh
-/// on glibc measured the idle RSS after the load at 28.0 MB, with mimalloc's delay at 47.8 MB;
-/// a shorter run (three endpoints at 1 and 64 connections) at 29.9 MB with the delay, 28.4 MB
-/// with this setting (25.5 MB with MIMALLOC_PURGE_DELAY=0 in the environment), at the same CPU
-/// per poll (21 µs). An operator's MIMALLOC_PURGE_DELAY is left alone.
-fn purge_freed_pages_at_once() {
-    // SAFETY: reading and setting an option takes no pointer; the value read first checks that
-    // the index is the purge delay (its default, 1000 ms), so a changed enum sets nothing.
+/// mimalloc's defaults, tuned for a service that must stay small when idle (bench/README.md:
+/// RSS under 20 MB idle, also after the load). An operator's `MIMALLOC_*` variables win: an
+/// option is set only while it still has its default value.
+/// - Arena memory is committed as it is used, not eagerly (mimalloc's default on Linux, where
+///   memory is overcommitted): with transparent huge pages, the eager commit made 10 MB of the
+///   first arena resident at start (RSS 20.1 MB at start and 48 MB idle after a load, against
+///   11.9 MB and 28 MB with `MIMALLOC_ARENA_EAGER_COMMIT=0`, 2026-12-05).
+/// - Freed pages go back to the system at once rather than after the default 1 s delay, which
+///   an idle thread never reaches (it purges on its next allocation). The full bench/run.sh
+///   measured the idle RSS after the load at 47.8 MB with the delay, 37–39 MB without.
+///
+/// It runs as a constructor of the executable ([`TUNE_ALLOCATOR`]), before Rust's runtime
+/// allocates anything: the first allocation reserves mimalloc's first arena, and set from
+/// `main` the commit option came too late for it (RSS at start stayed at 19–20 MB).
+#[cfg_attr(not(target_os = "linux"), allow(dead_code))]
+extern "C" fn tune_allocator() {
+    // SAFETY: reading and setting an option takes no pointer; each value read first checks that
+    // the index is the option meant (its default value), so a changed enum sets nothing.
     unsafe {
+        if libmimalloc_sys::mi_option_get(MI_OPTION_ARENA_EAGER_COMMIT) == 2 {
+            libmimalloc_sys::mi_option_set(MI_OPTION_ARENA_EAGER_COMMIT, 0);
+        }
         if libmimalloc_sys::mi_option_get(MI_OPTION_PURGE_DELAY) == 1000 {
             libmimalloc_sys::mi_option_set(MI_OPTION_PURGE_DELAY, 0);
         }
     }
 }
+
+/// Called by the C runtime with the executable's other constructors, before `main` and before
+/// Rust's runtime set-up (which already allocates); the environment is readable by then.
+#[cfg(target_os = "linux")]
+#[used]
+#[link_section = ".init_array"]
+static TUNE_ALLOCATOR: extern "C" fn() = tune_allocator;
 
 /// shopchat: the Active eCommerce CMS mobile chat API, in Rust.
 #[derive(Parser)]
@@ -64,7 +86,6 @@ enum Command {
 }
 
 fn main() -> ExitCode {
-    purge_freed_pages_at_once();
     let Cli { env_file, command } = Cli::parse();
     match command {
         Command::Serve => cli::serve::run(env_file),

@@ -40,6 +40,8 @@ fn http_server(state: web::Data<AppState>, listener: TcpListener) -> anyhow::Res
         .disable_signals()
         .shutdown_timeout(s.http.shutdown_timeout.as_secs())
         .listen("shopchat-http", listener, move || {
+            // Runs once on each worker thread, as it starts.
+            state.thread_heaps.register_current();
             let app = App::new()
                 .app_data(state.clone())
                 .default_service(web::to(pipeline::entry))

@@ -15,7 +15,7 @@ use crate::http::ratelimit::RateLimiter;
 use crate::http::throttle::Throttle;
 use crate::laravel::encrypter::Encrypter;
 use crate::mail::Mailbox;
-use crate::ops::memory::Release;
+use crate::ops::memory::{Release, ThreadHeaps};
 use crate::ops::Ops;
 use crate::shop::assets::Assets;
 use crate::shop::translate::Translator;
@@ -42,6 +42,8 @@ pub struct AppState {
     pub encrypter: Encrypter,
     /// Metrics, readiness and the drain signal of a graceful shutdown.
     pub ops: Ops,
+    /// The HTTP workers, whose heaps the idle release collects (`ops::memory`).
+    pub thread_heaps: ThreadHeaps,
 }
 
 impl AppState {
@@ -73,6 +75,7 @@ impl AppState {
             mailbox,
             encrypter: Encrypter::new(*s.laravel.app_key.expose(), s.laravel.previous_keys()),
             ops,
+            thread_heaps: ThreadHeaps::default(),
             pool,
             settings,
         }
@@ -94,7 +97,7 @@ impl AppState {
             self.participants.clear();
             self.watcher.forget_knowledge();
         }
-        crate::ops::memory::release_free_heap();
+        self.thread_heaps.release_everywhere();
     }
 }
 

@@ -2,19 +2,26 @@
 //! again (the memory target of bench/README.md: RSS under 20 MB idle, also after a burst of
 //! load): when quiet, the caches drop what outlived its time-to-live; when
 //! idle, also what only saves statements
-//! ([`crate::state::AppState::release_idle_memory`]); then the heap is trimmed.
+//! ([`crate::state::AppState::release_idle_memory`]); then each thread's heap is collected.
 //!
-//! The `shopchat` binary allocates with mimalloc (src/main.rs), which hands freed pages back
-//! to the system by itself (at once: main sets its purge delay to 0). `malloc_trim(0)` still
-//! trims glibc's own heap (what C code and glibc allocate), and is what a build on glibc's
-//! allocator needs: that one keeps what a burst freed in its arenas for good. It walks every
-//! arena under its lock, so it runs only when no request was answered for a whole interval,
-//! twice per quiet period at most: never while requests are being served. Measured after the load with mimalloc:
-//! bench/RESULTS.md, "RSS idle after the load".
+//! The `shopchat` binary allocates with mimalloc (src/main.rs). mimalloc keeps a heap per
+//! thread, and a thread's freed pages (also those other threads freed into it) go back to the
+//! system only when that thread allocates again or collects: an HTTP worker that went idle
+//! never does. So the idle release collects on every thread that serves requests
+//! ([`ThreadHeaps`]: the HTTP workers register at start) and on the thread it runs on. glibc's
+//! allocator (C code, and a build without mimalloc) keeps what a burst freed in its arenas for
+//! good: `malloc_trim(0)` trims those. Trimming walks every arena under its lock, so it runs
+//! only when no request was answered for a whole interval, twice per quiet period at most:
+//! never while requests are being served. Measured after the load: bench/RESULTS.md, "RSS idle
+//! after the load".
 
+use std::sync::Mutex;
 use std::time::Duration;
 
+use actix_rt::ArbiterHandle;
 use tokio::sync::watch;
+
+use crate::sync::LockUnpoisoned;
 
 /// How long the process must have answered nothing before it trims.
 pub const QUIET_INTERVAL: Duration = Duration::from_secs(2);
@@ -60,18 +67,51 @@ impl IdleTrim {
     }
 }
 
-/// Returns glibc's free heap pages to the OS; false where glibc is not the C library.
-/// (mimalloc, the binary's allocator, returns its own pages as they are freed.)
-pub fn release_free_heap() -> bool {
+/// Returns the calling thread's free heap pages to the OS: mimalloc's heap of this thread,
+/// then glibc's arenas (where glibc is the C library). Harmless where an allocator is not in
+/// use (a test binary allocates with the system's): there is nothing to collect.
+pub fn release_free_heap() {
+    // SAFETY: mi_collect takes no pointer; it only touches the calling thread's own heap and
+    // mimalloc's shared structures under their own synchronisation.
+    unsafe { libmimalloc_sys::mi_collect(true) };
     #[cfg(all(target_os = "linux", target_env = "gnu"))]
     {
         // SAFETY: malloc_trim only takes the allocator's own locks; no pointer is passed.
         unsafe { libc::malloc_trim(0) };
-        true
     }
-    #[cfg(not(all(target_os = "linux", target_env = "gnu")))]
-    {
-        false
+}
+
+/// The threads that serve requests, so that the idle release can collect each one's heap
+/// (an allocator's per-thread heap can only be collected on its own thread).
+#[derive(Default)]
+pub struct ThreadHeaps {
+    threads: Mutex<Vec<ArbiterHandle>>,
+}
+
+impl ThreadHeaps {
+    /// Registers the calling thread (an HTTP worker, at its start); nothing outside an actix
+    /// arbiter.
+    pub fn register_current(&self) {
+        if let Some(arbiter) = actix_rt::Arbiter::try_current() {
+            self.threads.lock_unpoisoned().push(arbiter);
+        }
+    }
+
+    /// Releases free heap pages on the calling thread and on every registered one (there:
+    /// queued behind what the thread is doing; a stopped thread is forgotten).
+    pub fn release_everywhere(&self) {
+        release_free_heap();
+        self.threads
+            .lock_unpoisoned()
+            .retain(|thread| thread.spawn_fn(release_free_heap));
+    }
+
+    pub fn len(&self) -> usize {
+        self.threads.lock_unpoisoned().len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
     }
 }
 
@@ -127,10 +167,46 @@ mod tests {
     fn trimming_is_harmless() {
         let v: Vec<Vec<u8>> = (0..1000).map(|_| vec![1u8; 4096]).collect();
         drop(v);
-        if cfg!(all(target_os = "linux", target_env = "gnu")) {
-            assert!(release_free_heap());
-        }
+        release_free_heap();
         let after = vec![2u8; 4096];
         assert_eq!(after[4095], 2);
+    }
+
+    #[test]
+    fn each_registered_worker_collects_on_its_own_thread() {
+        let heaps = std::sync::Arc::new(ThreadHeaps::default());
+        // Outside an arbiter nothing registers.
+        heaps.register_current();
+        assert!(heaps.is_empty());
+        actix_rt::System::new().block_on(async {
+            let mut workers: Vec<actix_rt::Arbiter> =
+                (0..2).map(|_| actix_rt::Arbiter::new()).collect();
+            let (done_tx, done_rx) = std::sync::mpsc::channel();
+            for w in &workers {
+                let (heaps, done) = (heaps.clone(), done_tx.clone());
+                assert!(w.spawn_fn(move || {
+                    heaps.register_current();
+                    done.send(std::thread::current().id()).unwrap();
+                }));
+            }
+            let threads: Vec<_> = workers
+                .iter()
+                .map(|_| done_rx.recv_timeout(Duration::from_secs(5)).unwrap())
+                .collect();
+            assert_ne!(threads[0], threads[1]);
+            assert_eq!(heaps.len(), 2);
+            heaps.release_everywhere();
+            assert_eq!(heaps.len(), 2);
+            // A stopped worker is forgotten at the next release.
+            let first = workers.remove(0);
+            first.stop();
+            first.join().unwrap();
+            heaps.release_everywhere();
+            assert_eq!(heaps.len(), 1);
+            for w in workers {
+                w.stop();
+                w.join().unwrap();
+            }
+        });
     }
 }
