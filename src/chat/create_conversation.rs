@@ -168,7 +168,7 @@ async fn create_or_reuse(
     };
     let (id, message_id, notify) = match found {
         Some((id, locked)) => {
-            let message_id = storage
+            let (message_id, _) = storage
                 .insert_message(&mut tx, id, user_id, message, &ctx.now_s)
                 .await?;
             // U is the sender: 1/0, and the conversation always rises to the top of the web
@@ -190,7 +190,7 @@ async fn create_or_reuse(
             let id = storage
                 .insert_conversation(&mut tx, user_id, owner_id, title, &ctx.now_s)
                 .await?;
-            let message_id = storage
+            let (message_id, _) = storage
                 .insert_message(&mut tx, id, user_id, message, &ctx.now_s)
                 .await?;
             (id, message_id, true)

@@ -521,16 +521,6 @@ pub async fn message_page(
     })
 }
 
-pub async fn message_by_id<'e, E: sqlx::Executor<'e, Database = MySql>>(
-    executor: E,
-    id: i64,
-) -> Result<Option<MessageRow>, sqlx::Error> {
-    sqlx::query_as(sql::MESSAGE_BY_ID)
-        .bind(id)
-        .fetch_optional(executor)
-        .await
-}
-
 /// Inserts a message inside the caller's transaction and returns its id.
 pub async fn insert_message(
     tx: &mut sqlx::Transaction<'_, MySql>,

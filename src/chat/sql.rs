@@ -72,12 +72,6 @@ pub const MESSAGE_ROWS: &str = concat!(
      WHERE m.conversation_id = ? ORDER BY m.id DESC LIMIT 10"
 );
 
-pub const MESSAGE_BY_ID: &str = concat!(
-    "SELECT ",
-    message_columns!(),
-    " FROM messages m LEFT JOIN users u ON u.id = m.user_id WHERE m.id = ?"
-);
-
 /// The conversation's participants and its number of messages: no row when the conversation
 /// is gone (§11.1, 2026-12). Binds: conversation, conversation.
 pub const COUNT_MESSAGES: &str = "SELECT c.sender_id, c.receiver_id, \

@@ -13,6 +13,7 @@
 //! (`shopchat_storage_degraded_total{column}`) and logged, at most once a minute per column,
 //! with the `ALTER TABLE` that ends it; `shopchat check` reports the column too.
 
+use std::borrow::Cow;
 use std::collections::HashMap;
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
@@ -85,25 +86,27 @@ impl Storage {
         self.degrading.lock_unpoisoned()
     }
 
-    /// Inserts a message (§5.3 step 3); a character `messages.message` cannot hold is stored
-    /// as `?`, like PHP. Other storage errors are the 422 of the storage guard (D2).
-    pub async fn insert_message(
+    /// Inserts a message (§5.3 step 3) and returns its id with the text as stored: a
+    /// character `messages.message` cannot hold is stored as `?`, like PHP. Other storage
+    /// errors are the 422 of the storage guard (D2).
+    pub async fn insert_message<'m>(
         &self,
         tx: &mut Transaction<'_, MySql>,
         conversation_id: i64,
         user_id: UserId,
-        message: &str,
+        message: &'m str,
         now: &str,
-    ) -> Result<i64, ApiError> {
+    ) -> Result<(i64, Cow<'m, str>), ApiError> {
         let guard = |e| storage_guard(e, "message", MESSAGE_LIMIT);
         match repo::insert_message(tx, conversation_id, user_id, message, now).await {
             Err(e) if mysql_error_number(&e) == Some(INCORRECT_STRING) => {
                 let stored = self.degrade(tx, TextColumn::Message, message).await?;
-                repo::insert_message(tx, conversation_id, user_id, &stored, now)
+                let id = repo::insert_message(tx, conversation_id, user_id, &stored, now)
                     .await
-                    .map_err(guard)
+                    .map_err(guard)?;
+                Ok((id, Cow::Owned(stored)))
             }
-            other => other.map_err(guard),
+            other => Ok((other.map_err(guard)?, Cow::Borrowed(message))),
         }
     }
 

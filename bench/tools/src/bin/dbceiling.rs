@@ -44,7 +44,7 @@ const TOKEN_WITH_USER: &str = "SELECT t.id, t.token, t.tokenable_type, t.tokenab
      FROM personal_access_tokens t LEFT JOIN users u ON u.id = t.tokenable_id \
      WHERE t.id IN (?)";
 // The chat statements: shopchat's own file, so the text cannot drift (PARTICIPANTS, COUNT_*,
-// MESSAGE_PAGE*, MESSAGE_BY_ID, CONVERSATION_PAGE, LOCK_CONVERSATION, REUSE_TITLED, the inserts, the
+// MESSAGE_PAGE*, CONVERSATION_PAGE, LOCK_CONVERSATION, REUSE_TITLED, the inserts, the
 // viewed flags, PRODUCT_OWNER).
 #[allow(dead_code)]
 #[path = "../../../../src/chat/sql.rs"]
@@ -53,8 +53,6 @@ use sql::*;
 // src/chat/locks.rs
 const GET_LOCK: &str = "SELECT GET_LOCK(?, ?)";
 const RELEASE_LOCK: &str = "SELECT RELEASE_LOCK(?)";
-
-type MessageRow = (i64, i64, Option<String>, Option<String>, Option<String>);
 
 #[derive(Clone, Debug)]
 struct Client {
@@ -288,7 +286,7 @@ async fn insert_message(
             .bind(c.conversation_id)
             .execute(&mut *tx)
     )?;
-    let id = timed!(
+    timed!(
         st,
         "insert_message",
         sqlx::query(INSERT_MESSAGE)
@@ -298,8 +296,7 @@ async fn insert_message(
             .bind(&now)
             .bind(&now)
             .execute(&mut *tx)
-    )?
-    .last_insert_id() as i64;
+    )?;
     let (s, r) = if sender as u64 == c.user_id {
         (1, 0)
     } else {
@@ -317,13 +314,7 @@ async fn insert_message(
             .bind(r)
             .execute(&mut *tx)
     )?;
-    let _: Option<MessageRow> = timed!(
-        st,
-        "message_by_id",
-        sqlx::query_as(MESSAGE_BY_ID)
-            .bind(id)
-            .fetch_optional(&mut *tx)
-    )?;
+    // No re-read: shopchat answers with the row it wrote (src/chat/insert_message.rs).
     timed!(st, "commit", tx.commit())?;
     Ok(())
 }
