@@ -16,7 +16,7 @@ use sqlx::Connection;
 use crate::chat::ctx::Ctx;
 use crate::chat::items;
 use crate::chat::locks::NamedLock;
-use crate::chat::repo::{self, CommitOutcome, Touch, UserBrief};
+use crate::chat::repo::{self, CommitOutcome, UserBrief};
 use crate::chat::validation::NewConversation;
 use crate::error::ApiError;
 use crate::http::response;
@@ -173,15 +173,7 @@ async fn create_or_reuse(
                 .await?;
             // U is the sender: 1/0, and the conversation always rises to the top of the web
             // inboxes (§5.5 step 4, 2026-12).
-            repo::apply_viewed_flags(
-                &mut tx,
-                id,
-                locked.parties,
-                user_id,
-                &ctx.now_s,
-                Touch::Always,
-            )
-            .await?;
+            repo::apply_viewed_flags(&mut tx, id, locked.parties, user_id, &ctx.now_s).await?;
             // The receiver had read it: this question would reach them silently (§8.1).
             (id, message_id, locked.receiver_viewed)
         }
@@ -231,7 +223,7 @@ async fn create_or_reuse(
     if let Some(staged) = staged {
         promote(staged).await;
     }
-    state.watcher.message_stored(id);
+    state.watcher.message_stored(id, message_id);
     Ok(id)
 }
 

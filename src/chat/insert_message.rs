@@ -4,7 +4,7 @@ use actix_web::http::StatusCode;
 use actix_web::HttpResponse;
 
 use crate::chat::ctx::Ctx;
-use crate::chat::repo::{MessageRow, Parties, Seen, Touch};
+use crate::chat::repo::{MessageRow, Parties, Seen};
 use crate::chat::validation::NewMessage;
 use crate::chat::{items, repo};
 use crate::error::ApiError;
@@ -41,36 +41,30 @@ pub async fn handle(ctx: &Ctx<'_>) -> Result<HttpResponse, ApiError> {
         _,
     ) = check(ctx).await?;
     let not_found = || ApiError::ConversationNotFound(cid.as_received.clone());
-    // 3. One transaction: the message and the D5 flags (D3). The conversation row is re-read
-    // under its lock: the shop may have deleted it (or, on MySQL 5.7, handed its id to another
-    // pair) since the participants were cached (§11.1, 2026-12). Returning early drops the
-    // transaction, which rolls it back: nothing is written.
+    // 3. One transaction: the message and the D5 flags (D3). Its first statement claims the
+    // conversation row under its lock: the shop may have deleted it (or, on MySQL 5.7, handed
+    // its id to another pair) since the participants were cached (§11.1, 2026-12). Returning
+    // early drops the transaction, which rolls it back: nothing is written.
     let mut tx = state.pool.begin().await?;
-    let locked = repo::lock_conversation(&mut tx, cid.value).await?;
-    let seen = locked.map_or(Seen::Gone, |l| Seen::Row(l.parties));
-    if !state.participants.admits(cid.value, seen, ctx.user.user_id) {
+    if !repo::claim_for_post(&mut tx, cid.value, ctx.user.user_id, &ctx.now_s).await? {
+        drop(tx);
+        // Rare: what the row is now corrects the cache, and long-polls held on a conversation
+        // that is gone answer now (with the 404 it has become).
+        let seen = state
+            .participants
+            .reread(&state.pool, cid.value)
+            .await?
+            .map_or(Seen::Gone, Seen::Row);
+        state.participants.saw(cid.value, seen);
         if seen == Seen::Gone {
-            // Long-polls held on it answer now (with the 404 the conversation has become).
             state.watcher.conversation_gone(cid.value);
         }
         return Err(not_found());
     }
-    let Some(locked) = locked else {
-        return Err(not_found());
-    };
     let (id, stored) = state
         .storage
         .insert_message(&mut tx, cid.value, ctx.user.user_id, &message, &ctx.now_s)
         .await?;
-    repo::apply_viewed_flags(
-        &mut tx,
-        cid.value,
-        locked.parties,
-        ctx.user.user_id,
-        &ctx.now_s,
-        Touch::IfFlagsChange,
-    )
-    .await?;
     // The answer's row is what was just written, not re-read: the text as stored, the time
     // bound, the author's type as authenticated (§11.1 allows its staleness). One round trip
     // less inside the transaction, which holds a pooled connection (bench/apptraffic.sh: writes
@@ -87,7 +81,7 @@ pub async fn handle(ctx: &Ctx<'_>) -> Result<HttpResponse, ApiError> {
     repo::commit(tx, &state.pool, id, cid.value)
         .await
         .map_err(|(e, _)| ApiError::from(e))?;
-    state.watcher.message_stored(cid.value);
+    state.watcher.message_stored(cid.value, id);
     // 4. A one-item page over the new row; page ≥ 2 shows none (K11).
     let page = ctx.input.page();
     let data = match page {

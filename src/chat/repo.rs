@@ -88,6 +88,11 @@ impl Participants {
         if let Some(p) = self.fresh(id) {
             return Ok(Some(p));
         }
+        self.reread(pool, id).await
+    }
+
+    /// The participants as the database has them now (and recorded); `None`: no such row.
+    pub async fn reread(&self, pool: &MySqlPool, id: i64) -> Result<Option<Parties>, sqlx::Error> {
         let row: Option<(UserId, UserId)> = sqlx::query_as(sql::PARTICIPANTS)
             .bind(id)
             .fetch_optional(pool)
@@ -706,46 +711,55 @@ pub async fn lock_conversation(
     }))
 }
 
-/// When a post moves the conversation's `updated_at` (D5).
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Touch {
-    /// Only when a flag changes (Eloquent's "dirty" semantics): insert-message.
-    IfFlagsChange,
-    /// Always: a D6 reuse is a new question that must rise to the top of the web inboxes
-    /// (§5.5 step 4, 2026-12).
-    Always,
+/// insert-message's claim on the conversation, the first statement of its transaction
+/// (§11.1, 2026-12; D1, D5): locks the row and sets the viewed flags for `author`, in one round
+/// trip. `false`: the row is gone or `author` is no longer one of its parties — nothing was
+/// changed, and the caller rolls back. A write never trusts the participants cache.
+///
+/// The lock comes before the message is inserted, as in [`lock_conversation`]: concurrent
+/// posts take their message ids in the order they set the flags, so the flags belong to the
+/// author of the newest message.
+pub async fn claim_for_post(
+    tx: &mut sqlx::Transaction<'_, MySql>,
+    conversation_id: i64,
+    author: UserId,
+    now: &str,
+) -> Result<bool, sqlx::Error> {
+    let done = sqlx::query(sql::CLAIM_FOR_POST)
+        .bind(author)
+        .bind(author)
+        .bind(now)
+        .bind(author)
+        .bind(author)
+        .bind(conversation_id)
+        .bind(author)
+        .bind(author)
+        .execute(&mut **tx)
+        .await?;
+    Ok(done.rows_affected() > 0)
 }
 
-/// D5: the author's own side is "viewed", the other side "unread":
-/// the sender posts ⇒ (1, 0), the receiver posts ⇒ (0, 1).
+/// D5 for a reused conversation (§5.5 step 4): its sender `author` posts, so (1, 0), and the
+/// conversation always rises to the top of the web inboxes.
 pub async fn apply_viewed_flags(
     tx: &mut sqlx::Transaction<'_, MySql>,
     conversation_id: i64,
     parties: Parties,
     author: UserId,
     now: &str,
-    touch: Touch,
 ) -> Result<(), sqlx::Error> {
     let (s, r) = if parties.sender_id == author {
         (1, 0)
     } else {
         (0, 1)
     };
-    let q = match touch {
-        Touch::IfFlagsChange => sqlx::query(sql::VIEWED_FLAGS_IF_CHANGED)
-            .bind(s)
-            .bind(r)
-            .bind(now)
-            .bind(conversation_id)
-            .bind(s)
-            .bind(r),
-        Touch::Always => sqlx::query(sql::VIEWED_FLAGS)
-            .bind(s)
-            .bind(r)
-            .bind(now)
-            .bind(conversation_id),
-    };
-    q.execute(&mut **tx).await?;
+    sqlx::query(sql::VIEWED_FLAGS)
+        .bind(s)
+        .bind(r)
+        .bind(now)
+        .bind(conversation_id)
+        .execute(&mut **tx)
+        .await?;
     Ok(())
 }
 

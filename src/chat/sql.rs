@@ -140,11 +140,19 @@ pub const INSERT_MESSAGE: &str = "INSERT INTO messages \
 pub const INSERT_CONVERSATION: &str = "INSERT INTO conversations \
      (sender_id, receiver_id, title, updated_at, created_at) VALUES (?, ?, ?, ?, ?)";
 
-/// D5 for insert-message: flags and `updated_at` change only when a flag does (Eloquent's
-/// "dirty" save). Binds: sender_viewed, receiver_viewed, now, id, sender_viewed, receiver_viewed.
-pub const VIEWED_FLAGS_IF_CHANGED: &str = "UPDATE conversations \
-     SET sender_viewed = ?, receiver_viewed = ?, updated_at = ? \
-     WHERE id = ? AND (sender_viewed <> ? OR receiver_viewed <> ?)";
+/// insert-message's first statement in its transaction (§11.1, 2026-12; D1, D5): it locks the
+/// conversation row, matches only while the author is still one of its parties, and sets the
+/// flags — the author's side "viewed", the other "unread" — with `updated_at` moved only when
+/// a flag changes (Eloquent's "dirty" save). `updated_at` comes first: it compares the flags
+/// before they are assigned, under MariaDB's left-to-right and its simultaneous assignment
+/// alike. The client reports matched rows (sqlx sets CLIENT_FOUND_ROWS), so an unchanged row
+/// still counts as 1. Binds: author ×2, now, author ×2, id, author ×2.
+pub const CLAIM_FOR_POST: &str = "UPDATE conversations SET \
+     updated_at = IF(sender_viewed = IF(sender_id = ?, 1, 0) \
+                     AND receiver_viewed = IF(sender_id = ?, 0, 1), updated_at, ?), \
+     sender_viewed = IF(sender_id = ?, 1, 0), \
+     receiver_viewed = IF(sender_id = ?, 0, 1) \
+     WHERE id = ? AND (sender_id = ? OR receiver_id = ?)";
 
 /// D5 for a reused conversation: it always rises to the top (§5.5 step 4).
 /// Binds: sender_viewed, receiver_viewed, now, id.

@@ -6,8 +6,8 @@
 //! background task scans `messages` by primary key for rows newer than the
 //! last scan (an index range scan, cheap at any table size) and
 //! - wakes the long-poll waiters of the conversations that got a message;
-//! - invalidates what polls have learned: "conversation C has no message
-//!   above id L, verified at time T".
+//! - keeps what polls have learned current: "conversation C has no message
+//!   above id L, verified at time T" moves up to the newest id a scan sees.
 //!
 //! A poll may be answered "nothing new" from that knowledge only when it is
 //! fresh: verified against the database within [`REVERIFY`], and a scan that
@@ -94,8 +94,12 @@ impl Known {
     /// A scan saw message `id` of this conversation: whether the knowledge still holds (updated).
     fn saw(&mut self, id: i64) -> bool {
         let Some(tally) = self.tally.as_mut() else {
-            // "Nothing above L" holds while no message above L appears.
-            return id <= self.above;
+            // "Nothing above L" and a scan saw M above it: as of that scan nothing is above M
+            // (later commits are the later scans' to see, as for any knowledge). A message
+            // below M committed out of order changes nothing: polls at M or above never ask
+            // for it, and polls below M go to the database.
+            self.above = self.above.max(id);
+            return true;
         };
         if id > self.above {
             // A new message: one more, and the newest.
@@ -125,7 +129,7 @@ impl Inner {
     /// Whether what `known` says still holds, within the staleness of COMPAT §11.1: it was
     /// verified less than [`STALENESS`] ago, or (for up to [`REVERIFY`]) a scan that started
     /// after the verification ended less than [`STALENESS`] ago — that scan saw every message
-    /// committed since, and a message above `known.above` would have removed it.
+    /// committed since, and a message above `known.above` would have moved it.
     fn vouches_for(&self, known: &Known) -> bool {
         let age = known.verified_at.elapsed();
         if age < STALENESS {
@@ -253,11 +257,18 @@ impl Watcher {
         }
     }
 
-    /// shopchat stored a message: forget what we knew and wake the waiters now.
-    pub fn message_stored(&self, conversation: i64) {
+    /// shopchat committed message `id` in `conversation`: wake the waiters now, and what was
+    /// known becomes "nothing above `id`" — the scans vouch for it as they did for what it
+    /// replaces, and one that sees a later message moves it on. So the poll that follows a
+    /// post (the author's app, asking above its own message) is answered without a statement.
+    /// The count is dropped: a message of another writer below `id` may not be scanned yet.
+    pub fn message_stored(&self, conversation: i64, id: i64) {
         let notify = {
             let mut inner = self.lock();
-            inner.known.remove(&conversation);
+            if let Some(k) = inner.known.get_mut(&conversation) {
+                k.above = k.above.max(id);
+                k.tally = None;
+            }
             inner.waiters.get(&conversation).cloned()
         };
         if let Some(n) = notify {
@@ -268,7 +279,14 @@ impl Watcher {
     /// The conversation is gone (the shop deleted it): forget what we knew and wake its
     /// waiters, whose next query answers the 404 it has become (§11.1).
     pub fn conversation_gone(&self, conversation: i64) {
-        self.message_stored(conversation);
+        let notify = {
+            let mut inner = self.lock();
+            inner.known.remove(&conversation);
+            inner.waiters.get(&conversation).cloned()
+        };
+        if let Some(n) = notify {
+            n.notify_waiters();
+        }
     }
 
     /// The notifier of a conversation's long-poll waiters.
@@ -527,8 +545,17 @@ mod tests {
         assert!(w.nothing_new(1, 12), "a higher cursor is implied");
         assert!(!w.nothing_new(1, 9), "a lower cursor is not");
         assert!(!w.nothing_new(2, 10), "other conversation");
-        w.message_stored(1);
-        assert!(!w.nothing_new(1, 10), "a stored message invalidates");
+        w.message_stored(1, 11);
+        assert!(
+            !w.nothing_new(1, 10),
+            "cursors below a stored message go to the database"
+        );
+        assert!(w.nothing_new(1, 11), "and not those at it");
+        w.conversation_gone(1);
+        assert!(
+            !w.nothing_new(1, 11),
+            "a deleted conversation is asked again"
+        );
     }
 
     #[test]
@@ -576,12 +603,23 @@ mod tests {
         assert_eq!((k.above, k.tally.as_ref().unwrap().count), (51, 41));
         assert!(!k.saw(48), "committed out of order: maybe not counted");
         drop(inner);
-        // "Nothing above L" knowledge has no count, and only a higher id breaks it.
+        // "Nothing above L" knowledge has no count; a higher id moves L up to it.
         w.verified_nothing_new(2, 30);
         assert_eq!(w.known_count(2), None);
         let mut inner = w.lock();
         let k = inner.known.get_mut(&2).unwrap();
-        assert!(k.saw(29) && !k.saw(31));
+        assert!(k.saw(29) && k.saw(31) && k.saw(30));
+        assert_eq!(k.above, 31);
+        drop(inner);
+        // shopchat's own post keeps the knowledge at its id, without a count.
+        w.counted(3, 7, &[70, 69]);
+        w.message_stored(3, 72);
+        assert_eq!(
+            w.known_count(3),
+            None,
+            "71 may be another writer's, not scanned yet"
+        );
+        assert_eq!(w.lock().known[&3].above, 72);
     }
 
     #[test]

@@ -249,7 +249,8 @@ async fn queries_killed_mid_transaction_leave_nothing() {
                 .execute("SELECT id FROM conversations WHERE id = 1 FOR UPDATE")
                 .await
                 .unwrap();
-            "SELECT sender_id, receiver_id,%FROM conversations WHERE id = ? FOR UPDATE%"
+            // insert-message's claim on the row (its lock and the viewed flags).
+            "UPDATE conversations SET%sender_viewed = IF(sender_id = ?, 1, 0)%"
         };
         let addr = app.addr.clone();
         let text = format!("{kill} {route}");

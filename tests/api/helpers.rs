@@ -387,6 +387,14 @@ impl TestApp {
     }
 }
 
+/// A counter of `/metrics`, by its full name (labels included).
+pub async fn metric(app: &TestApp, name: &str) -> u64 {
+    let text = app.call("GET", "/metrics", None, &[], b"").await.text();
+    text.lines()
+        .find_map(|l| l.strip_prefix(name)?.strip_prefix(' ')?.parse().ok())
+        .unwrap_or_else(|| panic!("{name} not in /metrics"))
+}
+
 /// A request to any shopchat address with the fixture defaults: `Host: shop.test`,
 /// `Accept: application/json`, the System-Key and (when `token` is given) the
 /// bearer token; `extra` headers replace defaults of the same name, and an

@@ -221,6 +221,58 @@ async fn viewed_flags_follow_the_author() {
 }
 
 #[tokio::test]
+async fn a_post_is_four_statements() {
+    // BEGIN, the claim on the conversation row (its lock and the D5 flags in one UPDATE), the
+    // INSERT, COMMIT: writes were most of the statements of app traffic (bench/apptraffic.sh),
+    // and each round trip holds a pooled connection inside the transaction.
+    let db = TestDb::fresh().await;
+    let user = db.counted_user().await;
+    let mut env = user.env().to_vec();
+    // The token's lookup and its touch are counted elsewhere; here they would only add noise.
+    env.push(("SHOPCHAT_RATE_LIMIT", "0"));
+    env.push(("SHOPCHAT_AUTH_CACHE_MS", "600000"));
+    let app = spawn_app_on(db, &env).await;
+    let post = |text: String| {
+        let app = &app;
+        async move {
+            let res = app
+                .post_form(
+                    INSERT,
+                    CUST1,
+                    &[("conversation_id", "1"), ("message", &text)],
+                )
+                .await;
+            assert_eq!(res.status, 200, "{}", res.text());
+        }
+    };
+    // Warm: the token, the participants, the pool's connections and their prepared statements.
+    for i in 0..12 {
+        post(format!("warm {i}")).await;
+    }
+    let before = app.db.statements(&user).await;
+    let scans = metric(&app, "shopchat_watcher_statements_total").await;
+    const POSTS: u64 = 20;
+    for i in 0..POSTS {
+        post(format!("counted {i}")).await;
+    }
+    let scans = metric(&app, "shopchat_watcher_statements_total").await - scans;
+    let spent = app.db.statements(&user).await - before - scans;
+    // A little room for a pooled connection that is replaced or prepares again.
+    assert!(
+        (POSTS * 4..=POSTS * 4 + 6).contains(&spent),
+        "{spent} statements for {POSTS} posts"
+    );
+    let stored: Vec<Vec<String>> = app
+        .db
+        .rows(
+            "SELECT COUNT(*) FROM messages WHERE conversation_id = 1 AND message LIKE 'counted %'",
+        )
+        .await;
+    assert_eq!(stored[0][0], POSTS.to_string());
+    app.finish().await;
+}
+
+#[tokio::test]
 async fn create_reuses_the_newest_matching_conversation() {
     let app = spawn_app().await;
     let res = app

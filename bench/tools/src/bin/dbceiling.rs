@@ -44,8 +44,8 @@ const TOKEN_WITH_USER: &str = "SELECT t.id, t.token, t.tokenable_type, t.tokenab
      FROM personal_access_tokens t LEFT JOIN users u ON u.id = t.tokenable_id \
      WHERE t.id IN (?)";
 // The chat statements: shopchat's own file, so the text cannot drift (PARTICIPANTS, COUNT_*,
-// MESSAGE_PAGE*, CONVERSATION_PAGE, LOCK_CONVERSATION, REUSE_TITLED, the inserts, the
-// viewed flags, PRODUCT_OWNER).
+// MESSAGE_PAGE*, CONVERSATION_PAGE, LOCK_CONVERSATION, CLAIM_FOR_POST, REUSE_TITLED, the
+// inserts, the viewed flags, PRODUCT_OWNER).
 #[allow(dead_code)]
 #[path = "../../../../src/chat/sql.rs"]
 mod sql;
@@ -275,15 +275,23 @@ async fn insert_message(
     st: &mut Stats,
 ) -> Result<(), sqlx::Error> {
     authenticate(conn, c, st).await?;
-    let (sender, _) = participants(conn, c.conversation_id, st).await?;
+    participants(conn, c.conversation_id, st).await?;
     let now = now_wall();
     let message = format!("Bench message from user {}", c.user_id);
     let mut tx = timed!(st, "begin", conn.begin())?;
+    // The claim locks the row and sets the flags in one statement (src/chat/insert_message.rs).
     timed!(
         st,
-        "lock_conversation",
-        sqlx::query(LOCK_CONVERSATION)
+        "claim_for_post",
+        sqlx::query(CLAIM_FOR_POST)
+            .bind(c.user_id)
+            .bind(c.user_id)
+            .bind(&now)
+            .bind(c.user_id)
+            .bind(c.user_id)
             .bind(c.conversation_id)
+            .bind(c.user_id)
+            .bind(c.user_id)
             .execute(&mut *tx)
     )?;
     timed!(
@@ -295,23 +303,6 @@ async fn insert_message(
             .bind(&message)
             .bind(&now)
             .bind(&now)
-            .execute(&mut *tx)
-    )?;
-    let (s, r) = if sender as u64 == c.user_id {
-        (1, 0)
-    } else {
-        (0, 1)
-    };
-    timed!(
-        st,
-        "viewed_flags",
-        sqlx::query(VIEWED_FLAGS_IF_CHANGED)
-            .bind(s)
-            .bind(r)
-            .bind(&now)
-            .bind(c.conversation_id)
-            .bind(s)
-            .bind(r)
             .execute(&mut *tx)
     )?;
     // No re-read: shopchat answers with the row it wrote (src/chat/insert_message.rs).
