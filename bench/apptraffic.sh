@@ -5,7 +5,7 @@
 # measured), removes the messages it wrote, and at the end writes bench/RESULTS-apptraffic.md:
 # the largest number of users served with p99 < 50 ms and no error, and every step's figures.
 #
-#   bench/apptraffic.sh                              # the default ramp, ~12 min on 2 cores
+#   bench/apptraffic.sh                              # the default ramp (10,000 … 50,000), ~9 min on 2 cores
 #   APP_USERS="20000 50000" bench/apptraffic.sh      # chosen steps
 set -euo pipefail
 
@@ -19,7 +19,7 @@ die() {
     exit 1
 }
 
-APP_USERS="${APP_USERS:-10000 20000 30000 40000 50000 60000 70000}"
+APP_USERS="${APP_USERS:-10000 20000 30000 40000 50000}"
 APP_SECONDS="${APP_SECONDS:-45}"
 # Users arrive (open the chat screen) spread over APP_ARRIVALS s, as a shop's traffic builds up;
 # the measured part starts after APP_WARMUP s, a steady state. APP_ARRIVALS=5 (with APP_WARMUP=15)
@@ -103,7 +103,8 @@ for n in $APP_USERS; do
     out="$("$CARGO_TARGET_DIR/release/apptraffic" --base "http://127.0.0.1:$port" --pid "$pid" \
         --pairs "$work/pairs.tsv" --users "$n" --seconds "$APP_SECONDS" --warmup "$APP_WARMUP" \
         --arrivals "$APP_ARRIVALS" --connections "$APP_CONNECTIONS" --leaky "$APP_LEAKY" \
-        --db-url "mysql://root@127.0.0.1:$BENCH_DB_PORT/$BENCH_DB_NAME")" || die "apptraffic failed at $n users"
+        --db-url "mysql://root@127.0.0.1:$BENCH_DB_PORT/$BENCH_DB_NAME" \
+        --db-pid "$(cat "$work/db/mysqld.pid")")" || die "apptraffic failed at $n users"
     json="$(printf '%s\n' "$out" | sed -n 's/^BENCH_JSON //p')"
     printf '%s\n' "$json" >>"$results"
     printf '%s\n' "$json" >&2

@@ -12,6 +12,26 @@ import sys
 P99_LIMIT_MS = 50.0
 
 
+def served(s):
+    """Answers completed per second during the measured part (older lines: the answered rate)."""
+    return f"{s.get('served_per_s', s['answered_per_s']):,.0f}"
+
+
+def fmt(v):
+    return "–" if v is None else f"{v:.2f}"
+
+
+def busy(c):
+    return c["shopchat"] + (c["mariadbd"] or 0) + c["generator"]
+
+
+def cores(s):
+    c = s.get("cores")
+    if not c:
+        return "–"
+    return f"{c['shopchat']:.2f} / {fmt(c['mariadbd'])} / {c['generator']:.2f} / {c['idle']:.2f}"
+
+
 def main():
     path, commit, seconds, warmup, arrivals, leaky, connections = sys.argv[1:8]
     steps = [json.loads(line) for line in open(path) if line.strip()]
@@ -35,20 +55,32 @@ def main():
       "state. A fresh shopchat per step.\n")
     w(f"**Largest number of users served with p99 < {P99_LIMIT_MS:.0f} ms on every request kind, no error "
       f"and no message missed: {best:,}.**\n")
-    w("| users | offered req/s | answered req/s | polls p50 / p99 ms | messages p99 ms | conversations p99 ms "
+    w("| users | offered req/s | served req/s | polls p50 / p99 ms | messages p99 ms | conversations p99 ms "
       "| insert p99 ms | errors | messages written | seen by the other party p50 / p99 ms | missed "
-      "| shopchat CPU µs/request | CPU µs per user·s | DB statements/s | RSS MB |")
-    w("|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
+      "| shopchat CPU µs/request | CPU µs per user·s | DB statements/s | RSS MB "
+      "| cores: shopchat / mariadbd / generator / idle |")
+    w("|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
     for s in steps:
         k = s["kinds"]
         poll = k["get-new-messages"]
         stmts = "–" if s["statements_per_s"] is None else f"{s['statements_per_s']:,.0f}"
-        w(f"| {s['users']:,} | {s['offered_per_s']:,.0f} | {s['answered_per_s']:,.0f} "
+        w(f"| {s['users']:,} | {s['offered_per_s']:,.0f} | {served(s)} "
           f"| {poll['p50_ms']:.2f} / {poll['p99_ms']:.2f} | {k['messages']['p99_ms']:.2f} "
           f"| {k['conversations']['p99_ms']:.2f} | {k['insert-message']['p99_ms']:.2f} | {s['errors']} "
           f"| {s['written']:,} | {s['visible_p50_ms']:,} / {s['visible_p99_ms']:,} | {s['missed']} "
-          f"| {s['cpu_us_per_request']:.1f} | {s['cpu_us_per_user_s']:.2f} | {stmts} | {s['rss_kb'] / 1024:.1f} |")
+          f"| {s['cpu_us_per_request']:.1f} | {s['cpu_us_per_user_s']:.2f} | {stmts} | {s['rss_kb'] / 1024:.1f} "
+          f"| {cores(s)} |")
     w("")
+    failed = [s for s in steps if s not in ok]
+    if failed and "cores" in failed[0]:
+        f = failed[0]
+        c = f["cores"]
+        w(f"**Why not {f['users']:,} users** (the first step not served, measured in it): "
+          f"{f['offered_per_s']:,.0f} requests/s were offered and {f['served_per_s']:,.0f}/s answered "
+          f"during the measured part, so a backlog grew (p99 {f['worst_p99_ms']:,.0f} ms). The "
+          f"{cpus} cores were {busy(c):.2f} busy: shopchat {c['shopchat']:.2f}, mariadbd "
+          f"{fmt(c['mariadbd'])} ({f['statements_per_s'] or 0:,.0f} statements/s), the load generator "
+          f"{c['generator']:.2f}, idle {c['idle']:.2f}.\n")
     errors = {k: v for s in steps for k, v in s["error_kinds"].items()}
     if errors:
         w("Errors seen: " + ", ".join(f"{k} ({v})" for k, v in sorted(errors.items())) + "\n")
@@ -56,6 +88,9 @@ def main():
       "other user that returned the message: polls come every 5 s, so ~2.5 s is the expected median. "
       "\"Missed\": written in the measured part more than 10 s before its end and never returned to "
       "the other party.\n")
+    w("\"Served\": answers completed per second during the measured part, whenever their request was "
+      "due; below the offered rate, a backlog grows. \"Cores\": CPU time of each process (and the "
+      "machine's idle time) per second of the measured part.\n")
     w("The raw lines: `bench/.work/apptraffic.jsonl`.")
     print("\n".join(out))
 

@@ -25,3 +25,22 @@ pub fn cpu_ticks(pid: u32) -> u64 {
         })
         .unwrap_or(0)
 }
+
+/// The machine's idle time so far (idle + iowait of `/proc/stat`'s `cpu` line, all cores), in
+/// clock ticks; 0 when unreadable.
+#[allow(dead_code)] // not every tool measures the machine
+pub fn idle_ticks() -> u64 {
+    std::fs::read_to_string("/proc/stat")
+        .ok()
+        .and_then(|s| {
+            let f: Vec<u64> = s
+                .lines()
+                .next()?
+                .strip_prefix("cpu ")?
+                .split_whitespace()
+                .filter_map(|v| v.parse().ok())
+                .collect();
+            Some(f.get(3)? + f.get(4)?)
+        })
+        .unwrap_or(0)
+}

@@ -2,7 +2,7 @@
 //!
 //!   apptraffic --base http://127.0.0.1:PORT --pid SHOPCHAT_PID --pairs PAIRS.tsv --users N \
 //!              [--seconds 60] [--warmup 15] [--arrivals 5] [--connections 1024] [--leaky 10] \
-//!              [--db-url mysql://root@127.0.0.1:PORT/DB] [--system-key KEY]
+//!              [--db-url mysql://root@127.0.0.1:PORT/DB] [--db-pid MARIADBD_PID] [--system-key KEY]
 //!
 //! Users arrive (open the chat screen for the first time) at random times spread evenly over the
 //! first `--arrivals` seconds, as a shop's traffic builds up; the measured part starts after
@@ -31,7 +31,10 @@
 //! Output: one line "BENCH_JSON {…}" with, for the measured part (after `--warmup`): requests by
 //! kind with p50/p99/max latency, errors, offered and answered rates, messages written and how
 //! late the other party saw them (and how many it never saw), shopchat's CPU per request and
-//! RSS, and the database's statements per second (`Questions`, when `--db-url` is given).
+//! RSS, and the database's statements per second (`Questions`, when `--db-url` is given); and,
+//! to tell why a step was not served, the answers completed per second during the measured part
+//! (below the offered rate: a backlog builds up) and the cores used by shopchat, mariadbd
+//! (`--db-pid`), this generator, and left idle.
 
 #[path = "../http1.rs"]
 mod http1;
@@ -63,6 +66,7 @@ struct Args {
     connections: usize,
     leaky: u32,
     db_url: Option<String>,
+    db_pid: Option<u32>,
     system_key: String,
 }
 
@@ -78,6 +82,7 @@ fn parse_args() -> Result<Args, String> {
         connections: 1024,
         leaky: 10,
         db_url: None,
+        db_pid: None,
         system_key: "bench-system-key".into(),
     };
     let mut it = std::env::args().skip(1);
@@ -95,6 +100,7 @@ fn parse_args() -> Result<Args, String> {
             "--connections" => a.connections = num(&v)? as usize,
             "--leaky" => a.leaky = num(&v)? as u32,
             "--db-url" => a.db_url = Some(v),
+            "--db-pid" => a.db_pid = Some(num(&v)? as u32),
             "--system-key" => a.system_key = v,
             other => return Err(format!("unknown argument {other}")),
         }
@@ -158,6 +164,8 @@ struct Run {
     unseen: Mutex<HashMap<i64, (usize, Instant)>>,
     stats: Mutex<Stats>,
     measure_from: Instant,
+    /// Answers (and failures) received so far, whenever their request was due.
+    completed: std::sync::atomic::AtomicU64,
 }
 
 #[derive(Default)]
@@ -170,6 +178,8 @@ struct Stats {
 
 impl Run {
     fn record(&self, e: &Event, started: Instant, result: Result<(), String>) {
+        self.completed
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         if e.due < self.measure_from {
             return;
         }
@@ -419,6 +429,7 @@ async fn simulate(a: Args) {
         unseen: Mutex::default(),
         stats: Mutex::default(),
         measure_from: start + Duration::from_secs(a.warmup),
+        completed: Default::default(),
     });
     let end = start + Duration::from_secs(a.warmup + a.seconds);
 
@@ -468,6 +479,8 @@ async fn simulate(a: Args) {
 
     // The schedule: each event goes out at its time; its successor is queued at once.
     let (mut cpu0, mut q0, mut t0) = (0, None, start);
+    let mut box0 = Cores::default();
+    let mut completed0 = 0;
     let mut measuring = false;
     let mut offered = 0u64;
     while let Some(Reverse(e)) = queue.pop() {
@@ -477,6 +490,8 @@ async fn simulate(a: Args) {
         if !measuring && e.due >= run.measure_from {
             measuring = true;
             cpu0 = procfs::cpu_ticks(a.pid);
+            box0 = Cores::now(a.db_pid);
+            completed0 = run.completed.load(std::sync::atomic::Ordering::Relaxed);
             q0 = questions(&a.db_url).await;
             t0 = Instant::now();
         }
@@ -491,6 +506,9 @@ async fn simulate(a: Args) {
     }
     let elapsed = t0.elapsed().as_secs_f64();
     let cpu1 = procfs::cpu_ticks(a.pid);
+    let cores = Cores::now(a.db_pid).since(&box0, elapsed);
+    let served =
+        (run.completed.load(std::sync::atomic::Ordering::Relaxed) - completed0) as f64 / elapsed;
     let q1 = questions(&a.db_url).await;
     tx.close();
     for w in workers {
@@ -542,7 +560,8 @@ async fn simulate(a: Args) {
          \"errors\":{errors},\"error_kinds\":{{{}}},\"worst_p99_ms\":{:.2},\"kinds\":{{{}}},\
          \"written\":{},\"visible_p50_ms\":{},\"visible_p99_ms\":{},\"missed\":{missed},\
          \"cpu_s\":{cpu_s:.2},\"cpu_us_per_request\":{:.1},\"cpu_us_per_user_s\":{:.2},\
-         \"rss_kb\":{},\"statements_per_s\":{statements}}}",
+         \"rss_kb\":{},\"statements_per_s\":{statements},\"served_per_s\":{served:.0},\
+         \"cores\":{{\"shopchat\":{:.2},\"mariadbd\":{},\"generator\":{:.2},\"idle\":{:.2}}}}}",
         a.users,
         elapsed,
         offered as f64 / elapsed,
@@ -556,7 +575,45 @@ async fn simulate(a: Args) {
         cpu_s * 1e6 / answered.max(1) as f64,
         cpu_s * 1e6 / (a.users as f64 * elapsed),
         procfs::rss_kb(a.pid),
+        cpu_s / elapsed,
+        cores.mariadbd.map_or("null".into(), |c| format!("{c:.2}")),
+        cores.generator,
+        cores.idle,
     );
+}
+
+/// CPU ticks of the other processes sharing the machine with shopchat, and its idle ticks.
+#[derive(Default)]
+struct Cores {
+    mariadbd: Option<u64>,
+    generator: u64,
+    idle: u64,
+}
+
+/// Cores used (or left idle) over a span: ticks / USER_HZ / seconds.
+struct CoresUsed {
+    mariadbd: Option<f64>,
+    generator: f64,
+    idle: f64,
+}
+
+impl Cores {
+    fn now(db_pid: Option<u32>) -> Cores {
+        Cores {
+            mariadbd: db_pid.map(procfs::cpu_ticks),
+            generator: procfs::cpu_ticks(std::process::id()),
+            idle: procfs::idle_ticks(),
+        }
+    }
+
+    fn since(&self, before: &Cores, seconds: f64) -> CoresUsed {
+        let per_s = |a: u64, b: u64| a.saturating_sub(b) as f64 / 100.0 / seconds;
+        CoresUsed {
+            mariadbd: self.mariadbd.zip(before.mariadbd).map(|(a, b)| per_s(a, b)),
+            generator: per_s(self.generator, before.generator),
+            idle: per_s(self.idle, before.idle),
+        }
+    }
 }
 
 /// A multi-consumer queue of due events (tokio's mpsc has one consumer): the events, the
