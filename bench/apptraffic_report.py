@@ -17,6 +17,13 @@ def served(s):
     return f"{s.get('served_per_s', s['answered_per_s']):,.0f}"
 
 
+def backlog(s):
+    if s["served_per_s"] < s["offered_per_s"]:
+        return "fewer than offered, so a backlog grew"
+    return ("still draining the backlog of the arrivals (the screens opened in the warm-up), with too "
+            "little CPU to spare to catch up within the step")
+
+
 def fmt(v):
     return "–" if v is None else f"{v:.2f}"
 
@@ -77,7 +84,7 @@ def main():
         c = f["cores"]
         w(f"**Why not {f['users']:,} users** (the first step not served, measured in it): "
           f"{f['offered_per_s']:,.0f} requests/s were offered and {f['served_per_s']:,.0f}/s answered "
-          f"during the measured part, so a backlog grew (p99 {f['worst_p99_ms']:,.0f} ms). The "
+          f"during the measured part: {backlog(f)} (p99 {f['worst_p99_ms']:,.0f} ms). The "
           f"{cpus} cores were {busy(c):.2f} busy: shopchat {c['shopchat']:.2f}, mariadbd "
           f"{fmt(c['mariadbd'])} ({f['statements_per_s'] or 0:,.0f} statements/s), the load generator "
           f"{c['generator']:.2f}, idle {c['idle']:.2f}.\n")

@@ -7,6 +7,8 @@ Standard library only. Every number in the report comes from the results file.
 """
 
 import json
+import os
+import re
 import sys
 from collections import defaultdict
 
@@ -82,9 +84,34 @@ def machine_share(r):
     return busy, cpu_us(r, "shopchat"), cpu_us(r, "mariadbd"), cpu_us(r, "children"), q
 
 
-def unmet_reasons(w, A, S, C, best, idle_after=(), idle_start_kb=0):
+APP_USERS_GOAL = 50_000
+PHP_APP_USERS = 500
+
+
+def app_traffic():
+    """What RESULTS-apptraffic.md (bench/apptraffic.sh, run separately) says: the largest number of
+    users served, its commit, and why the next step was not served; None without the file."""
+    path = os.path.join(os.path.dirname(os.path.abspath(__file__)), "RESULTS-apptraffic.md")
+    try:
+        text = open(path, encoding="utf-8").read()
+    except OSError:
+        return None
+    best = re.search(r"no message missed: ([\d,]+)\.", text)
+    commit = re.search(r"at commit `([0-9a-f]+)`", text)
+    why = re.search(r"^\*\*Why not .*$", text, re.M)
+    if not best:
+        return None
+    return {"users": int(best.group(1).replace(",", "")), "commit": commit.group(1) if commit else "?",
+            "why": why.group(0) if why else None}
+
+
+def unmet_reasons(w, A, S, C, best, idle_after=(), idle_start_kb=0, app=None):
     """For each target not met, the measured reason and what would meet it, from this run's numbers."""
     items = []
+    if app and app["users"] < APP_USERS_GOAL:
+        items.append(f"**Simulated app users: {fmt_int(app['users'])}, goal {fmt_int(APP_USERS_GOAL)}** "
+                     f"(RESULTS-apptraffic.md, commit `{app['commit']}`). "
+                     + (app["why"] or "See RESULTS-apptraffic.md."))
     cores = 2
     for ep, goal in ANCHOR_GOAL.items():
         r = A.get(ep)
@@ -292,13 +319,18 @@ def main(src, dst):
         w(f"| RSS idle after the load ({VARIANT_TITLES.get(r['variant'], r['variant'])}, {quiet} s "
           f"without requests) | – | < {RSS_IDLE_MB} MB | {mb(r['rss_kb'])} MB "
           f"| {met(r['rss_kb'] / 1024 < RSS_IDLE_MB)} |")
+    app = app_traffic()
+    if app:
+        w(f"| simulated app users (open loop), p99 < 50 ms, no errors | ~{PHP_APP_USERS} | ≥ "
+          f"{fmt_int(APP_USERS_GOAL)} | {fmt_int(app['users'])} (RESULTS-apptraffic.md, commit "
+          f"`{app['commit']}`) | {met(app['users'] >= APP_USERS_GOAL)} |")
     w("")
     w("Simulated app users (open loop, the realistic mix): `bench/apptraffic.sh`, results in "
       "[RESULTS-apptraffic.md](RESULTS-apptraffic.md).")
     w("")
 
     unmet_reasons(w, A, S, C, best, idle_after,
-                  max((r["rss_kb"] for r in idle if r["when"] == "start"), default=0))
+                  max((r["rss_kb"] for r in idle if r["when"] == "start"), default=0), app)
 
     # ------------------------------------------------------------ per endpoint
     w("## Results per endpoint")
