@@ -387,6 +387,23 @@ impl TestApp {
     }
 }
 
+/// A fresh database with a counted user, and the app on it with `overrides`: for tests that count
+/// the statements a request costs ([`statements_besides_scans`]).
+pub async fn spawn_counted(overrides: &[(&'static str, &'static str)]) -> (TestApp, CountedUser) {
+    let db = TestDb::fresh().await;
+    let user = db.counted_user().await;
+    let mut env = user.env().to_vec();
+    env.extend_from_slice(overrides);
+    (spawn_app_on(db, &env).await, user)
+}
+
+/// Statements the counted user has run so far, less the message watcher's scans (which run every
+/// 100 ms while anyone polls, whatever the requests).
+pub async fn statements_besides_scans(app: &TestApp, user: &CountedUser) -> u64 {
+    let scans = metric(app, "shopchat_watcher_statements_total").await;
+    app.db.statements(user).await - scans
+}
+
 /// A counter of `/metrics`, by its full name (labels included).
 pub async fn metric(app: &TestApp, name: &str) -> u64 {
     let text = app.call("GET", "/metrics", None, &[], b"").await.text();

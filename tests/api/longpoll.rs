@@ -331,16 +331,16 @@ async fn the_polls_after_a_post_cost_no_statement() {
     // Every post is followed by polls above it: the author's app, the other party's once it has
     // the message. What shopchat just committed keeps the conversation's knowledge at the new
     // id (the scans vouch for it as before), instead of sending the next poll to the database.
-    let db = TestDb::fresh().await;
-    let user = db.counted_user().await;
-    let mut env = user.env().to_vec();
-    env.push(("SHOPCHAT_RATE_LIMIT", "0"));
-    env.push(("SHOPCHAT_AUTH_CACHE_MS", "600000"));
-    let app = spawn_app_on(db, &env).await;
+    let (app, user) = spawn_counted(&[
+        ("SHOPCHAT_RATE_LIMIT", "0"),
+        ("SHOPCHAT_AUTH_CACHE_MS", "600000"),
+    ])
+    .await;
     assert_eq!(app.get(POLL, CUST1).await.json()["meta"]["total"], 0);
-    tokio::time::sleep(Duration::from_millis(300)).await; // a scan after the verification
-                                                          // Five posts, each followed by ten polls above it (as the author's app and the other
-                                                          // party's would): before, the first poll after each post asked the database again.
+    // A scan after the verification.
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    // Five posts, each followed by ten polls above it (as the author's app and the other
+    // party's would): before, the first poll after each post asked the database again.
     let mut spent = 0;
     for round in 0..5 {
         let posted = app
@@ -356,14 +356,12 @@ async fn the_polls_after_a_post_cost_no_statement() {
         assert_eq!(posted.status, 200, "{}", posted.text());
         let id = posted.json()["data"][0]["id"].as_i64().unwrap();
         let above_it = format!("/api/v2/chat/get-new-messages/1/{id}");
-        let statements = app.db.statements(&user).await;
-        let scans = metric(&app, "shopchat_watcher_statements_total").await;
+        let before = statements_besides_scans(&app, &user).await;
         for _ in 0..10 {
             let res = app.get(&above_it, CUST1).await;
             assert_eq!(res.json()["meta"]["total"], 0, "{}", res.text());
         }
-        let scans = metric(&app, "shopchat_watcher_statements_total").await - scans;
-        spent += app.db.statements(&user).await - statements - scans;
+        spent += statements_besides_scans(&app, &user).await - before;
     }
     // Room for a scan that came late on a loaded machine (the knowledge then lapses once).
     assert!(

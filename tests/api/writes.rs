@@ -225,13 +225,12 @@ async fn a_post_is_four_statements() {
     // BEGIN, the claim on the conversation row (its lock and the D5 flags in one UPDATE), the
     // INSERT, COMMIT: writes were most of the statements of app traffic (bench/apptraffic.sh),
     // and each round trip holds a pooled connection inside the transaction.
-    let db = TestDb::fresh().await;
-    let user = db.counted_user().await;
-    let mut env = user.env().to_vec();
     // The token's lookup and its touch are counted elsewhere; here they would only add noise.
-    env.push(("SHOPCHAT_RATE_LIMIT", "0"));
-    env.push(("SHOPCHAT_AUTH_CACHE_MS", "600000"));
-    let app = spawn_app_on(db, &env).await;
+    let (app, user) = spawn_counted(&[
+        ("SHOPCHAT_RATE_LIMIT", "0"),
+        ("SHOPCHAT_AUTH_CACHE_MS", "600000"),
+    ])
+    .await;
     let post = |text: String| {
         let app = &app;
         async move {
@@ -249,14 +248,12 @@ async fn a_post_is_four_statements() {
     for i in 0..12 {
         post(format!("warm {i}")).await;
     }
-    let before = app.db.statements(&user).await;
-    let scans = metric(&app, "shopchat_watcher_statements_total").await;
+    let before = statements_besides_scans(&app, &user).await;
     const POSTS: u64 = 20;
     for i in 0..POSTS {
         post(format!("counted {i}")).await;
     }
-    let scans = metric(&app, "shopchat_watcher_statements_total").await - scans;
-    let spent = app.db.statements(&user).await - before - scans;
+    let spent = statements_besides_scans(&app, &user).await - before;
     // A little room for a pooled connection that is replaced or prepares again.
     assert!(
         (POSTS * 4..=POSTS * 4 + 6).contains(&spent),
