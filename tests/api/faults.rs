@@ -477,3 +477,73 @@ async fn try_call(addr: &str, path: &str, token: &str, form: &[(&str, &str)]) ->
     let declared: usize = res.header("content-length")?.parse().ok()?;
     (raw.len() - end - 4 >= declared).then_some(res)
 }
+
+/// The database settings of shopchat on `db`, with a pool of one connection, so that each
+/// acquisition gets the same connection back.
+fn one_connection(db: &TestDb, outbox: &Path) -> shopchat::config::DatabaseSettings {
+    let settings = shopchat::config::Settings::load_from(None, test_env(&db.name, outbox))
+        .expect("test settings");
+    let mut database = settings.database;
+    database.pool_size = 1;
+    database
+}
+
+/// A statement's single value, on the given connection.
+async fn scalar(conn: &mut sqlx::MySqlConnection, sql: &str) -> String {
+    let row: (String,) = sqlx::query_as(sql).fetch_one(conn).await.unwrap();
+    row.0
+}
+
+#[tokio::test]
+async fn a_connection_in_use_is_pinged_once_per_use() {
+    let db = TestDb::fresh().await;
+    let outbox = tempfile::tempdir().unwrap();
+    let pool = shopchat::db::pool(&one_connection(&db, outbox.path())).unwrap();
+    let pings = "SELECT CAST(VARIABLE_VALUE AS CHAR) FROM information_schema.SESSION_STATUS \
+                 WHERE VARIABLE_NAME = 'COM_ADMIN_COMMANDS'";
+    let before: u64 = scalar(&mut *pool.acquire().await.unwrap(), pings)
+        .await
+        .parse()
+        .unwrap();
+    for _ in 0..10 {
+        let mut conn = pool.acquire().await.unwrap();
+        scalar(&mut conn, "SELECT 'x'").await;
+    }
+    let after: u64 = scalar(&mut *pool.acquire().await.unwrap(), pings)
+        .await
+        .parse()
+        .unwrap();
+    // 11 uses between the two readings: sqlx's ping as each connection goes back to the pool,
+    // and none as it is handed out again right away (sqlx's default pinged there too: 22).
+    assert_eq!(after - before, 11, "pings on one connection for 11 uses");
+    pool.close().await;
+    db.drop().await;
+}
+
+#[tokio::test]
+async fn an_idle_connection_the_server_closed_is_replaced_before_use() {
+    let db = TestDb::fresh().await;
+    let outbox = tempfile::tempdir().unwrap();
+    // Every connection counts as idle long enough to be pinged.
+    let pool =
+        shopchat::db::pool_pinging_after(&one_connection(&db, outbox.path()), Duration::ZERO)
+            .unwrap();
+    let id = "SELECT CAST(CONNECTION_ID() AS CHAR)";
+    let first = scalar(&mut *pool.acquire().await.unwrap(), id).await;
+    // Back in the pool once its release ping is answered: wait until the pool holds it idle.
+    for _ in 0..100 {
+        if pool.num_idle() == 1 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    assert_eq!(pool.num_idle(), 1);
+    db.pool
+        .execute(format!("KILL CONNECTION {first}").as_str())
+        .await
+        .unwrap();
+    let second = scalar(&mut *pool.acquire().await.unwrap(), id).await;
+    assert_ne!(first, second, "a new connection replaced the killed one");
+    pool.close().await;
+    db.drop().await;
+}
