@@ -501,7 +501,7 @@ async fn a_connection_in_use_is_pinged_once_per_use() {
     let pool = shopchat::db::pool(&one_connection(&db, outbox.path())).unwrap();
     let pings = "SELECT CAST(VARIABLE_VALUE AS CHAR) FROM information_schema.SESSION_STATUS \
                  WHERE VARIABLE_NAME = 'COM_ADMIN_COMMANDS'";
-    let before: u64 = scalar(&mut *pool.acquire().await.unwrap(), pings)
+    let before: u64 = scalar(&mut pool.acquire().await.unwrap(), pings)
         .await
         .parse()
         .unwrap();
@@ -509,7 +509,7 @@ async fn a_connection_in_use_is_pinged_once_per_use() {
         let mut conn = pool.acquire().await.unwrap();
         scalar(&mut conn, "SELECT 'x'").await;
     }
-    let after: u64 = scalar(&mut *pool.acquire().await.unwrap(), pings)
+    let after: u64 = scalar(&mut pool.acquire().await.unwrap(), pings)
         .await
         .parse()
         .unwrap();
@@ -529,7 +529,7 @@ async fn an_idle_connection_the_server_closed_is_replaced_before_use() {
         shopchat::db::pool_pinging_after(&one_connection(&db, outbox.path()), Duration::ZERO)
             .unwrap();
     let id = "SELECT CAST(CONNECTION_ID() AS CHAR)";
-    let first = scalar(&mut *pool.acquire().await.unwrap(), id).await;
+    let first = scalar(&mut pool.acquire().await.unwrap(), id).await;
     // Back in the pool once its release ping is answered: wait until the pool holds it idle.
     for _ in 0..100 {
         if pool.num_idle() == 1 {
@@ -542,7 +542,7 @@ async fn an_idle_connection_the_server_closed_is_replaced_before_use() {
         .execute(format!("KILL CONNECTION {first}").as_str())
         .await
         .unwrap();
-    let second = scalar(&mut *pool.acquire().await.unwrap(), id).await;
+    let second = scalar(&mut pool.acquire().await.unwrap(), id).await;
     assert_ne!(first, second, "a new connection replaced the killed one");
     pool.close().await;
     db.drop().await;
