@@ -43,7 +43,7 @@ mod http1;
 mod procfs;
 
 use std::cmp::Reverse;
-use std::collections::{BinaryHeap, HashMap};
+use std::collections::{BinaryHeap, HashMap, HashSet};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -162,6 +162,10 @@ struct Run {
     cursors: Vec<Mutex<Vec<i64>>>,
     /// Messages written and not yet seen by the other party: id → (writer, written at).
     unseen: Mutex<HashMap<i64, (usize, Instant)>>,
+    /// (message id, user) of messages a poll or page returned before the answer to their write
+    /// was handled (under load the other party's poll can be answered first): no miss.
+    /// Locked after `unseen`.
+    seen_early: Mutex<HashSet<(i64, usize)>>,
     stats: Mutex<Stats>,
     measure_from: Instant,
     /// Answers (and failures) received so far, whenever their request was due.
@@ -294,6 +298,9 @@ fn absorb(run: &Run, e: &Event, status: u16, body: &[u8]) -> Result<(), String> 
                         .get(&id)
                         .is_some_and(|(writer, _)| partner(*writer) == e.user);
                     if !theirs {
+                        if !unseen.contains_key(&id) {
+                            run.seen_early.lock().unwrap().insert((id, e.user));
+                        }
                         continue;
                     }
                     if let Some((_, written)) = unseen.remove(&id) {
@@ -309,11 +316,22 @@ fn absorb(run: &Run, e: &Event, status: u16, body: &[u8]) -> Result<(), String> 
             // The answer's item is the new message (one-item page, §5.3).
             let id = *ids.first().ok_or("no message in the answer")?;
             // Only the other party's polls count as seeing it; the writer's screen has it.
-            run.unseen
+            let now = Instant::now();
+            let mut unseen = run.unseen.lock().unwrap();
+            let early = run
+                .seen_early
                 .lock()
                 .unwrap()
-                .insert(id, (e.user, Instant::now()));
-            run.stats.lock().unwrap().written += 1;
+                .remove(&(id, partner(e.user)));
+            let mut stats = run.stats.lock().unwrap();
+            stats.written += 1;
+            if early {
+                if now >= run.measure_from {
+                    stats.visible_after.push(0);
+                }
+            } else {
+                unseen.insert(id, (e.user, now));
+            }
         }
         Kind::List => {}
     }
@@ -427,6 +445,7 @@ async fn simulate(a: Args) {
         users,
         cursors,
         unseen: Mutex::default(),
+        seen_early: Mutex::default(),
         stats: Mutex::default(),
         measure_from: start + Duration::from_secs(a.warmup),
         completed: Default::default(),
