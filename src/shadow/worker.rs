@@ -226,8 +226,8 @@ async fn process(env: &Env, job: Job) {
             first
         }
     };
-    env.metrics
-        .outcome(job.route, verdict.outcome, verdict.deviation);
+    // The log line first, then the count: whoever reads a comparison in the counters (a test's
+    // settle, an operator's dashboard) finds its line in the log already.
     if verdict.outcome != Outcome::Match {
         let ex = Exchange {
             route: job.route,
@@ -247,6 +247,8 @@ async fn process(env: &Env, job: Job) {
             }
         }
     }
+    env.metrics
+        .outcome(job.route, verdict.outcome, verdict.deviation);
 }
 
 /// shopchat's own answer to the request, in shadow mode.
