@@ -20,8 +20,8 @@ def served(s):
 def backlog(s):
     if s["served_per_s"] < s["offered_per_s"]:
         return "fewer than offered, so a backlog grew"
-    # Served keeps up with offered: no backlog; the slowest requests waited in short bursts (the
-    # three processes share the cores). Said as measured, without naming a cause it did not see.
+    # Served kept up with offered: no backlog. Only what the step measured is said; the cause of
+    # the slow tail is not (the report has no figure that would show it).
     return ("as many as offered, so no backlog grew, but the slowest 1 % of some request kind waited "
             "longer than the limit")
 
