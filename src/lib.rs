@@ -15,6 +15,7 @@ pub mod laravel;
 pub mod mail;
 pub mod openapi;
 pub mod ops;
+pub mod runtime;
 pub mod shadow;
 pub mod shop;
 pub mod startup;

@@ -29,7 +29,10 @@ fn http_server(state: web::Data<AppState>, listener: TcpListener) -> anyhow::Res
     let s = &state.settings;
     let client_timeout = s.http.client_timeout;
     let addr = listener.local_addr()?;
-    let workers = std::thread::available_parallelism().map_or(2, |n| n.get());
+    let workers = s
+        .http
+        .workers
+        .unwrap_or_else(|| std::thread::available_parallelism().map_or(2, |n| n.get()));
     // actix-server counts connections per worker thread.
     let per_worker = s.http.max_connections.div_ceil(workers).max(1);
     let server = Server::build()

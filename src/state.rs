@@ -17,6 +17,7 @@ use crate::laravel::encrypter::Encrypter;
 use crate::mail::Mailbox;
 use crate::ops::memory::{Release, ThreadHeaps};
 use crate::ops::Ops;
+use crate::runtime::Home;
 use crate::shop::assets::Assets;
 use crate::shop::translate::Translator;
 use crate::sync::LockUnpoisoned;
@@ -44,9 +45,12 @@ pub struct AppState {
     pub ops: Ops,
     /// The HTTP workers, whose heaps the idle release collects (`ops::memory`).
     pub thread_heaps: ThreadHeaps,
+    /// Where requests create their sockets and timers (`crate::runtime`).
+    pub home: Home,
 }
 
 impl AppState {
+    /// Called on the runtime that will be home to every request (`crate::runtime`).
     pub fn new(settings: Settings, pool: MySqlPool, mailbox: Mailbox) -> AppState {
         let s = &settings;
         let ops = Ops::new(s);
@@ -76,6 +80,7 @@ impl AppState {
             encrypter: Encrypter::new(*s.laravel.app_key.expose(), s.laravel.previous_keys()),
             ops,
             thread_heaps: ThreadHeaps::default(),
+            home: Home::current(),
             pool,
             settings,
         }

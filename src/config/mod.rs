@@ -193,6 +193,8 @@ pub struct HttpSettings {
     /// `SHOPCHAT_MAX_CONNECTIONS`: open client connections at most; more wait
     /// in the listen backlog.
     pub max_connections: usize,
+    /// `SHOPCHAT_WORKERS`: HTTP worker threads; empty = one per CPU the process may use.
+    pub workers: Option<usize>,
     /// `SHOPCHAT_SHUTDOWN_TIMEOUT`: how long in-flight requests (and the mail being sent) may
     /// take to finish after SIGTERM.
     pub shutdown_timeout: Duration,
@@ -670,6 +672,10 @@ fn http_settings(v: &Values) -> Result<HttpSettings, ConfigError> {
         max_body_bytes: positive::<usize>(v, "SHOPCHAT_MAX_BODY_BYTES")?,
         client_timeout: Duration::from_secs(positive::<u64>(v, "SHOPCHAT_CLIENT_TIMEOUT")?),
         max_connections: positive::<usize>(v, "SHOPCHAT_MAX_CONNECTIONS")?,
+        workers: match v.non_empty("SHOPCHAT_WORKERS") {
+            None => None,
+            Some(_) => Some(positive::<usize>(v, "SHOPCHAT_WORKERS")?),
+        },
         shutdown_timeout: Duration::from_secs(v.parse("SHOPCHAT_SHUTDOWN_TIMEOUT")?),
         rate_limit: v.parse("SHOPCHAT_RATE_LIMIT")?,
         rate_limit_max_keys: positive(v, "SHOPCHAT_RATE_LIMIT_MAX_KEYS")?,
@@ -899,6 +905,8 @@ mod tests {
             ("SHOPCHAT_MAX_CONNECTIONS", "0"),
             ("SHOPCHAT_MAX_BODY_BYTES", "x"),
             ("SHOPCHAT_CLIENT_TIMEOUT", "0"),
+            ("SHOPCHAT_WORKERS", "0"),
+            ("SHOPCHAT_WORKERS", "two"),
         ] {
             let err =
                 Settings::load_from(None, env(&[("APP_KEY", KEY), (name, value)])).unwrap_err();
@@ -910,6 +918,10 @@ mod tests {
         )
         .unwrap();
         assert_eq!(s.http.max_connections, 3);
+        assert_eq!(s.http.workers, None, "one per CPU unless set");
+        let s =
+            Settings::load_from(None, env(&[("APP_KEY", KEY), ("SHOPCHAT_WORKERS", "3")])).unwrap();
+        assert_eq!(s.http.workers, Some(3));
     }
 
     #[test]

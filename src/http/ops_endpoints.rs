@@ -115,6 +115,8 @@ async fn metrics(state: &AppState) -> HttpResponse {
 }
 
 /// actix-web's handler of the internal listener: the three endpoints, plain 405/404 otherwise.
+/// `/ready` uses the shared pool: on the home runtime, like the public listener's requests
+/// (`crate::runtime`).
 pub async fn internal_entry(req: HttpRequest, state: web::Data<AppState>) -> HttpResponse {
     use actix_web::http::Method;
     if req.method() != Method::GET && req.method() != Method::HEAD {
@@ -129,7 +131,11 @@ pub async fn internal_entry(req: HttpRequest, state: web::Data<AppState>) -> Htt
         .peer_addr()
         .map(|a| a.ip())
         .unwrap_or(IpAddr::from([127, 0, 0, 1]));
-    match answer(&route, &state, Listener::Internal, peer, true).await {
+    let answered = state
+        .home
+        .run(answer(&route, &state, Listener::Internal, peer, true))
+        .await;
+    match answered {
         Some(res) => res,
         None => response::with_body(
             StatusCode::NOT_FOUND,

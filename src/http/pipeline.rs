@@ -34,13 +34,15 @@ use crate::http::routing::{Methods, Route};
 use crate::ids::UserId;
 use crate::state::AppState;
 
-/// actix-web's handler of every request of the public listener.
+/// actix-web's handler of every request of the public listener, run on the home runtime
+/// (`crate::runtime`: what it opens must outlive the worker thread serving it).
 pub async fn entry(
     req: HttpRequest,
     payload: web::Payload,
     state: web::Data<AppState>,
 ) -> HttpResponse {
-    run(Incoming::from_actix(&req, payload), &state, Mode::Serve).await
+    let request = Incoming::from_actix(&req, payload);
+    state.home.run(run(request, &state, Mode::Serve)).await
 }
 
 /// The pipeline for one request; `shopchat shadow` runs it with `Mode::Shadow` on an

@@ -452,6 +452,92 @@ async fn sigterm_finishes_the_request_in_flight_then_exits_0() {
     db.drop().await;
 }
 
+#[tokio::test]
+async fn a_worker_that_stops_first_leaves_the_database_usable_for_the_others() {
+    // Each HTTP worker thread runs its own runtime, which ends as soon as that worker's
+    // connections are done during a drain, while the database pool is shared by all. The
+    // connections the pool opened while serving requests on one worker must still work for
+    // requests finishing on another after the first has stopped (seen in the rolling restart
+    // of tests/api/cluster.rs as a 503: "a Tokio 1.x context was found, but it is being
+    // shutdown"; src/runtime.rs).
+    let db = TestDb::fresh().await;
+    let outbox = tempfile::tempdir().unwrap();
+    // An account of its own: its connections are the pool's.
+    let user = db.counted_user().await;
+    let mut env = test_env(&db.name, outbox.path());
+    env.extend(user.env().map(|(k, v)| (k.to_string(), v.to_string())));
+    let mut service = Service::start(
+        &env,
+        &[
+            ("SHOPCHAT_SHUTDOWN_TIMEOUT", "20"),
+            ("SHOPCHAT_WORKERS", "2"),
+            ("SHOPCHAT_DB_POOL_SIZE", "6"),
+            // After the first request the token comes from the cache: the statements that
+            // follow are the requests' own, not the batched token lookup's.
+            ("SHOPCHAT_AUTH_CACHE_MS", "60000"),
+        ],
+    )
+    .await;
+    let pooled = format!(
+        "SELECT COUNT(*) FROM information_schema.processlist WHERE user = '{}'",
+        user.name
+    );
+    let list = format!(
+        "GET /api/v2/chat/conversations HTTP/1.1\r\nHost: shop.test\r\nAccept: application/json\r\n\
+         System-Key: {}\r\nAuthorization: Bearer {CUST1}\r\n\r\n",
+        crate::helpers::SYSTEM_KEY
+    );
+    // actix-server hands accepted connections to its two workers in turn: the first of each
+    // pair goes to one worker, the second to the other.
+    let (mut first, mut second) = (Vec::new(), Vec::new());
+    for _ in 0..6 {
+        first.push(TcpStream::connect(&service.addr).await.unwrap());
+        second.push(TcpStream::connect(&service.addr).await.unwrap());
+    }
+    first[0].write_all(list.as_bytes()).await.unwrap();
+    let res = read_one_answer(&mut first[0]).await;
+    assert_eq!(res.status, 200, "{}", res.text());
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let before: u32 = db.scalar(&pooled).await.parse().unwrap();
+
+    // Concurrent requests on the first worker make the pool open more connections there.
+    let busy = first.into_iter().map(|mut stream| {
+        let list = list.clone();
+        tokio::spawn(async move {
+            for _ in 0..5 {
+                stream.write_all(list.as_bytes()).await.unwrap();
+                let res = read_one_answer(&mut stream).await;
+                assert_eq!(res.status, 200, "{}", res.text());
+            }
+        })
+    });
+    for task in busy.collect::<Vec<_>>() {
+        task.await.unwrap();
+    }
+    let after: u32 = db.scalar(&pooled).await.parse().unwrap();
+    assert!(
+        after > before,
+        "the first worker's requests opened connections: {before} → {after}"
+    );
+
+    // The first worker's connections are closed: the drain ends it, and its runtime.
+    service.signal("TERM");
+    service.wait_until_refused(Duration::from_secs(5)).await;
+    tokio::time::sleep(Duration::from_millis(500)).await;
+
+    // The second worker's requests take the pooled connections in turn (sqlx hands out the
+    // longest idle first): every one of them, those the first worker opened included.
+    for mut stream in second {
+        stream.write_all(list.as_bytes()).await.unwrap();
+        let res = read_one_answer(&mut stream).await;
+        assert_eq!(res.status, 200, "{}", res.text());
+    }
+    let (status, log) = service.wait_exit().await;
+    assert_eq!(status.code(), Some(0), "{log}");
+    assert!(!log.contains("being shutdown"), "{log}");
+    db.drop().await;
+}
+
 /// Reads one answer (with a Content-Length) off a kept-alive connection.
 async fn read_one_answer(stream: &mut TcpStream) -> raw_http::Response {
     let mut raw = Vec::new();
