@@ -15,7 +15,6 @@ pub mod laravel;
 pub mod mail;
 pub mod openapi;
 pub mod ops;
-pub mod runtime;
 pub mod shadow;
 pub mod shop;
 pub mod startup;

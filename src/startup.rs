@@ -1,4 +1,4 @@
-//! Wiring: the database pool, the shared state, the HTTP server and the
+//! Wiring: the database pools, the shared state, the HTTP server and the
 //! outbox worker.
 
 use std::net::TcpListener;
@@ -29,10 +29,7 @@ fn http_server(state: web::Data<AppState>, listener: TcpListener) -> anyhow::Res
     let s = &state.settings;
     let client_timeout = s.http.client_timeout;
     let addr = listener.local_addr()?;
-    let workers = s
-        .http
-        .workers
-        .unwrap_or_else(|| std::thread::available_parallelism().map_or(2, |n| n.get()));
+    let workers = s.http.worker_threads();
     // actix-server counts connections per worker thread.
     let per_worker = s.http.max_connections.div_ceil(workers).max(1);
     let server = Server::build()
@@ -45,6 +42,7 @@ fn http_server(state: web::Data<AppState>, listener: TcpListener) -> anyhow::Res
         .listen("shopchat-http", listener, move || {
             // Runs once on each worker thread, as it starts.
             state.thread_heaps.register_current();
+            state.pools.attach_current_thread();
             let app = App::new()
                 .app_data(state.clone())
                 .default_service(web::to(pipeline::entry))
@@ -129,7 +127,11 @@ impl Application {
             ),
             None => None,
         };
-        let pool = crate::db::pool(&settings.database)?;
+        // A pool per HTTP worker thread, of the public and the metrics listener (`db::Pools`).
+        let threads = settings.http.worker_threads() + usize::from(metrics_listener.is_some());
+        let pools = crate::db::Pools::new(&settings.database, u32::try_from(threads)?)?;
+        // The home pool: the tasks spawned below run on this runtime.
+        let pool = pools.current();
         let outbox_dir = settings.mail.outbox_dir.clone();
         let outbox = Arc::new(
             Outbox::open(&outbox_dir)
@@ -144,11 +146,7 @@ impl Application {
             first_backoff_secs: settings.mail.first_retry.as_secs(),
             keep_dead: settings.mail.dead_ttl,
         };
-        let state = web::Data::new(AppState::new(
-            settings,
-            pool.clone(),
-            Mailbox::new(outbox.clone()),
-        ));
+        let state = web::Data::new(AppState::new(settings, pools, Mailbox::new(outbox.clone())));
 
         let (shutdown, shutdown_rx) = watch::channel(false);
         tokio::spawn(state.watcher.clone().run(pool.clone(), shutdown_rx.clone()));
@@ -183,6 +181,7 @@ impl Application {
                 let port = listener.local_addr()?.port();
                 let metrics_state = state.clone();
                 let server = HttpServer::new(move || {
+                    metrics_state.pools.attach_current_thread();
                     App::new()
                         .app_data(metrics_state.clone())
                         .default_service(web::to(crate::http::ops_endpoints::internal_entry))

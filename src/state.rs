@@ -6,6 +6,8 @@ use std::time::{Duration, Instant};
 
 use sqlx::MySqlPool;
 
+use crate::db::Pools;
+
 use crate::auth::sanctum::Sanctum;
 use crate::chat::repo::Participants;
 use crate::chat::storage::Storage;
@@ -17,14 +19,14 @@ use crate::laravel::encrypter::Encrypter;
 use crate::mail::Mailbox;
 use crate::ops::memory::{Release, ThreadHeaps};
 use crate::ops::Ops;
-use crate::runtime::Home;
 use crate::shop::assets::Assets;
 use crate::shop::translate::Translator;
 use crate::sync::LockUnpoisoned;
 
 pub struct AppState {
     pub settings: Settings,
-    pub pool: MySqlPool,
+    /// The database: use [`AppState::db`] (the pool of the thread the caller runs on).
+    pub pools: Pools,
     pub sanctum: Sanctum,
     pub translator: Translator,
     pub assets: Assets,
@@ -45,24 +47,21 @@ pub struct AppState {
     pub ops: Ops,
     /// The HTTP workers, whose heaps the idle release collects (`ops::memory`).
     pub thread_heaps: ThreadHeaps,
-    /// Where requests create their sockets and timers (`crate::runtime`).
-    pub home: Home,
 }
 
 impl AppState {
-    /// Called on the runtime that will be home to every request (`crate::runtime`).
-    pub fn new(settings: Settings, pool: MySqlPool, mailbox: Mailbox) -> AppState {
+    pub fn new(settings: Settings, pools: Pools, mailbox: Mailbox) -> AppState {
         let s = &settings;
-        let ops = Ops::new(s);
+        let ops = Ops::new(s, pools.max_connections());
         AppState {
-            sanctum: Sanctum::new(pool.clone(), &s.auth, s.laravel.timezone),
+            sanctum: Sanctum::new(pools.clone(), &s.auth, s.laravel.timezone),
             translator: Translator::new(
-                pool.clone(),
+                pools.clone(),
                 s.laravel.fallback_language().to_string(),
                 s.caches.translations,
             ),
             assets: Assets::new(
-                pool.clone(),
+                pools.clone(),
                 s.laravel.filesystem.clone(),
                 s.caches.business_settings,
             ),
@@ -80,14 +79,18 @@ impl AppState {
             encrypter: Encrypter::new(*s.laravel.app_key.expose(), s.laravel.previous_keys()),
             ops,
             thread_heaps: ThreadHeaps::default(),
-            home: Home::current(),
-            pool,
+            pools,
             settings,
         }
     }
 }
 
 impl AppState {
+    /// The database pool for a statement run on this thread (`crate::db::Pools`).
+    pub fn db(&self) -> MySqlPool {
+        self.pools.current()
+    }
+
     /// Called when the process has gone quiet after load (`ops::memory`): drops what the
     /// caches hold past its time-to-live — and, once idle, what only saves statements (the
     /// touch times of D9, participants, polls' knowledge: each costs one statement when

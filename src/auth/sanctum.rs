@@ -9,6 +9,8 @@ use chrono::NaiveDateTime;
 use chrono_tz::Tz;
 use sha2::{Digest, Sha256};
 use sqlx::MySqlPool;
+
+use crate::db::Pools;
 use subtle::ConstantTimeEq;
 
 use crate::auth::bearer::{parse_authorization, BearerToken};
@@ -45,7 +47,7 @@ struct Resolved {
 type TokenKey = [u8; 32];
 
 pub struct Sanctum {
-    pool: MySqlPool,
+    pools: Pools,
     tz: Tz,
     tokenable_type: String,
     /// `SHOPCHAT_SANCTUM_EXPIRATION`: a token's lifetime from `created_at`, when set.
@@ -132,7 +134,7 @@ fn token_key(token: &BearerToken) -> TokenKey {
 }
 
 impl Sanctum {
-    pub fn new(pool: MySqlPool, settings: &AuthSettings, tz: Tz) -> Self {
+    pub fn new(pools: Pools, settings: &AuthSettings, tz: Tz) -> Self {
         let touch_interval = settings.touch_interval;
         Sanctum {
             tz,
@@ -142,18 +144,18 @@ impl Sanctum {
             cache: TtlCache::new(settings.cache, 100_000),
             failed: TtlCache::new(settings.cache, 100_000),
             touched: Mutex::new(Generations::new(touch_interval.max(Duration::from_secs(1)))),
-            tokens: TokenStore::new(pool.clone()),
+            tokens: TokenStore::new(pools.clone()),
             touches: {
-                let pool = pool.clone();
+                let pools = pools.clone();
                 // Gathered like the lookups: due touches come one per token per interval,
                 // rarely concurrent enough to share a statement otherwise.
                 Batcher::new(2, 256, move |touches| {
-                    let pool = pool.clone();
+                    let pool = pools.current();
                     async move { write_touches(&pool, touches).await }
                 })
                 .with_gap(crate::auth::tokens::GATHER_GAP)
             },
-            pool,
+            pools,
         }
     }
 
@@ -339,7 +341,7 @@ impl Sanctum {
             .bind(user.token_id)
             .bind(user.user_id)
             .bind(&self.tokenable_type)
-            .execute(&self.pool)
+            .execute(&self.pools.current())
             .await?;
         self.forget_token(user.token_id);
         Ok(())
@@ -387,7 +389,7 @@ mod tests {
             tokenable_type: "App\\Models\\User".into(),
             cache: Duration::from_secs(1),
         };
-        let sanctum = Sanctum::new(pool, &settings, chrono_tz::UTC);
+        let sanctum = Sanctum::new(Pools::single(pool), &settings, chrono_tz::UTC);
         let now = parse_wall("2026-06-01 12:00:00")
             .map(|w| normalize(&w))
             .unwrap();

@@ -12,7 +12,7 @@
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use sqlx::MySqlPool;
+use crate::db::Pools;
 
 use crate::db::batch::{in_list, Batcher};
 use crate::error::mysql_error_number;
@@ -63,16 +63,16 @@ pub struct TokenStore {
 
 /// The statements on the table, shared by both batchers.
 struct TokenTable {
-    pool: MySqlPool,
+    pools: Pools,
     /// Older installs have no `expires_at` column (added in product 9.6): since when the table
     /// is known to lack it, if it does.
     without_expires_at: Mutex<Option<Instant>>,
 }
 
 impl TokenStore {
-    pub fn new(pool: MySqlPool) -> Arc<TokenStore> {
+    pub fn new(pools: Pools) -> Arc<TokenStore> {
         let table = Arc::new(TokenTable {
-            pool,
+            pools,
             without_expires_at: Mutex::new(None),
         });
         let t = table.clone();
@@ -171,7 +171,7 @@ impl TokenTable {
                     }
                 }
             }
-            match query.fetch_all(&self.pool).await {
+            match query.fetch_all(&self.pools.current()).await {
                 // ER_BAD_FIELD_ERROR on `expires_at`: a pre-9.6 table. Any other unknown
                 // column is a real error, and expiry is never switched off for it.
                 Err(e)

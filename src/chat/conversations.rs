@@ -14,7 +14,7 @@ const PER_PAGE: i64 = 10;
 
 pub async fn handle(ctx: &Ctx<'_>) -> Result<HttpResponse, ApiError> {
     let page = ctx.input.page();
-    let pool = &ctx.state.pool;
+    let pool = &ctx.state.db();
     // A page beyond i64 has no offset: only the total is asked for (§4.1, §4.2).
     let (total, rows) = match offset(page, PER_PAGE) {
         Some(off) => repo::conversation_page(pool, ctx.user.user_id, off).await?,

@@ -35,7 +35,7 @@ pub struct Checked {
 
 /// Steps 1–2 without any write (no lock, no mail): shadow mode stops here (§11.2).
 pub async fn check(ctx: &Ctx<'_>) -> Result<Checked, ApiError> {
-    let pool = &ctx.state.pool;
+    let pool = &ctx.state.db();
     // 1. Validation (D2).
     let NewConversation {
         product,
@@ -62,7 +62,7 @@ pub async fn check(ctx: &Ctx<'_>) -> Result<Checked, ApiError> {
 
 pub async fn handle(ctx: &Ctx<'_>) -> Result<HttpResponse, ApiError> {
     let state = ctx.state;
-    let pool = &state.pool;
+    let pool = &state.db();
     let Checked {
         message,
         title,
@@ -204,7 +204,7 @@ async fn create_or_reuse(
     // A commit whose answer was lost may have committed: the mail then goes out (and the
     // request is answered as done); if the database cannot tell, the staged mail stays for
     // the recovery to judge (security review L2).
-    if let Err((e, outcome)) = repo::commit(tx, &state.pool, message_id, id).await {
+    if let Err((e, outcome)) = repo::commit(tx, &state.db(), message_id, id).await {
         match (staged, outcome) {
             (Some(staged), CommitOutcome::RolledBack) => {
                 if let Err(io) = staged.discard().await {

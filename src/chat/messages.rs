@@ -29,7 +29,7 @@ pub async fn handle(
     // participants cache (at most 60 s old); every statement below re-reads the row.
     let (id, _) = repo::require_participant(
         &state.participants,
-        &state.pool,
+        &state.db(),
         conversation,
         ctx.user.user_id,
     )
@@ -107,7 +107,7 @@ async fn page_of(
     after: Option<&str>,
     page: i64,
 ) -> Result<(i64, Vec<serde_json::Value>), ApiError> {
-    let pool = &ctx.state.pool;
+    let pool = &ctx.state.db();
     let watcher = &ctx.state.watcher;
     let (seen, total, rows) = match (offset(page, PER_PAGE), after) {
         // A poll's first page: one statement, and no count unless more than a page is new.

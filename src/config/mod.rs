@@ -684,6 +684,14 @@ fn http_settings(v: &Values) -> Result<HttpSettings, ConfigError> {
     })
 }
 
+impl HttpSettings {
+    /// The HTTP worker threads: `SHOPCHAT_WORKERS`, else one per CPU the process may use.
+    pub fn worker_threads(&self) -> usize {
+        self.workers
+            .unwrap_or_else(|| std::thread::available_parallelism().map_or(2, |n| n.get()))
+    }
+}
+
 fn rate_limit_store(v: &Values) -> Result<RateLimitStore, ConfigError> {
     match v.string("SHOPCHAT_RATE_LIMIT_STORE").trim() {
         "memory" | "" => Ok(RateLimitStore::Memory),

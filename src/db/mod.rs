@@ -1,7 +1,10 @@
-//! The database: the connection pool every part of shopchat shares, and the
-//! statements over many rows at once ([`batch`]).
+//! The database: the connection pools ([`Pools`]: one per HTTP worker thread, one for the
+//! rest) and the statements over many rows at once ([`batch`]).
 
 pub mod batch;
+mod pools;
+
+pub use pools::{pool_sizes, Pools};
 
 use std::time::Duration;
 
@@ -92,10 +95,24 @@ pub fn pool_pinging_after(
     db: &DatabaseSettings,
     ping_after: Duration,
 ) -> anyhow::Result<MySqlPool> {
-    let options = connect_options(db)?;
+    pool_of(db, db.pool_size, ping_after)
+}
+
+/// A pool of at most `size` connections, with the settings of [`pool_pinging_after`].
+fn pool_of(db: &DatabaseSettings, size: u32, ping_after: Duration) -> anyhow::Result<MySqlPool> {
+    Ok(lazy_pool(db, connect_options(db)?, size, ping_after))
+}
+
+/// [`pool_of`] with the connect options already read.
+fn lazy_pool(
+    db: &DatabaseSettings,
+    options: MySqlConnectOptions,
+    size: u32,
+    ping_after: Duration,
+) -> MySqlPool {
     let time_zone = db.time_zone.clone();
-    Ok(MySqlPoolOptions::new()
-        .max_connections(db.pool_size)
+    MySqlPoolOptions::new()
+        .max_connections(size)
         .acquire_timeout(db.acquire_timeout)
         .idle_timeout(Duration::from_secs(300))
         .test_before_acquire(false)
@@ -120,5 +137,5 @@ pub fn pool_pinging_after(
                 Ok(())
             })
         })
-        .connect_lazy_with(options))
+        .connect_lazy_with(options)
 }

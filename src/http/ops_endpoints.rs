@@ -72,8 +72,9 @@ pub async fn answer(
 }
 
 async fn readiness(state: &AppState, audience: Audience) -> HttpResponse {
+    let pool = state.db();
     let subject = Subject {
-        pool: &state.pool,
+        pool: &pool,
         outbox: state.mailbox.outbox(),
         draining: state.ops.is_draining(),
     };
@@ -97,8 +98,8 @@ async fn metrics(state: &AppState) -> HttpResponse {
         ])
         .collect();
     m.sample(Sample {
-        pool_size: state.pool.size(),
-        pool_idle: state.pool.num_idle(),
+        pool_size: state.pools.size(),
+        pool_idle: state.pools.num_idle(),
         long_poll_waiters: state.watcher.waiting(),
         watcher_statements: state.watcher.statements(),
         caches: &caches,
@@ -115,8 +116,6 @@ async fn metrics(state: &AppState) -> HttpResponse {
 }
 
 /// actix-web's handler of the internal listener: the three endpoints, plain 405/404 otherwise.
-/// `/ready` uses the shared pool: on the home runtime, like the public listener's requests
-/// (`crate::runtime`).
 pub async fn internal_entry(req: HttpRequest, state: web::Data<AppState>) -> HttpResponse {
     use actix_web::http::Method;
     if req.method() != Method::GET && req.method() != Method::HEAD {
@@ -131,11 +130,7 @@ pub async fn internal_entry(req: HttpRequest, state: web::Data<AppState>) -> Htt
         .peer_addr()
         .map(|a| a.ip())
         .unwrap_or(IpAddr::from([127, 0, 0, 1]));
-    let answered = state
-        .home
-        .run(answer(&route, &state, Listener::Internal, peer, true))
-        .await;
-    match answered {
+    match answer(&route, &state, Listener::Internal, peer, true).await {
         Some(res) => res,
         None => response::with_body(
             StatusCode::NOT_FOUND,

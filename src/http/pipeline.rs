@@ -34,15 +34,13 @@ use crate::http::routing::{Methods, Route};
 use crate::ids::UserId;
 use crate::state::AppState;
 
-/// actix-web's handler of every request of the public listener, run on the home runtime
-/// (`crate::runtime`: what it opens must outlive the worker thread serving it).
+/// actix-web's handler of every request of the public listener.
 pub async fn entry(
     req: HttpRequest,
     payload: web::Payload,
     state: web::Data<AppState>,
 ) -> HttpResponse {
-    let request = Incoming::from_actix(&req, payload);
-    state.home.run(run(request, &state, Mode::Serve)).await
+    run(Incoming::from_actix(&req, payload), &state, Mode::Serve).await
 }
 
 /// The pipeline for one request; `shopchat shadow` runs it with `Mode::Shadow` on an

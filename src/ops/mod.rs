@@ -24,10 +24,11 @@ pub struct Ops {
 }
 
 impl Ops {
-    pub fn new(settings: &Settings) -> Ops {
+    /// `pool_max`: the connections all database pools together open at most.
+    pub fn new(settings: &Settings, pool_max: u32) -> Ops {
         Ops {
             metrics: Metrics::new(
-                settings.database.pool_size,
+                pool_max,
                 &instance_name(settings),
                 match settings.http.rate_limit_store {
                     RateLimitStore::Memory => "memory",

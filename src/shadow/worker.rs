@@ -98,14 +98,15 @@ fn build_env(config: ShadowConfig, metrics: Arc<Metrics>, log: MismatchLog) -> a
     // and it must answer at once: long-poll is shopchat's own (§5.4).
     settings.auth.cache = Duration::ZERO;
     settings.long_poll.max_wait = Duration::ZERO;
-    let pool = crate::db::pool(&settings.database)?;
+    // One thread, one runtime: one pool (`db::Pools`).
+    let pools = crate::db::Pools::new(&settings.database, 0)?;
     // Shadows never mail (§11.2): the write routes stop before staging, and
     // the outbox they are given is a private, empty directory.
     let outbox_dir =
         std::env::temp_dir().join(format!("shopchat-shadow-outbox-{}", std::process::id()));
     let outbox =
         Arc::new(Outbox::open(&outbox_dir).context("cannot create the shadow's empty outbox")?);
-    let state = AppState::new(settings, pool, Mailbox::new(outbox));
+    let state = AppState::new(settings, pools, Mailbox::new(outbox));
     Ok(Env {
         client: primary_client()?,
         config,
@@ -154,7 +155,7 @@ async fn run(env: Rc<Env>, mut jobs: mpsc::Receiver<Job>, mut shutdown: watch::R
         });
     }
     let _ = permits.acquire_many(workers as u32).await;
-    env.state.pool.close().await;
+    env.state.pools.close().await;
     last_summary = Default::default();
     write_summary(&env, &mut last_summary);
 }
@@ -381,7 +382,7 @@ fn decode_body_within(a: &mut Answer, max: u64) -> Result<(), String> {
 
 /// The facts a classification depends on, read without side effects.
 async fn premises(env: &Env, job: &Job, candidate: &Answer) -> Premises {
-    let pool = &env.state.pool;
+    let pool = &env.state.db();
     let token_id = job
         .headers
         .iter()

@@ -2,8 +2,8 @@
 
 use std::time::Duration;
 
+use crate::db::Pools;
 use percent_encoding::{utf8_percent_encode, AsciiSet, NON_ALPHANUMERIC};
-use sqlx::MySqlPool;
 
 use crate::cache::TtlCache;
 use crate::config::FileSystem;
@@ -16,16 +16,16 @@ struct Upload {
 }
 
 pub struct Assets {
-    pool: MySqlPool,
+    pools: Pools,
     filesystem: FileSystem,
     settings: TtlCache<String, Option<String>>,
     uploads: TtlCache<String, Option<Upload>>,
 }
 
 impl Assets {
-    pub fn new(pool: MySqlPool, filesystem: FileSystem, settings_ttl: Duration) -> Self {
+    pub fn new(pools: Pools, filesystem: FileSystem, settings_ttl: Duration) -> Self {
         Assets {
-            pool,
+            pools,
             filesystem,
             settings: TtlCache::new(settings_ttl, 64),
             // Upload rows may be cached for 60 s (§11.1).
@@ -42,7 +42,7 @@ impl Assets {
         let rows: Vec<(String, Option<String>)> =
             sqlx::query_as("SELECT type, value FROM business_settings WHERE type = ? ORDER BY id")
                 .bind(key)
-                .fetch_all(&self.pool)
+                .fetch_all(&self.pools.current())
                 .await?;
         let value = rows
             .into_iter()
@@ -65,7 +65,7 @@ impl Assets {
                 let row: Option<(Option<String>, Option<String>)> =
                     sqlx::query_as("SELECT file_name, external_link FROM uploads WHERE id = ? AND deleted_at IS NULL LIMIT 1")
                         .bind(v)
-                        .fetch_optional(&self.pool)
+                        .fetch_optional(&self.pools.current())
                         .await?;
                 let upload = row.map(|(file_name, external_link)| Upload {
                     file_name,

@@ -4,7 +4,7 @@ use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
 
-use sqlx::MySqlPool;
+use crate::db::Pools;
 
 use crate::cache::TtlCache;
 use crate::laravel::text::{php_trim, translation_key};
@@ -12,16 +12,16 @@ use crate::laravel::text::{php_trim, translation_key};
 type LangMap = Arc<HashMap<String, String>>;
 
 pub struct Translator {
-    pool: MySqlPool,
+    pools: Pools,
     fallback_language: String,
     maps: TtlCache<String, LangMap>,
 }
 
 impl Translator {
     /// `ttl` = `SHOPCHAT_TRANSLATION_TTL` (§11.1); zero reads the table every time.
-    pub fn new(pool: MySqlPool, fallback_language: String, ttl: Duration) -> Self {
+    pub fn new(pools: Pools, fallback_language: String, ttl: Duration) -> Self {
         Translator {
-            pool,
+            pools,
             fallback_language,
             maps: TtlCache::new(ttl, 256),
         }
@@ -46,7 +46,7 @@ impl Translator {
                 .bind(&value)
                 .bind(now)
                 .bind(now)
-                .execute(&self.pool)
+                .execute(&self.pools.current())
                 .await?;
             self.maps.remove(&"en".to_string());
         }
@@ -81,7 +81,7 @@ impl Translator {
             "SELECT lang_key, lang_value FROM translations WHERE lang = ? ORDER BY id",
         )
         .bind(lang)
-        .fetch_all(&self.pool)
+        .fetch_all(&self.pools.current())
         .await?;
         let mut folded: HashMap<String, Option<String>> = HashMap::with_capacity(rows.len());
         for (key, value) in rows {

@@ -455,11 +455,10 @@ async fn sigterm_finishes_the_request_in_flight_then_exits_0() {
 #[tokio::test]
 async fn a_worker_that_stops_first_leaves_the_database_usable_for_the_others() {
     // Each HTTP worker thread runs its own runtime, which ends as soon as that worker's
-    // connections are done during a drain, while the database pool is shared by all. The
-    // connections the pool opened while serving requests on one worker must still work for
-    // requests finishing on another after the first has stopped (seen in the rolling restart
-    // of tests/api/cluster.rs as a 503: "a Tokio 1.x context was found, but it is being
-    // shutdown"; src/runtime.rs).
+    // connections are done during a drain. The database connections opened while serving
+    // requests on one worker must not be what requests finishing on another use after the
+    // first has stopped (seen in the rolling restart of tests/api/cluster.rs as a 503: "a Tokio
+    // 1.x context was found, but it is being shutdown"; src/db/pools.rs).
     let db = TestDb::fresh().await;
     let outbox = tempfile::tempdir().unwrap();
     // An account of its own: its connections are the pool's.
@@ -497,10 +496,9 @@ async fn a_worker_that_stops_first_leaves_the_database_usable_for_the_others() {
     first[0].write_all(list.as_bytes()).await.unwrap();
     let res = read_one_answer(&mut first[0]).await;
     assert_eq!(res.status, 200, "{}", res.text());
-    tokio::time::sleep(Duration::from_millis(200)).await;
-    let before: u32 = db.scalar(&pooled).await.parse().unwrap();
 
-    // Concurrent requests on the first worker make the pool open more connections there.
+    // Concurrent requests on the first worker: with one pool shared by all workers, the pool
+    // opened connections there (the 503 below before src/db/pools.rs).
     let busy = first.into_iter().map(|mut stream| {
         let list = list.clone();
         tokio::spawn(async move {
@@ -514,19 +512,16 @@ async fn a_worker_that_stops_first_leaves_the_database_usable_for_the_others() {
     for task in busy.collect::<Vec<_>>() {
         task.await.unwrap();
     }
-    let after: u32 = db.scalar(&pooled).await.parse().unwrap();
-    assert!(
-        after > before,
-        "the first worker's requests opened connections: {before} → {after}"
-    );
+    let open: u32 = db.scalar(&pooled).await.parse().unwrap();
+    assert!(open >= 2, "{open} connections");
 
     // The first worker's connections are closed: the drain ends it, and its runtime.
     service.signal("TERM");
     service.wait_until_refused(Duration::from_secs(5)).await;
     tokio::time::sleep(Duration::from_millis(500)).await;
 
-    // The second worker's requests take the pooled connections in turn (sqlx hands out the
-    // longest idle first): every one of them, those the first worker opened included.
+    // The second worker's requests: with a shared pool, they took its connections in turn
+    // (sqlx hands out the longest idle first), those the first worker opened included.
     for mut stream in second {
         stream.write_all(list.as_bytes()).await.unwrap();
         let res = read_one_answer(&mut stream).await;
