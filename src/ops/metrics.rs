@@ -182,13 +182,13 @@ impl Metrics {
             pool_connections: gauge_vec(
                 r,
                 "shopchat_db_pool_connections",
-                "Open database connections of the pool: state=idle or in_use.",
+                "Open database connections of all pools (one per HTTP worker thread, one for background tasks): state=idle or in_use.",
                 &["state"],
             ),
             pool_max: gauge(
                 r,
                 "shopchat_db_pool_max_connections",
-                "SHOPCHAT_DB_POOL_SIZE: the most connections the pool opens.",
+                "SHOPCHAT_DB_POOL_SIZE: the most connections all pools together open.",
             ),
             outbox_entries: gauge_vec(
                 r,
