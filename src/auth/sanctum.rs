@@ -9,8 +9,6 @@ use chrono::NaiveDateTime;
 use chrono_tz::Tz;
 use sha2::{Digest, Sha256};
 use sqlx::MySqlPool;
-
-use crate::db::Pools;
 use subtle::ConstantTimeEq;
 
 use crate::auth::bearer::{parse_authorization, BearerToken};
@@ -18,6 +16,7 @@ use crate::auth::tokens::TokenStore;
 use crate::cache::{Generations, TtlCache};
 use crate::config::AuthSettings;
 use crate::db::batch::{in_list, Batcher};
+use crate::db::Pools;
 use crate::ids::UserId;
 use crate::laravel::dates::{format_wall, local_to_utc, normalize, parse_wall};
 use crate::sync::LockUnpoisoned;

@@ -12,9 +12,8 @@
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use crate::db::Pools;
-
 use crate::db::batch::{in_list, Batcher};
+use crate::db::Pools;
 use crate::error::mysql_error_number;
 use crate::sync::LockUnpoisoned;
 
