@@ -129,7 +129,19 @@ impl Application {
         };
         // A pool per HTTP worker thread, of the public and the metrics listener (`db::Pools`).
         let threads = settings.http.worker_threads() + usize::from(metrics_listener.is_some());
-        let pools = crate::db::Pools::new(&settings.database, u32::try_from(threads)?)?;
+        let threads = u32::try_from(threads)?;
+        let pools = crate::db::Pools::new(&settings.database, threads)?;
+        let (_, per_thread) = crate::db::pool_sizes(settings.database.pool_size, threads);
+        if per_thread < 2 {
+            // One connection per worker: a create-conversation waiting for its pair lock
+            // (up to SHOPCHAT_LOCK_TIMEOUT) holds it, and that worker's other requests wait.
+            tracing::warn!(
+                pool_size = settings.database.pool_size,
+                threads,
+                connections = pools.max_connections(),
+                "SHOPCHAT_DB_POOL_SIZE leaves fewer than 2 connections per HTTP worker thread: raise it or lower SHOPCHAT_WORKERS"
+            );
+        }
         // The home pool: the tasks spawned below run on this runtime.
         let pool = pools.current();
         let outbox_dir = settings.mail.outbox_dir.clone();

@@ -200,7 +200,9 @@ async fn operational_endpoints_are_not_throttled_and_only_get() {
 
 #[tokio::test]
 async fn metrics_reflect_the_requests_made() {
-    let app = spawn_app_with(&[("SHOPCHAT_RATE_LIMIT", "4")]).await;
+    // Two workers, whatever the machine: the pools' maximum below is SHOPCHAT_DB_POOL_SIZE
+    // shared out, which it exceeds only with more worker threads than connections.
+    let app = spawn_app_with(&[("SHOPCHAT_RATE_LIMIT", "4"), ("SHOPCHAT_WORKERS", "2")]).await;
     assert_eq!(
         app.get("/api/v2/chat/conversations", CUST1).await.status,
         200
@@ -515,10 +517,11 @@ async fn a_worker_that_stops_first_leaves_the_database_usable_for_the_others() {
     let open: u32 = db.scalar(&pooled).await.parse().unwrap();
     assert!(open >= 2, "{open} connections");
 
-    // The first worker's connections are closed: the drain ends it, and its runtime.
+    // The first worker's connections are closed: the drain ends it, and its runtime (within
+    // actix-server's 1 s shutdown poll, should a probe of wait_until_refused have reached it).
     service.signal("TERM");
     service.wait_until_refused(Duration::from_secs(5)).await;
-    tokio::time::sleep(Duration::from_millis(500)).await;
+    tokio::time::sleep(Duration::from_millis(1500)).await;
 
     // The second worker's requests: with a shared pool, they took its connections in turn
     // (sqlx hands out the longest idle first), those the first worker opened included.
