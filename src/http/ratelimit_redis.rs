@@ -9,13 +9,23 @@
 //! Connections come from a small bb8 pool of multiplexed connections. A checkout does not ping
 //! (that would be a second round trip); instead a connection whose command failed on the wire is
 //! marked broken and the pool replaces it.
+//!
+//! Each thread has a pool of its own, made on its first hit: a connection belongs to the runtime
+//! of the thread that opened it, and an HTTP worker's runtime ends with that worker during a
+//! drain, so a pool shared by the workers handed the others connections that had died with it
+//! ("broken pipe", the throttle counting in process through every rolling restart;
+//! `tests/api/ops.rs`, and `db::Pools` for the database's pools).
 
+use std::cell::RefCell;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Mutex;
 use std::time::Duration;
 
 use redis::aio::MultiplexedConnection;
 use redis::{AsyncConnectionConfig, Client, RedisError, Script};
 
 use crate::http::ratelimit::{Decision, RateKey, WINDOW};
+use crate::sync::LockUnpoisoned;
 
 /// The script's answer: `{allowed (0/1), hits in the window, ms the window has left}`.
 const HIT: &str = r"
@@ -43,7 +53,12 @@ pub enum StoreError {
 
 /// Windows shared through one Redis database.
 pub struct RedisWindows {
-    pool: bb8::Pool<Manager>,
+    /// Tells this store's thread pools from another's (tests run several services per process).
+    id: usize,
+    client: Client,
+    pool_size: u32,
+    /// Every thread's pool, for [`RedisWindows::connections`].
+    pools: Mutex<Vec<bb8::Pool<Manager>>>,
     script: Script,
     prefix: String,
     limit: u32,
@@ -60,23 +75,40 @@ impl RedisWindows {
         pool_size: u32,
         timeout: Duration,
     ) -> Result<RedisWindows, RedisError> {
-        let client = Client::open(url)?;
-        let pool = bb8::Pool::builder()
-            .max_size(pool_size)
-            .connection_timeout(timeout)
-            // One round trip per hit: no PING at checkout; broken connections are found
-            // by the command that fails on them.
-            .test_on_check_out(false)
-            // A connection lost while Redis is away must not be retried for the full
-            // connection timeout of every request: fail fast, the caller falls back.
-            .retry_connection(false)
-            .build_unchecked(Manager { client, timeout });
         Ok(RedisWindows {
-            pool,
+            id: NEXT_ID.fetch_add(1, Ordering::Relaxed),
+            client: Client::open(url)?,
+            pool_size,
+            pools: Mutex::new(Vec::new()),
             script: Script::new(HIT),
             prefix: prefix.to_string(),
             limit,
             timeout,
+        })
+    }
+
+    /// This thread's pool (module docs), made on the thread's first hit.
+    fn pool(&self) -> bb8::Pool<Manager> {
+        THREAD_POOLS.with_borrow_mut(|pools| {
+            if let Some((_, pool)) = pools.iter().find(|(id, _)| *id == self.id) {
+                return pool.clone();
+            }
+            let pool = bb8::Pool::builder()
+                .max_size(self.pool_size)
+                .connection_timeout(self.timeout)
+                // One round trip per hit: no PING at checkout; broken connections are found
+                // by the command that fails on them.
+                .test_on_check_out(false)
+                // A connection lost while Redis is away must not be retried for the full
+                // connection timeout of every request: fail fast, the caller falls back.
+                .retry_connection(false)
+                .build_unchecked(Manager {
+                    client: self.client.clone(),
+                    timeout: self.timeout,
+                });
+            self.pools.lock_unpoisoned().push(pool.clone());
+            pools.push((self.id, pool.clone()));
+            pool
         })
     }
 
@@ -91,29 +123,44 @@ impl RedisWindows {
     /// Counts one hit of `key` across all instances.
     pub async fn hit(&self, key: &RateKey) -> Result<Decision, StoreError> {
         let redis_key = self.key(key);
-        let mut conn = self.pool.get().await.map_err(|e| match e {
-            bb8::RunError::User(e) => StoreError::Connect(e.to_string()),
-            bb8::RunError::TimedOut => StoreError::Timeout(self.timeout),
-        })?;
+        let pool = self.pool();
         let mut invocation = self.script.key(redis_key);
         invocation.arg(self.limit).arg(WINDOW.as_millis() as u64);
-        let answer: Result<(u8, u64, i64), RedisError> =
-            invocation.invoke_async(&mut conn.inner).await;
-        let (allowed, hits, left_ms) = match answer {
-            Ok(a) => a,
-            Err(e) => {
-                if e.is_io_error() || e.is_connection_dropped() || e.is_timeout() {
-                    conn.broken = true;
+        let mut retried = false;
+        loop {
+            let mut conn = pool.get().await.map_err(|e| match e {
+                bb8::RunError::User(e) => StoreError::Connect(e.to_string()),
+                bb8::RunError::TimedOut => StoreError::Timeout(self.timeout),
+            })?;
+            let answer: Result<(u8, u64, i64), RedisError> =
+                invocation.invoke_async(&mut conn.inner).await;
+            match answer {
+                Ok((allowed, hits, left_ms)) => {
+                    return Ok(decision(self.limit, allowed == 1, hits, left_ms));
                 }
-                return Err(e.into());
+                Err(e) => {
+                    let dropped = e.is_io_error() || e.is_connection_dropped();
+                    if dropped || e.is_timeout() {
+                        conn.broken = true;
+                    }
+                    // A connection that died while it sat in this thread's pool (Redis
+                    // restarted since) says nothing about Redis now: once more, on a new one
+                    // (the broken one is dropped first). Should the lost answer have been
+                    // counted, the key has one hit too many: a throttle may err that way.
+                    if dropped && !retried {
+                        retried = true;
+                        continue;
+                    }
+                    return Err(e.into());
+                }
             }
-        };
-        Ok(decision(self.limit, allowed == 1, hits, left_ms))
+        }
     }
 
-    /// Connections open now (for tests and `/metrics`).
+    /// Connections open now, all threads' pools together (for tests and `/metrics`).
     pub fn connections(&self) -> u32 {
-        self.pool.state().connections
+        let pools = self.pools.lock_unpoisoned();
+        pools.iter().map(|p| p.state().connections).sum()
     }
 }
 
@@ -157,6 +204,13 @@ fn decision(limit: u32, allowed: bool, hits: u64, left_ms: i64) -> Decision {
 }
 
 /// One pooled connection; `broken` once a command failed on the wire.
+static NEXT_ID: AtomicUsize = AtomicUsize::new(0);
+
+thread_local! {
+    /// The pools of this thread, by [`RedisWindows`]' id.
+    static THREAD_POOLS: RefCell<Vec<(usize, bb8::Pool<Manager>)>> = const { RefCell::new(Vec::new()) };
+}
+
 pub struct Conn {
     inner: MultiplexedConnection,
     broken: bool,

@@ -536,6 +536,61 @@ async fn a_worker_that_stops_first_leaves_the_database_usable_for_the_others() {
     db.drop().await;
 }
 
+#[tokio::test]
+async fn a_worker_that_stops_first_leaves_the_shared_throttle_working_for_the_others() {
+    // The drain of the test above, with the throttle in Redis (SHOPCHAT_RATE_LIMIT_STORE=redis):
+    // a Redis connection opened while serving on one worker must not be the one requests on
+    // another use after the first has stopped. Redis failing costs no request (§1.4: the
+    // instance counts in process), so what shows it is the log and the store's error count.
+    let redis = crate::redis_store::PrivateRedis::start().await;
+    let db = TestDb::fresh().await;
+    let outbox = tempfile::tempdir().unwrap();
+    let env = test_env(&db.name, outbox.path());
+    let url = redis.url();
+    let mut service = Service::start(
+        &env,
+        &[
+            ("SHOPCHAT_SHUTDOWN_TIMEOUT", "20"),
+            ("SHOPCHAT_WORKERS", "2"),
+            ("SHOPCHAT_RATE_LIMIT", "1000"),
+            ("SHOPCHAT_RATE_LIMIT_STORE", "redis"),
+            ("REDIS_URL", url.as_str()),
+            // One connection: the one the first worker opens is the one to use after.
+            ("SHOPCHAT_REDIS_POOL_SIZE", "1"),
+        ],
+    )
+    .await;
+    let list = format!(
+        "GET /api/v2/chat/conversations HTTP/1.1\r\nHost: shop.test\r\nAccept: application/json\r\n\
+         System-Key: {}\r\nAuthorization: Bearer {CUST1}\r\n\r\n",
+        crate::helpers::SYSTEM_KEY
+    );
+    // Handed to the two workers in turn.
+    let mut first = TcpStream::connect(&service.addr).await.unwrap();
+    let mut second = TcpStream::connect(&service.addr).await.unwrap();
+    for _ in 0..3 {
+        first.write_all(list.as_bytes()).await.unwrap();
+        let res = read_one_answer(&mut first).await;
+        assert_eq!(res.status, 200, "{}", res.text());
+    }
+    drop(first);
+    service.signal("TERM");
+    service.wait_until_refused(Duration::from_secs(5)).await;
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+
+    second.write_all(list.as_bytes()).await.unwrap();
+    let res = read_one_answer(&mut second).await;
+    assert_eq!(res.status, 200, "{}", res.text());
+    drop(second);
+    let (status, log) = service.wait_exit().await;
+    assert_eq!(status.code(), Some(0), "{log}");
+    assert!(
+        !log.contains("rate-limit store: Redis failed"),
+        "the throttle lost Redis in the drain:\n{log}"
+    );
+    db.drop().await;
+}
+
 /// Reads one answer (with a Content-Length) off a kept-alive connection.
 async fn read_one_answer(stream: &mut TcpStream) -> raw_http::Response {
     let mut raw = Vec::new();
