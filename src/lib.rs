@@ -15,6 +15,7 @@ pub mod laravel;
 pub mod mail;
 pub mod openapi;
 pub mod ops;
+pub mod per_thread;
 pub mod shadow;
 pub mod shop;
 pub mod startup;

@@ -225,12 +225,21 @@ fn only_the_binary_uses_the_wiring() {
 
 #[test]
 fn the_foundations_import_nothing_above_them() {
-    // laravel/, config/, db/, cache, ids and sync sit at the bottom: formats and plumbing.
+    // laravel/, config/, db/, cache, ids, sync and per_thread sit at the bottom: formats and plumbing.
     let g = graph();
     let foundation = |m: &str| {
-        ["laravel", "config", "db", "cache", "error", "ids", "sync"]
-            .iter()
-            .any(|f| m == *f || m.starts_with(&format!("{f}::")))
+        [
+            "laravel",
+            "config",
+            "db",
+            "cache",
+            "error",
+            "ids",
+            "sync",
+            "per_thread",
+        ]
+        .iter()
+        .any(|f| m == *f || m.starts_with(&format!("{f}::")))
     };
     for (m, deps) in &g {
         if !foundation(m) {

@@ -1,9 +1,9 @@
 //! One pool of database connections per HTTP worker thread, and one for everything else.
 //!
 //! actix-server runs each HTTP worker thread on a runtime of its own, and a socket belongs to
-//! the runtime that opened it: that runtime's reactor drives it. With one pool shared by all
-//! workers, a connection opened while serving a request on one worker was later used by
-//! requests on the others. During a graceful stop each worker ends, and its runtime with it,
+//! the runtime that opened it: that runtime's reactor drives it (`crate::per_thread`). With one
+//! pool shared by all workers, a connection opened while serving a request on one worker was
+//! later used by requests on the others. During a graceful stop each worker ends, and its runtime with it,
 //! as soon as its own client connections are done: the connections it had opened then failed
 //! for every request still running on another worker ("A Tokio 1.x context was found, but it
 //! is being shutdown", a 503 in the middle of a rolling restart; `tests/api/ops.rs`).
@@ -21,16 +21,14 @@
 //! 40,000 simulated app users `top -H` showed it at 100 % of a core while each worker used
 //! 40 % (that load was beyond the machine with either design; the one thread is the point).
 
-use std::cell::RefCell;
-use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::Duration;
 
 use sqlx::mysql::MySqlConnectOptions;
 use sqlx::MySqlPool;
 
 use crate::config::DatabaseSettings;
-use crate::sync::LockUnpoisoned;
+use crate::per_thread::PerThread;
 
 /// `SHOPCHAT_DB_POOL_SIZE` shared out: (the home pool's size, each thread's), for `threads`
 /// attached threads. Each pool gets at least one connection; the home pool gets what the
@@ -46,14 +44,12 @@ pub fn pool_sizes(total: u32, threads: u32) -> (u32, u32) {
 pub struct Pools(Arc<Inner>);
 
 struct Inner {
-    /// Tells this set's thread pools from another's (tests run several services per process).
-    id: usize,
     /// How to make a thread's pool; `None`: the home pool serves every thread.
     maker: Option<Maker>,
     max_connections: u32,
     home: MySqlPool,
-    /// Every thread pool made, for the metrics and [`Pools::close`].
-    threads: Mutex<Vec<MySqlPool>>,
+    /// The attached threads' pools.
+    threads: PerThread<MySqlPool>,
 }
 
 struct Maker {
@@ -61,13 +57,6 @@ struct Maker {
     options: MySqlConnectOptions,
     ping_after: Duration,
     per_thread: u32,
-}
-
-static NEXT_ID: AtomicUsize = AtomicUsize::new(0);
-
-thread_local! {
-    /// The pools attached to this thread, by [`Inner::id`].
-    static THREAD_POOLS: RefCell<Vec<(usize, MySqlPool)>> = const { RefCell::new(Vec::new()) };
 }
 
 impl Pools {
@@ -87,7 +76,6 @@ impl Pools {
         let (home_size, per_thread) = pool_sizes(db.pool_size, threads);
         let home = super::lazy_pool(db, options.clone(), home_size, ping_after);
         Ok(Pools(Arc::new(Inner {
-            id: NEXT_ID.fetch_add(1, Ordering::Relaxed),
             maker: Some(Maker {
                 settings: db.clone(),
                 options,
@@ -96,18 +84,17 @@ impl Pools {
             }),
             max_connections: home_size + per_thread * threads,
             home,
-            threads: Mutex::new(Vec::new()),
+            threads: PerThread::default(),
         })))
     }
 
     /// One pool for every thread: for code that runs on one runtime only (unit tests).
     pub fn single(pool: MySqlPool) -> Pools {
         Pools(Arc::new(Inner {
-            id: NEXT_ID.fetch_add(1, Ordering::Relaxed),
             maker: None,
             max_connections: pool.options().get_max_connections(),
             home: pool,
-            threads: Mutex::new(Vec::new()),
+            threads: PerThread::default(),
         }))
     }
 
@@ -116,37 +103,24 @@ impl Pools {
     pub fn attach_current_thread(&self) {
         let inner = &self.0;
         let Some(maker) = &inner.maker else { return };
-        THREAD_POOLS.with_borrow_mut(|attached| {
-            if attached.iter().any(|(id, _)| *id == inner.id) {
-                return;
-            }
-            let pool = super::lazy_pool(
+        inner.threads.get_or_make(|| {
+            super::lazy_pool(
                 &maker.settings,
                 maker.options.clone(),
                 maker.per_thread,
                 maker.ping_after,
-            );
-            inner.threads.lock_unpoisoned().push(pool.clone());
-            attached.push((inner.id, pool));
+            )
         });
     }
 
     /// The pool for code running on this thread: its own when attached, else the home pool.
     pub fn current(&self) -> MySqlPool {
-        let id = self.0.id;
-        THREAD_POOLS
-            .with_borrow(|attached| {
-                attached
-                    .iter()
-                    .find(|(i, _)| *i == id)
-                    .map(|(_, pool)| pool.clone())
-            })
-            .unwrap_or_else(|| self.0.home.clone())
+        self.0.threads.get().unwrap_or_else(|| self.0.home.clone())
     }
 
     fn all(&self) -> Vec<MySqlPool> {
         let mut all = vec![self.0.home.clone()];
-        all.extend(self.0.threads.lock_unpoisoned().iter().cloned());
+        all.extend(self.0.threads.all());
         all
     }
 

@@ -10,22 +10,17 @@
 //! (that would be a second round trip); instead a connection whose command failed on the wire is
 //! marked broken and the pool replaces it.
 //!
-//! Each thread has a pool of its own, made on its first hit: a connection belongs to the runtime
-//! of the thread that opened it, and an HTTP worker's runtime ends with that worker during a
-//! drain, so a pool shared by the workers handed the others connections that had died with it
-//! ("broken pipe", the throttle counting in process through every rolling restart;
-//! `tests/api/ops.rs`, and `db::Pools` for the database's pools).
+//! Each thread has a pool of its own, made on its first hit (`crate::per_thread`): a pool shared
+//! by the HTTP workers handed the others connections that had died with a drained one ("broken
+//! pipe", the throttle counting in process through every rolling restart; `tests/api/ops.rs`).
 
-use std::cell::RefCell;
-use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::Mutex;
 use std::time::Duration;
 
 use redis::aio::MultiplexedConnection;
 use redis::{AsyncConnectionConfig, Client, RedisError, Script};
 
 use crate::http::ratelimit::{Decision, RateKey, WINDOW};
-use crate::sync::LockUnpoisoned;
+use crate::per_thread::PerThread;
 
 /// The script's answer: `{allowed (0/1), hits in the window, ms the window has left}`.
 const HIT: &str = r"
@@ -53,12 +48,9 @@ pub enum StoreError {
 
 /// Windows shared through one Redis database.
 pub struct RedisWindows {
-    /// Tells this store's thread pools from another's (tests run several services per process).
-    id: usize,
     client: Client,
     pool_size: u32,
-    /// Every thread's pool, for [`RedisWindows::connections`].
-    pools: Mutex<Vec<bb8::Pool<Manager>>>,
+    pools: PerThread<bb8::Pool<Manager>>,
     script: Script,
     prefix: String,
     limit: u32,
@@ -76,10 +68,9 @@ impl RedisWindows {
         timeout: Duration,
     ) -> Result<RedisWindows, RedisError> {
         Ok(RedisWindows {
-            id: NEXT_ID.fetch_add(1, Ordering::Relaxed),
             client: Client::open(url)?,
             pool_size,
-            pools: Mutex::new(Vec::new()),
+            pools: PerThread::default(),
             script: Script::new(HIT),
             prefix: prefix.to_string(),
             limit,
@@ -89,11 +80,8 @@ impl RedisWindows {
 
     /// This thread's pool (module docs), made on the thread's first hit.
     fn pool(&self) -> bb8::Pool<Manager> {
-        THREAD_POOLS.with_borrow_mut(|pools| {
-            if let Some((_, pool)) = pools.iter().find(|(id, _)| *id == self.id) {
-                return pool.clone();
-            }
-            let pool = bb8::Pool::builder()
+        self.pools.get_or_make(|| {
+            bb8::Pool::builder()
                 .max_size(self.pool_size)
                 .connection_timeout(self.timeout)
                 // One round trip per hit: no PING at checkout; broken connections are found
@@ -105,10 +93,7 @@ impl RedisWindows {
                 .build_unchecked(Manager {
                     client: self.client.clone(),
                     timeout: self.timeout,
-                });
-            self.pools.lock_unpoisoned().push(pool.clone());
-            pools.push((self.id, pool.clone()));
-            pool
+                })
         })
     }
 
@@ -159,8 +144,7 @@ impl RedisWindows {
 
     /// Connections open now, all threads' pools together (for tests and `/metrics`).
     pub fn connections(&self) -> u32 {
-        let pools = self.pools.lock_unpoisoned();
-        pools.iter().map(|p| p.state().connections).sum()
+        self.pools.all().iter().map(|p| p.state().connections).sum()
     }
 }
 
@@ -204,13 +188,6 @@ fn decision(limit: u32, allowed: bool, hits: u64, left_ms: i64) -> Decision {
 }
 
 /// One pooled connection; `broken` once a command failed on the wire.
-static NEXT_ID: AtomicUsize = AtomicUsize::new(0);
-
-thread_local! {
-    /// The pools of this thread, by [`RedisWindows`]' id.
-    static THREAD_POOLS: RefCell<Vec<(usize, bb8::Pool<Manager>)>> = const { RefCell::new(Vec::new()) };
-}
-
 pub struct Conn {
     inner: MultiplexedConnection,
     broken: bool,
