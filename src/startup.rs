@@ -131,8 +131,7 @@ impl Application {
         let threads = settings.http.worker_threads() + usize::from(metrics_listener.is_some());
         let threads = u32::try_from(threads)?;
         let pools = crate::db::Pools::new(&settings.database, threads)?;
-        let (_, per_thread) = crate::db::pool_sizes(settings.database.pool_size, threads);
-        if per_thread < 2 {
+        if pools.per_thread() < 2 {
             // One connection per worker: a create-conversation waiting for its pair lock
             // (up to SHOPCHAT_LOCK_TIMEOUT) holds it, and that worker's other requests wait.
             tracing::warn!(

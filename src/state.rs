@@ -6,13 +6,12 @@ use std::time::{Duration, Instant};
 
 use sqlx::MySqlPool;
 
-use crate::db::Pools;
-
 use crate::auth::sanctum::Sanctum;
 use crate::chat::repo::Participants;
 use crate::chat::storage::Storage;
 use crate::chat::watch::Watcher;
 use crate::config::Settings;
+use crate::db::Pools;
 use crate::http::ratelimit::RateLimiter;
 use crate::http::throttle::Throttle;
 use crate::laravel::encrypter::Encrypter;

@@ -45,14 +45,15 @@ pub async fn handle(ctx: &Ctx<'_>) -> Result<HttpResponse, ApiError> {
     // conversation row under its lock: the shop may have deleted it (or, on MySQL 5.7, handed
     // its id to another pair) since the participants were cached (§11.1, 2026-12). Returning
     // early drops the transaction, which rolls it back: nothing is written.
-    let mut tx = state.db().begin().await?;
+    let pool = state.db();
+    let mut tx = pool.begin().await?;
     if !repo::claim_for_post(&mut tx, cid.value, ctx.user.user_id, &ctx.now_s).await? {
         drop(tx);
         // Rare: what the row is now corrects the cache, and long-polls held on a conversation
         // that is gone answer now (with the 404 it has become).
         let seen = state
             .participants
-            .reread(&state.db(), cid.value)
+            .reread(&pool, cid.value)
             .await?
             .map_or(Seen::Gone, Seen::Row);
         state.participants.saw(cid.value, seen);
@@ -78,7 +79,7 @@ pub async fn handle(ctx: &Ctx<'_>) -> Result<HttpResponse, ApiError> {
     };
     // A commit whose answer was lost may have stored the message: then it is answered as
     // stored, and a retry by the app does not post it twice (security review L2).
-    repo::commit(tx, &state.db(), id, cid.value)
+    repo::commit(tx, &pool, id, cid.value)
         .await
         .map_err(|(e, _)| ApiError::from(e))?;
     state.watcher.message_stored(cid.value, id);

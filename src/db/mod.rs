@@ -4,7 +4,7 @@
 pub mod batch;
 mod pools;
 
-pub use pools::{pool_sizes, Pools};
+pub use pools::Pools;
 
 use std::time::Duration;
 
@@ -95,15 +95,15 @@ pub fn pool_pinging_after(
     db: &DatabaseSettings,
     ping_after: Duration,
 ) -> anyhow::Result<MySqlPool> {
-    pool_of(db, db.pool_size, ping_after)
+    Ok(lazy_pool(
+        db,
+        connect_options(db)?,
+        db.pool_size,
+        ping_after,
+    ))
 }
 
 /// A pool of at most `size` connections, with the settings of [`pool_pinging_after`].
-fn pool_of(db: &DatabaseSettings, size: u32, ping_after: Duration) -> anyhow::Result<MySqlPool> {
-    Ok(lazy_pool(db, connect_options(db)?, size, ping_after))
-}
-
-/// [`pool_of`] with the connect options already read.
 fn lazy_pool(
     db: &DatabaseSettings,
     options: MySqlConnectOptions,

@@ -3,10 +3,11 @@
 //! actix-server runs each HTTP worker thread on a runtime of its own, and a socket belongs to
 //! the runtime that opened it: that runtime's reactor drives it (`crate::per_thread`). With one
 //! pool shared by all workers, a connection opened while serving a request on one worker was
-//! later used by requests on the others. During a graceful stop each worker ends, and its runtime with it,
-//! as soon as its own client connections are done: the connections it had opened then failed
-//! for every request still running on another worker ("A Tokio 1.x context was found, but it
-//! is being shutdown", a 503 in the middle of a rolling restart; `tests/api/ops.rs`).
+//! later used by requests on the others. During a graceful stop each worker ends, and its
+//! runtime with it, as soon as its own client connections are done: the connections it had
+//! opened then failed for every request still running on another worker ("A Tokio 1.x context
+//! was found, but it is being shutdown", a 503 in the middle of a rolling restart;
+//! `tests/api/ops.rs`).
 //!
 //! So each worker thread has a pool of its own ([`Pools::attach_current_thread`], as it
 //! starts), and code running on it uses that one ([`Pools::current`]); its connections live
@@ -33,7 +34,7 @@ use crate::per_thread::PerThread;
 /// `SHOPCHAT_DB_POOL_SIZE` shared out: (the home pool's size, each thread's), for `threads`
 /// attached threads. Each pool gets at least one connection; the home pool gets what the
 /// division leaves.
-pub fn pool_sizes(total: u32, threads: u32) -> (u32, u32) {
+fn pool_sizes(total: u32, threads: u32) -> (u32, u32) {
     let per_thread = (total / (threads + 1)).max(1);
     let home = total.saturating_sub(per_thread * threads).max(1);
     (home, per_thread)
@@ -63,15 +64,7 @@ impl Pools {
     /// Lazily connecting pools (`db::pool`) for `threads` worker threads and the home pool,
     /// `SHOPCHAT_DB_POOL_SIZE` connections in all.
     pub fn new(db: &DatabaseSettings, threads: u32) -> anyhow::Result<Pools> {
-        Self::pinging_after(db, threads, super::PING_IF_IDLE_FOR)
-    }
-
-    /// [`Pools::new`] with the idle time after which a connection is pinged before use.
-    pub fn pinging_after(
-        db: &DatabaseSettings,
-        threads: u32,
-        ping_after: Duration,
-    ) -> anyhow::Result<Pools> {
+        let ping_after = super::PING_IF_IDLE_FOR;
         let options = super::connect_options(db)?;
         let (home_size, per_thread) = pool_sizes(db.pool_size, threads);
         let home = super::lazy_pool(db, options.clone(), home_size, ping_after);
@@ -132,6 +125,14 @@ impl Pools {
     /// Idle connections of all pools.
     pub fn num_idle(&self) -> usize {
         self.all().iter().map(MySqlPool::num_idle).sum()
+    }
+
+    /// Each attached thread's connections at most (the home pool's when none are made).
+    pub fn per_thread(&self) -> u32 {
+        match &self.0.maker {
+            Some(maker) => maker.per_thread,
+            None => self.0.max_connections,
+        }
     }
 
     /// The most connections all pools together open.
