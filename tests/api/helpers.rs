@@ -399,9 +399,24 @@ pub async fn spawn_counted(overrides: &[(&'static str, &'static str)]) -> (TestA
 
 /// Statements the counted user has run so far, less the message watcher's scans (which run every
 /// 100 ms while anyone polls, whatever the requests).
-pub async fn statements_besides_scans(app: &TestApp, user: &CountedUser) -> u64 {
-    let scans = metric(app, "shopchat_watcher_statements_total").await;
-    app.db.statements(user).await - scans
+///
+/// The two counts are read apart: a scan in flight between them is counted by one and not yet by
+/// the other (CI once saw a round's difference come out at -1). So the reading is taken twice,
+/// 10 ms apart, until both counts agree; a scan takes well under that.
+pub async fn statements_besides_scans(app: &TestApp, user: &CountedUser) -> i64 {
+    let read = || async {
+        let scans = metric(app, "shopchat_watcher_statements_total").await;
+        (scans, app.db.statements(user).await)
+    };
+    let mut last = read().await;
+    loop {
+        tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+        let now = read().await;
+        if now == last {
+            return now.1 as i64 - now.0 as i64;
+        }
+        last = now;
+    }
 }
 
 /// A counter of `/metrics`, by its full name (labels included).

@@ -249,7 +249,7 @@ async fn a_post_is_four_statements() {
         post(format!("warm {i}")).await;
     }
     let before = statements_besides_scans(&app, &user).await;
-    const POSTS: u64 = 20;
+    const POSTS: i64 = 20;
     for i in 0..POSTS {
         post(format!("counted {i}")).await;
     }
