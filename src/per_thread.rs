@@ -4,34 +4,58 @@
 //! runtime that opened it; that runtime ends with its worker during a drain. Connection pools
 //! shared by the workers therefore handed requests on one worker connections that had died
 //! with another (`db::Pools`, `http::ratelimit_redis`). [`PerThread`] keeps one value per
-//! thread and owner, and every value made, for sums over all threads (metrics) and closing.
+//! thread and owner, and the values of the threads still running, for sums over all threads
+//! (metrics) and closing. A thread that ends takes its values with it: a worker that stopped
+//! first in a drain (or that actix-server replaced after a panic) no longer counts in the
+//! metrics, and its pool's connections, useless without its runtime, are closed instead of
+//! kept open until the process exits.
 
 use std::any::Any;
 use std::cell::RefCell;
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex, Weak};
 
 use crate::sync::LockUnpoisoned;
 
+/// Owner ids and value serials, unique in the process.
 static NEXT_ID: AtomicUsize = AtomicUsize::new(0);
 
 thread_local! {
-    /// This thread's values, by owner ([`PerThread`]'s id).
-    static VALUES: RefCell<Vec<(usize, Box<dyn Any>)>> = const { RefCell::new(Vec::new()) };
+    /// This thread's values, of every owner.
+    static VALUES: RefCell<Vec<Entry>> = const { RefCell::new(Vec::new()) };
 }
+
+/// One value in a thread's list. Dropped with the thread's locals when the thread ends; its
+/// owner then forgets it too.
+struct Entry {
+    owner: usize,
+    value: Box<dyn Any>,
+    forget: Option<Box<dyn FnOnce()>>,
+}
+
+impl Drop for Entry {
+    fn drop(&mut self) {
+        if let Some(forget) = self.forget.take() {
+            forget();
+        }
+    }
+}
+
+/// The values of the running threads, each with its serial.
+type Made<T> = Arc<Mutex<Vec<(usize, T)>>>;
 
 /// One `T` per thread (module docs). `T` is a cheap handle, such as a pool.
 pub struct PerThread<T> {
     /// Tells this owner's values from another's (tests run several services per process).
     id: usize,
-    made: Mutex<Vec<T>>,
+    made: Made<T>,
 }
 
 impl<T: Clone + 'static> Default for PerThread<T> {
     fn default() -> Self {
         PerThread {
             id: NEXT_ID.fetch_add(1, Ordering::Relaxed),
-            made: Mutex::new(Vec::new()),
+            made: Made::default(),
         }
     }
 }
@@ -42,8 +66,8 @@ impl<T: Clone + 'static> PerThread<T> {
         VALUES.with_borrow(|values| {
             values
                 .iter()
-                .find(|(id, _)| *id == self.id)
-                .and_then(|(_, v)| v.downcast_ref::<T>().cloned())
+                .find(|e| e.owner == self.id)
+                .and_then(|e| e.value.downcast_ref::<T>().cloned())
         })
     }
 
@@ -53,14 +77,31 @@ impl<T: Clone + 'static> PerThread<T> {
             return value;
         }
         let value = make();
-        self.made.lock_unpoisoned().push(value.clone());
-        VALUES.with_borrow_mut(|values| values.push((self.id, Box::new(value.clone()))));
+        let serial = NEXT_ID.fetch_add(1, Ordering::Relaxed);
+        self.made.lock_unpoisoned().push((serial, value.clone()));
+        let made: Weak<Mutex<Vec<(usize, T)>>> = Arc::downgrade(&self.made);
+        let forget = move || {
+            if let Some(made) = made.upgrade() {
+                made.lock_unpoisoned().retain(|(s, _)| *s != serial);
+            }
+        };
+        VALUES.with_borrow_mut(|values| {
+            values.push(Entry {
+                owner: self.id,
+                value: Box::new(value.clone()),
+                forget: Some(Box::new(forget)),
+            })
+        });
         value
     }
 
-    /// Every value made so far, on any thread (those of threads that ended included).
+    /// The values of the threads still running.
     pub fn all(&self) -> Vec<T> {
-        self.made.lock_unpoisoned().clone()
+        self.made
+            .lock_unpoisoned()
+            .iter()
+            .map(|(_, v)| v.clone())
+            .collect()
     }
 }
 
@@ -84,8 +125,30 @@ mod tests {
             .unwrap();
         assert_eq!(there, (None, 3));
         assert_eq!(a.get(), Some(1));
-        let mut all = a.all();
-        all.sort();
-        assert_eq!(all, vec![1, 3]);
+        // The other thread ended: its value went with it.
+        assert_eq!(a.all(), vec![1]);
+    }
+
+    #[test]
+    fn a_running_threads_value_counts_until_the_thread_ends() {
+        let owner = std::sync::Arc::new(PerThread::<std::sync::Arc<()>>::default());
+        let value = std::sync::Arc::new(());
+        let (made, stop) = (std::sync::mpsc::channel(), std::sync::mpsc::channel::<()>());
+        let (other, handed, made_tx) = (owner.clone(), value.clone(), made.0);
+        let thread = std::thread::spawn(move || {
+            other.get_or_make(|| handed);
+            made_tx.send(()).unwrap();
+            stop.1.recv().unwrap();
+        });
+        made.1.recv().unwrap();
+        assert_eq!(owner.all().len(), 1, "counted while its thread runs");
+        stop.0.send(()).unwrap();
+        thread.join().unwrap();
+        assert!(owner.all().is_empty(), "forgotten when its thread ended");
+        assert_eq!(
+            std::sync::Arc::strong_count(&value),
+            1,
+            "and no copy is kept anywhere (a pool's connections close)"
+        );
     }
 }
