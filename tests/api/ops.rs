@@ -522,6 +522,20 @@ async fn a_worker_that_stops_first_leaves_the_database_usable_for_the_others() {
     service.signal("TERM");
     service.wait_until_refused(Duration::from_secs(5)).await;
     tokio::time::sleep(Duration::from_millis(1500)).await;
+    // ... and so are its database connections, useless without its runtime: they are not kept
+    // open until the process exits (src/per_thread.rs; nothing else ran a statement since).
+    let deadline = std::time::Instant::now() + Duration::from_secs(3);
+    loop {
+        let now: u32 = db.scalar(&pooled).await.parse().unwrap();
+        if now < open {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the stopped worker's connections stay open: {now} of {open}"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
 
     // The second worker's requests: with a shared pool, they took its connections in turn
     // (sqlx hands out the longest idle first), those the first worker opened included.
