@@ -24,8 +24,9 @@ pub async fn handle(ctx: &Ctx<'_>) -> Result<HttpResponse, ApiError> {
         ),
     };
     let data = items::conversation_items(ctx, &rows).await?;
-    Ok(response::json(
+    Ok(response::with_body(
         StatusCode::OK,
-        &envelope(&ctx.info.path_url, page, PER_PAGE, total, data),
+        response::JSON,
+        envelope(&ctx.info.path_url, page, PER_PAGE, total, &data),
     ))
 }

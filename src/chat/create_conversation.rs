@@ -148,6 +148,7 @@ async fn create_or_reuse(
         Some(t) => storage.stored_title(conn, t).await?,
         None => None,
     };
+    let now_s = ctx.now_s();
     let mut tx = conn.begin().await?;
     // D6: reuse the newest conversation of this pair with this exact title. Its row is re-read
     // under its lock (the shop may have deleted it a moment ago: then a new one is created).
@@ -169,21 +170,21 @@ async fn create_or_reuse(
     let (id, message_id, notify) = match found {
         Some((id, locked)) => {
             let (message_id, _) = storage
-                .insert_message(&mut tx, id, user_id, message, &ctx.now_s)
+                .insert_message(&mut tx, id, user_id, message, &now_s)
                 .await?;
             // U is the sender: 1/0, and the conversation always rises to the top of the web
             // inboxes (§5.5 step 4, 2026-12).
-            repo::apply_viewed_flags(&mut tx, id, locked.parties, user_id, &ctx.now_s).await?;
+            repo::apply_viewed_flags(&mut tx, id, locked.parties, user_id, &now_s).await?;
             // The receiver had read it: this question would reach them silently (§8.1).
             (id, message_id, locked.receiver_viewed)
         }
         None => {
             new_conversation_allowed(ctx, &mut tx, owner_id).await?;
             let id = storage
-                .insert_conversation(&mut tx, user_id, owner_id, title, &ctx.now_s)
+                .insert_conversation(&mut tx, user_id, owner_id, title, &now_s)
                 .await?;
             let (message_id, _) = storage
-                .insert_message(&mut tx, id, user_id, message, &ctx.now_s)
+                .insert_message(&mut tx, id, user_id, message, &now_s)
                 .await?;
             (id, message_id, true)
         }

@@ -13,8 +13,6 @@ pub struct Ctx<'a> {
     pub info: &'a RequestInfo,
     /// The request locale (§1.2 step 6).
     pub locale: String,
-    /// `now` as written to TIMESTAMP columns (`YYYY-MM-DD HH:MM:SS` in APP_TIMEZONE).
-    pub now_s: String,
     pub input: Input,
 }
 
@@ -23,11 +21,17 @@ impl Ctx<'_> {
         &self.info.root
     }
 
+    /// `now` as written to TIMESTAMP columns (`YYYY-MM-DD HH:MM:SS` in APP_TIMEZONE). Made when
+    /// asked for: a poll answered from memory never needs it.
+    pub fn now_s(&self) -> String {
+        self.info.now_s()
+    }
+
     /// `T(text)` in the request locale.
     pub async fn t(&self, text: &str) -> Result<String, sqlx::Error> {
         self.state
             .translator
-            .translate(text, &self.locale, &self.now_s, self.info.mode.writes())
+            .translate(text, &self.locale, &self.now_s(), self.info.mode.writes())
             .await
     }
 }

@@ -45,9 +45,10 @@ pub async fn handle(ctx: &Ctx<'_>) -> Result<HttpResponse, ApiError> {
     // conversation row under its lock: the shop may have deleted it (or, on MySQL 5.7, handed
     // its id to another pair) since the participants were cached (§11.1, 2026-12). Returning
     // early drops the transaction, which rolls it back: nothing is written.
+    let now_s = ctx.now_s();
     let pool = state.db();
     let mut tx = pool.begin().await?;
-    if !repo::claim_for_post(&mut tx, cid.value, ctx.user.user_id, &ctx.now_s).await? {
+    if !repo::claim_for_post(&mut tx, cid.value, ctx.user.user_id, &now_s).await? {
         drop(tx);
         // Rare: what the row is now corrects the cache, and long-polls held on a conversation
         // that is gone answer now (with the 404 it has become).
@@ -64,7 +65,7 @@ pub async fn handle(ctx: &Ctx<'_>) -> Result<HttpResponse, ApiError> {
     }
     let (id, stored) = state
         .storage
-        .insert_message(&mut tx, cid.value, ctx.user.user_id, &message, &ctx.now_s)
+        .insert_message(&mut tx, cid.value, ctx.user.user_id, &message, &now_s)
         .await?;
     // The answer's row is what was just written, not re-read: the text as stored, the time
     // bound, the author's type as authenticated (§11.1 allows its staleness). One round trip
@@ -74,7 +75,7 @@ pub async fn handle(ctx: &Ctx<'_>) -> Result<HttpResponse, ApiError> {
         id,
         user_id: ctx.user.user_id,
         message: Some(stored.into_owned()),
-        created_at: Some(ctx.now_s.clone()),
+        created_at: Some(now_s),
         user_type: Some(ctx.user.user_type.clone()),
     };
     // A commit whose answer was lost may have stored the message: then it is answered as
@@ -89,8 +90,9 @@ pub async fn handle(ctx: &Ctx<'_>) -> Result<HttpResponse, ApiError> {
         1 => vec![items::message_item(&row)],
         _ => Vec::new(),
     };
-    Ok(response::json(
+    Ok(response::with_body(
         StatusCode::OK,
-        &envelope(&ctx.info.path_url, page, 1, 1, data),
+        response::JSON,
+        envelope(&ctx.info.path_url, page, 1, 1, &data),
     ))
 }

@@ -164,9 +164,10 @@ async fn page_of(
 }
 
 fn answer(ctx: &Ctx<'_>, page: i64, total: i64, data: Vec<serde_json::Value>) -> HttpResponse {
-    response::json(
+    response::with_body(
         StatusCode::OK,
-        &envelope(&ctx.info.path_url, page, PER_PAGE, total, data),
+        response::JSON,
+        envelope(&ctx.info.path_url, page, PER_PAGE, total, &data),
     )
 }
 

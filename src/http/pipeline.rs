@@ -28,7 +28,7 @@ use crate::error::{ApiError, ErrorShape};
 use crate::http::input::Input;
 use crate::http::ops_endpoints::{self, Listener};
 use crate::http::ratelimit::{Decision, RateKey};
-use crate::http::request::{Body, Incoming, Mode, RequestInfo};
+use crate::http::request::{names, Body, Incoming, Mode, RequestInfo};
 use crate::http::response;
 use crate::http::routing::{Methods, Route};
 use crate::ids::UserId;
@@ -101,11 +101,11 @@ async fn answer(
     let settings = &state.settings;
     // Step 0: a declared body above the limit is refused before it is read.
     if let Some(len) = req
-        .header("content-length")
+        .header(&header::CONTENT_LENGTH)
         .and_then(|v| v.trim().parse::<u64>().ok())
     {
         if len > settings.http.max_body_bytes as u64 {
-            let request_id = crate::http::origin::request_id(req.header("x-request-id"));
+            let request_id = crate::http::origin::request_id(req.header(&names::X_REQUEST_ID));
             return ("too-large", request_id, too_large());
         }
     }
@@ -238,7 +238,7 @@ async fn routed(mut req: Incoming, state: &AppState, info: &RequestInfo) -> Http
     // The throttle key needs the token's user, resolved without side effects (D8). A client
     // IP whose bucket is spent is answered before any lookup, unless its token is already
     // known good: a flood of random tokens costs the shop's database nothing (§1.4, 2026-12).
-    let authorization = req.header_bytes("authorization");
+    let authorization = req.header_bytes(&header::AUTHORIZATION);
     let ip_key = RateKey::ip(info.client_ip);
     let spent = match info.mode {
         Mode::Serve => state
@@ -282,9 +282,9 @@ async fn routed(mut req: Incoming, state: &AppState, info: &RequestInfo) -> Http
         let fields = RequestFields {
             method: &req.method,
             query: req.uri.query().unwrap_or(""),
-            content_type: req.header("content-type"),
-            system_key: req.header_bytes("system-key"),
-            app_language: req.header_bytes("app-language"),
+            content_type: req.header(&header::CONTENT_TYPE),
+            system_key: req.header_bytes(&names::SYSTEM_KEY),
+            app_language: req.header_bytes(&names::APP_LANGUAGE),
         };
         match authenticated_steps(state, info, route, auth, fields, body).await {
             Ok(res) => res,
@@ -331,7 +331,6 @@ async fn authenticated_steps(
     body: Vec<u8>,
 ) -> Result<HttpResponse, ApiError> {
     let laravel = &state.settings.laravel;
-    let now_s = crate::laravel::dates::format_wall(info.now);
     // Step 3: Sanctum, then the token touch (D9).
     let user = if route.is_chat() {
         let user = auth?.ok_or(ApiError::Unauthenticated)?;
@@ -349,7 +348,7 @@ async fn authenticated_steps(
             .translate(
                 "We are Under Maintenance",
                 laravel.fallback_language(),
-                &now_s,
+                &info.now_s(),
                 info.mode.writes(),
             )
             .await?;
@@ -384,7 +383,7 @@ async fn authenticated_steps(
         }
         let message = state
             .translator
-            .translate("user is banned", &locale, &now_s, info.mode.writes())
+            .translate("user is banned", &locale, &info.now_s(), info.mode.writes())
             .await?;
         return Ok(response::json(
             StatusCode::OK,
@@ -401,7 +400,6 @@ async fn authenticated_steps(
         user,
         info,
         locale,
-        now_s,
         input,
     };
     chat::dispatch(&ctx, &route).await

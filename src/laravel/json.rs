@@ -12,9 +12,24 @@ use serde_json::{Map, Number, Value};
 /// Object keys are written in the `Map`'s insertion order, which is why the crate enables
 /// serde_json's `preserve_order` feature: every body in COMPAT documents its key order.
 pub fn to_php_json(v: &Value) -> String {
-    let mut out = String::new();
+    let mut out = String::with_capacity(INITIAL_CAPACITY);
     write_value(&mut out, v, Layout::Compact, 0);
     out
+}
+
+/// Room for a typical body (an empty page is ~900 bytes, a message page a few KB): growing
+/// from nothing copied it several times per answer.
+const INITIAL_CAPACITY: usize = 1024;
+
+/// Appends `v` as compact PHP JSON (§3.1) to `out`: for bodies written piece by piece
+/// ([`crate::laravel::paginate::envelope`]).
+pub fn push_php_json(out: &mut String, v: &Value) {
+    write_value(out, v, Layout::Compact, 0);
+}
+
+/// Appends `s` as a compact PHP JSON string (§3.1), quotes included.
+pub fn push_php_string(out: &mut String, s: &str) {
+    write_string(out, s, Layout::Compact.escape_slash());
 }
 
 /// Pretty JSON exactly as PHP `json_encode($v, JSON_PRETTY_PRINT | JSON_UNESCAPED_SLASHES)`
@@ -106,7 +121,9 @@ fn push_indent(out: &mut String, depth: usize) {
 /// (`serialize_precision = -1`) for ordinary values like `2.0` or `0.5` but not for exponent forms
 /// (PHP writes `1.0e+25`).
 fn write_number(out: &mut String, n: &Number) {
-    out.push_str(&n.to_string());
+    use std::fmt::Write;
+    // Writing into a String cannot fail.
+    let _ = write!(out, "{n}");
 }
 
 /// A JSON string with PHP's escaping (COMPAT §3.1): short escapes for `\b \f \n \r \t`, `\u00xx`
@@ -114,20 +131,34 @@ fn write_number(out: &mut String, n: &Number) {
 /// `\uxxxx` (UTF-16 surrogate pairs above U+FFFF), and `/` → `\/` unless JSON_UNESCAPED_SLASHES
 /// (`escape_slash == false`, the pretty writer of §3.2).
 fn write_string(out: &mut String, s: &str, escape_slash: bool) {
+    let plain = if escape_slash {
+        &PLAIN_SLASH_ESCAPED
+    } else {
+        &PLAIN
+    };
     out.push('"');
-    for c in s.chars() {
+    // Runs of bytes written as they are go out in one piece: most of a body's text (keys,
+    // URLs, dates) is such a run. Every other byte starts a character that is escaped.
+    let mut rest = s;
+    while !rest.is_empty() {
+        let run = rest
+            .bytes()
+            .position(|b| !plain[usize::from(b)])
+            .unwrap_or(rest.len());
+        out.push_str(&rest[..run]);
+        rest = &rest[run..];
+        let Some(c) = rest.chars().next() else { break };
+        rest = &rest[c.len_utf8()..];
         match c {
             '"' => out.push_str("\\\""),
             '\\' => out.push_str("\\\\"),
-            '/' if escape_slash => out.push_str("\\/"),
+            '/' => out.push_str("\\/"),
             '\u{08}' => out.push_str("\\b"),
             '\u{0C}' => out.push_str("\\f"),
             '\n' => out.push_str("\\n"),
             '\r' => out.push_str("\\r"),
             '\t' => out.push_str("\\t"),
             '\u{00}'..='\u{1F}' => push_u_escape(out, c as u16),
-            // Printable ASCII and U+007F (DEL) are written as they are.
-            '\u{20}'..='\u{7F}' => out.push(c),
             _ => {
                 let mut units = [0u16; 2];
                 for unit in c.encode_utf16(&mut units) {
@@ -137,6 +168,22 @@ fn write_string(out: &mut String, s: &str, escape_slash: bool) {
         }
     }
     out.push('"');
+}
+
+/// The bytes a string keeps as they are: printable ASCII and U+007F (DEL), except `"` and `\`.
+const PLAIN: [bool; 256] = plain_bytes(false);
+/// The same with `/` escaped (compact bodies, §3.1).
+const PLAIN_SLASH_ESCAPED: [bool; 256] = plain_bytes(true);
+
+const fn plain_bytes(escape_slash: bool) -> [bool; 256] {
+    let mut table = [false; 256];
+    let mut b = 0x20;
+    while b <= 0x7F {
+        table[b] =
+            !(b == b'"' as usize || b == b'\\' as usize || (escape_slash && b == b'/' as usize));
+        b += 1;
+    }
+    table
 }
 
 fn push_u_escape(out: &mut String, unit: u16) {
@@ -166,6 +213,17 @@ mod tests {
         );
         assert_eq!(compact_str("« Previous"), r#""\u00ab Previous""#);
         assert_eq!(compact_str("Next »"), r#""Next \u00bb""#);
+    }
+
+    #[test]
+    fn compact_runs_between_escapes() {
+        assert_eq!(
+            compact_str("a/b\"c\\d\u{7F}e\u{e9}f\u{1F600}g\n<>&' /"),
+            "\"a\\/b\\\"c\\\\d\u{7F}e\\u00e9f\\ud83d\\ude00g\\n<>&' \\/\""
+        );
+        assert_eq!(compact_str(""), r#""""#);
+        assert_eq!(compact_str("//"), r#""\/\/""#);
+        assert_eq!(to_php_json_pretty(&json!("a/\u{e9}")), r#""a/\u00e9""#);
     }
 
     #[test]

@@ -1,6 +1,8 @@
 //! Laravel `LengthAwarePaginator` as returned through an API resource collection (COMPAT §4).
 
-use serde_json::{json, Map, Value};
+use serde_json::Value;
+
+use crate::laravel::json::{push_php_json, push_php_string};
 
 use crate::laravel::text::{is_integer_string, laravel_trim};
 
@@ -109,11 +111,6 @@ fn push_range(items: &mut Vec<WindowItem>, from: i64, to: i64) {
     items.extend((from..=to).map(WindowItem::Page));
 }
 
-/// `URL(p)` of COMPAT §4.3: the request path plus `?page=p`; other query parameters are dropped.
-fn page_url(path: &str, page: i64) -> String {
-    format!("{path}?page={page}")
-}
-
 /// `max(ceil(total / per_page), 1)` without overflowing near i64::MAX (COMPAT §4.1).
 fn last_page(total: i64, per_page: i64) -> i64 {
     if total <= 0 || per_page <= 0 {
@@ -123,71 +120,128 @@ fn last_page(total: i64, per_page: i64) -> i64 {
     pages.max(1)
 }
 
-/// The full paginated answer of COMPAT §4.1, keys in the documented order, ready for
-/// [`crate::laravel::json::to_php_json`].
+/// The full paginated answer of COMPAT §4.1 as compact JSON (§3.1), keys in the documented order.
 ///
 /// `current_page` is the parsed page (§4.2), deliberately not clamped to `last_page`: `prev` still
 /// points to `page - 1` past the end, and `from`/`to` are `null` when `items` is empty. `per_page`
 /// must be ≥ 1 (10 for lists, 1 for the insert-message answer).
+///
+/// Written straight into the body, not built as a `serde_json::Value` first: every poll answers
+/// with this envelope, and its maps, keys and URLs were the largest part of the instructions a
+/// poll without a statement costs (callgrind, bench/README.md "CPU per request").
 pub fn envelope(
     path: &str,
     current_page: i64,
     per_page: i64,
     total: i64,
-    items: Vec<Value>,
-) -> Value {
+    items: &[Value],
+) -> String {
     let last = last_page(total, per_page);
-    let url_or_null = |cond: bool, page: i64| {
+    // The path once escaped (§3.1: `/` → `\/`), without its quotes: every URL starts with it.
+    let mut quoted_path = String::with_capacity(path.len() + 16);
+    push_php_string(&mut quoted_path, path);
+    let escaped_path = &quoted_path[1..quoted_path.len() - 1];
+    // `URL(p)` of COMPAT §4.3: the request path plus `?page=p`; other query parameters are
+    // dropped.
+    let url = |out: &mut String, page: i64| {
+        out.push('"');
+        out.push_str(escaped_path);
+        out.push_str("?page=");
+        push_int(out, page);
+        out.push('"');
+    };
+    let url_or_null = |out: &mut String, cond: bool, page: i64| {
         if cond {
-            Value::String(page_url(path, page))
+            url(out, page);
         } else {
-            Value::Null
+            out.push_str("null");
         }
     };
     // Laravel only checks `currentPage > 1` / `currentPage < lastPage`, so the neighbours exist
     // even when the page itself lies past the end (§4.1).
-    let prev = url_or_null(current_page > 1, current_page.wrapping_sub(1));
-    let next = url_or_null(current_page < last, current_page.wrapping_add(1));
-
+    let has_prev = current_page > 1;
+    let has_next = current_page < last;
     let (from, to) = from_to(current_page, per_page, items.len());
+    let int_or_null = |out: &mut String, n: Option<i64>| match n {
+        Some(n) => push_int(out, n),
+        None => out.push_str("null"),
+    };
 
-    let mut links = Vec::new();
-    links.push(link(prev.clone(), "« Previous".to_owned(), false));
-    for item in page_window(current_page, last) {
-        links.push(match item {
-            WindowItem::Dots => link(Value::Null, "...".to_owned(), false),
-            WindowItem::Page(p) => link(
-                Value::String(page_url(path, p)),
-                p.to_string(),
-                p == current_page,
-            ),
-        });
+    let mut out = String::with_capacity(1024);
+    out.push_str("{\"data\":[");
+    for (i, item) in items.iter().enumerate() {
+        if i > 0 {
+            out.push(',');
+        }
+        push_php_json(&mut out, item);
     }
-    links.push(link(next.clone(), "Next »".to_owned(), false));
+    out.push_str("],\"links\":{\"first\":");
+    url(&mut out, 1);
+    out.push_str(",\"last\":");
+    url(&mut out, last);
+    out.push_str(",\"prev\":");
+    url_or_null(&mut out, has_prev, current_page.wrapping_sub(1));
+    out.push_str(",\"next\":");
+    url_or_null(&mut out, has_next, current_page.wrapping_add(1));
+    out.push_str("},\"meta\":{\"current_page\":");
+    push_int(&mut out, current_page);
+    out.push_str(",\"from\":");
+    int_or_null(&mut out, from);
+    out.push_str(",\"last_page\":");
+    push_int(&mut out, last);
+    // One `meta.links` entry: keys `url`, `label`, `active` in that order (§4.4).
+    let link = |out: &mut String, url: &dyn Fn(&mut String), label: &str, active: bool| {
+        out.push_str("{\"url\":");
+        url(out);
+        out.push_str(",\"label\":");
+        push_php_string(out, label);
+        out.push_str(if active {
+            ",\"active\":true}"
+        } else {
+            ",\"active\":false}"
+        });
+    };
+    out.push_str(",\"links\":[");
+    link(
+        &mut out,
+        &|out| url_or_null(out, has_prev, current_page.wrapping_sub(1)),
+        "« Previous",
+        false,
+    );
+    for item in page_window(current_page, last) {
+        out.push(',');
+        match item {
+            WindowItem::Dots => link(&mut out, &|out| out.push_str("null"), "...", false),
+            WindowItem::Page(p) => {
+                let mut label = String::new();
+                push_int(&mut label, p);
+                link(&mut out, &|out| url(out, p), &label, p == current_page)
+            }
+        }
+    }
+    out.push(',');
+    link(
+        &mut out,
+        &|out| url_or_null(out, has_next, current_page.wrapping_add(1)),
+        "Next »",
+        false,
+    );
+    out.push_str("],\"path\":");
+    out.push_str(&quoted_path);
+    out.push_str(",\"per_page\":");
+    push_int(&mut out, per_page);
+    out.push_str(",\"to\":");
+    int_or_null(&mut out, to);
+    out.push_str(",\"total\":");
+    push_int(&mut out, total);
+    out.push_str("},\"success\":true,\"status\":200}");
+    out
+}
 
-    let mut link_map = Map::new();
-    link_map.insert("first".into(), Value::String(page_url(path, 1)));
-    link_map.insert("last".into(), Value::String(page_url(path, last)));
-    link_map.insert("prev".into(), prev);
-    link_map.insert("next".into(), next);
-
-    let mut meta = Map::new();
-    meta.insert("current_page".into(), json!(current_page));
-    meta.insert("from".into(), from.map_or(Value::Null, Value::from));
-    meta.insert("last_page".into(), json!(last));
-    meta.insert("links".into(), Value::Array(links));
-    meta.insert("path".into(), Value::String(path.to_owned()));
-    meta.insert("per_page".into(), json!(per_page));
-    meta.insert("to".into(), to.map_or(Value::Null, Value::from));
-    meta.insert("total".into(), json!(total));
-
-    let mut body = Map::new();
-    body.insert("data".into(), Value::Array(items));
-    body.insert("links".into(), Value::Object(link_map));
-    body.insert("meta".into(), Value::Object(meta));
-    body.insert("success".into(), Value::Bool(true));
-    body.insert("status".into(), json!(200));
-    Value::Object(body)
+fn push_int(out: &mut String, n: i64) {
+    use std::fmt::Write;
+    // Writing into a String cannot fail.
+    let _ = write!(out, "{n}");
 }
 
 /// `from = offset + 1`, `to = from + count - 1`, both `null` for an empty page (§4.1). A
@@ -204,19 +258,15 @@ fn from_to(page: i64, per_page: i64, count: usize) -> (Option<i64>, Option<i64>)
     }
 }
 
-/// One `meta.links` entry, keys `url`, `label`, `active` in that order (§4.4).
-fn link(url: Value, label: String, active: bool) -> Value {
-    let mut m = Map::new();
-    m.insert("url".into(), url);
-    m.insert("label".into(), Value::String(label));
-    m.insert("active".into(), Value::Bool(active));
-    Value::Object(m)
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::laravel::json::to_php_json;
+    use serde_json::json;
+
+    /// The envelope as a tree, to look into (keys keep their order: `preserve_order`).
+    fn tree(body: &str) -> Value {
+        serde_json::from_str(body).unwrap()
+    }
 
     #[test]
     fn string_pages_of_4_2() {
@@ -359,8 +409,8 @@ mod tests {
         let count = offset(page, 10)
             .map(|o| (total - o).clamp(0, 10))
             .unwrap_or(0);
-        let items = (0..count).map(|i| json!(i)).collect();
-        envelope(P, page, 10, total, items)
+        let items: Vec<Value> = (0..count).map(|i| json!(i)).collect();
+        tree(&envelope(P, page, 10, total, &items))
     }
 
     #[test]
@@ -441,7 +491,7 @@ mod tests {
         assert_eq!(e["meta"]["to"], json!(35));
         assert!(e["links"]["next"].is_null());
         assert_eq!(e["links"]["prev"], json!(format!("{P}?page=3")));
-        let e = envelope(P, 1, 1, 5, vec![json!({})]);
+        let e = tree(&envelope(P, 1, 1, 5, &[json!({})]));
         assert_eq!(e["meta"]["last_page"], json!(5));
         assert_eq!(e["meta"]["from"], json!(1));
         assert_eq!(e["meta"]["to"], json!(1));
@@ -469,10 +519,10 @@ mod tests {
             1,
             10,
             1,
-            vec![item],
+            &[item],
         );
         let expected = r#"{"data":[{"id":3,"receiver_id":3,"receiver_type":"seller","shop_id":2,"shop_name":"Fashion Point","shop_logo":"https:\/\/cdn.example.com\/fashion-point\/logo.jpg","title":"Summer Cotton Dress","sender_viewed":0,"receiver_viewed":1,"date":"2024-05-12T08:20:00.000000Z"}],"links":{"first":"http:\/\/127.0.0.1:8081\/api\/v2\/chat\/conversations?page=1","last":"http:\/\/127.0.0.1:8081\/api\/v2\/chat\/conversations?page=1","prev":null,"next":null},"meta":{"current_page":1,"from":1,"last_page":1,"links":[{"url":null,"label":"\u00ab Previous","active":false},{"url":"http:\/\/127.0.0.1:8081\/api\/v2\/chat\/conversations?page=1","label":"1","active":true},{"url":null,"label":"Next \u00bb","active":false}],"path":"http:\/\/127.0.0.1:8081\/api\/v2\/chat\/conversations","per_page":10,"to":1,"total":1},"success":true,"status":200}"#;
-        assert_eq!(to_php_json(&body), expected);
+        assert_eq!(body, expected);
     }
 
     #[test]
@@ -518,9 +568,9 @@ mod tests {
             1,
             10,
             3,
-            items,
+            &items,
         );
         let expected = r#"{"data":[{"id":38,"user_id":5,"send_type":"customer","message":"Thanks <b>admin<\/b> & team \"quoted\"","year":"2024","month":"05","day_of_month":"10-May","date":"May 10, 2024","time":"02:30 pm"},{"id":37,"user_id":1,"send_type":"admin","message":"Yes, it works with macOS and Windows.","year":"2024","month":"05","day_of_month":"10-May","date":"May 10, 2024","time":"02:20 pm"},{"id":36,"user_id":5,"send_type":"customer","message":"Is the wireless mouse compatible with macOS?","year":"2024","month":"05","day_of_month":"10-May","date":"May 10, 2024","time":"02:00 pm"}],"links":{"first":"http:\/\/127.0.0.1:8081\/api\/v2\/chat\/messages\/2?page=1","last":"http:\/\/127.0.0.1:8081\/api\/v2\/chat\/messages\/2?page=1","prev":null,"next":null},"meta":{"current_page":1,"from":1,"last_page":1,"links":[{"url":null,"label":"\u00ab Previous","active":false},{"url":"http:\/\/127.0.0.1:8081\/api\/v2\/chat\/messages\/2?page=1","label":"1","active":true},{"url":null,"label":"Next \u00bb","active":false}],"path":"http:\/\/127.0.0.1:8081\/api\/v2\/chat\/messages\/2","per_page":10,"to":3,"total":3},"success":true,"status":200}"#;
-        assert_eq!(to_php_json(&body), expected);
+        assert_eq!(body, expected);
     }
 }
