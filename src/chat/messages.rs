@@ -106,7 +106,7 @@ async fn page_of(
     id: i64,
     after: Option<&str>,
     page: i64,
-) -> Result<(i64, Vec<serde_json::Value>), ApiError> {
+) -> Result<(i64, Vec<String>), ApiError> {
     let pool = &ctx.state.db();
     let watcher = &ctx.state.watcher;
     let (seen, total, rows) = match (offset(page, PER_PAGE), after) {
@@ -163,7 +163,7 @@ async fn page_of(
     Ok((total, rows.iter().map(items::message_item).collect()))
 }
 
-fn answer(ctx: &Ctx<'_>, page: i64, total: i64, data: Vec<serde_json::Value>) -> HttpResponse {
+fn answer(ctx: &Ctx<'_>, page: i64, total: i64, data: Vec<String>) -> HttpResponse {
     response::with_body(
         StatusCode::OK,
         response::JSON,

@@ -21,15 +21,61 @@ pub fn to_php_json(v: &Value) -> String {
 /// from nothing copied it several times per answer.
 const INITIAL_CAPACITY: usize = 1024;
 
-/// Appends `v` as compact PHP JSON (§3.1) to `out`: for bodies written piece by piece
-/// ([`crate::laravel::paginate::envelope`]).
-pub fn push_php_json(out: &mut String, v: &Value) {
-    write_value(out, v, Layout::Compact, 0);
-}
-
-/// Appends `s` as a compact PHP JSON string (§3.1), quotes included.
+/// Appends `s` as a compact PHP JSON string (§3.1), quotes included: for bodies written piece
+/// by piece ([`crate::laravel::paginate::envelope`], [`ObjectWriter`]).
 pub fn push_php_string(out: &mut String, s: &str) {
     write_string(out, s, Layout::Compact.escape_slash());
+}
+
+/// Writes one compact PHP JSON object (§3.1) member by member, keys in the order written: for
+/// the items of a page, which are written straight into the body like the envelope around them.
+pub struct ObjectWriter<'a> {
+    out: &'a mut String,
+    members: usize,
+}
+
+impl<'a> ObjectWriter<'a> {
+    pub fn new(out: &'a mut String) -> Self {
+        out.push('{');
+        ObjectWriter { out, members: 0 }
+    }
+
+    fn key(&mut self, key: &str) -> &mut String {
+        if self.members > 0 {
+            self.out.push(',');
+        }
+        self.members += 1;
+        push_php_string(self.out, key);
+        self.out.push(':');
+        self.out
+    }
+
+    pub fn int(&mut self, key: &str, value: i64) -> &mut Self {
+        use std::fmt::Write;
+        // Writing into a String cannot fail.
+        let _ = write!(self.key(key), "{value}");
+        self
+    }
+
+    pub fn str(&mut self, key: &str, value: &str) -> &mut Self {
+        push_php_string(self.key(key), value);
+        self
+    }
+
+    /// A string, or `null` for `None`.
+    pub fn opt_str(&mut self, key: &str, value: Option<&str>) -> &mut Self {
+        match value {
+            Some(v) => self.str(key, v),
+            None => {
+                self.key(key).push_str("null");
+                self
+            }
+        }
+    }
+
+    pub fn end(&mut self) {
+        self.out.push('}');
+    }
 }
 
 /// Pretty JSON exactly as PHP `json_encode($v, JSON_PRETTY_PRINT | JSON_UNESCAPED_SLASHES)`
@@ -224,6 +270,22 @@ mod tests {
         assert_eq!(compact_str(""), r#""""#);
         assert_eq!(compact_str("//"), r#""\/\/""#);
         assert_eq!(to_php_json_pretty(&json!("a/\u{e9}")), r#""a/\u00e9""#);
+    }
+
+    #[test]
+    fn objects_written_member_by_member_match_the_tree_writer() {
+        let mut out = String::new();
+        ObjectWriter::new(&mut out)
+            .int("id", -3)
+            .str("url", "http://h/a?b=1")
+            .opt_str("none", None)
+            .opt_str("some", Some("\u{ab} x"))
+            .end();
+        let tree = json!({"id": -3, "url": "http://h/a?b=1", "none": null, "some": "\u{ab} x"});
+        assert_eq!(out, to_php_json(&tree));
+        let mut empty = String::new();
+        ObjectWriter::new(&mut empty).end();
+        assert_eq!(empty, "{}");
     }
 
     #[test]

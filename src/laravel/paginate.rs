@@ -2,7 +2,7 @@
 
 use serde_json::Value;
 
-use crate::laravel::json::{push_php_json, push_php_string};
+use crate::laravel::json::push_php_string;
 
 use crate::laravel::text::{is_integer_string, laravel_trim};
 
@@ -124,7 +124,8 @@ fn last_page(total: i64, per_page: i64) -> i64 {
 ///
 /// `current_page` is the parsed page (§4.2), deliberately not clamped to `last_page`: `prev` still
 /// points to `page - 1` past the end, and `from`/`to` are `null` when `items` is empty. `per_page`
-/// must be ≥ 1 (10 for lists, 1 for the insert-message answer).
+/// must be ≥ 1 (10 for lists, 1 for the insert-message answer). `items` are each one item's
+/// compact JSON (§3.1).
 ///
 /// Written straight into the body, not built as a `serde_json::Value` first: every poll answers
 /// with this envelope, and its maps, keys and URLs were the largest part of the instructions a
@@ -134,7 +135,7 @@ pub fn envelope(
     current_page: i64,
     per_page: i64,
     total: i64,
-    items: &[Value],
+    items: &[String],
 ) -> String {
     let last = last_page(total, per_page);
     // The path once escaped (§3.1: `/` → `\/`), without its quotes: every URL starts with it.
@@ -173,7 +174,7 @@ pub fn envelope(
         if i > 0 {
             out.push(',');
         }
-        push_php_json(&mut out, item);
+        out.push_str(item);
     }
     out.push_str("],\"links\":{\"first\":");
     url(&mut out, 1);
@@ -261,6 +262,7 @@ fn from_to(page: i64, per_page: i64, count: usize) -> (Option<i64>, Option<i64>)
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::laravel::json::to_php_json;
     use serde_json::json;
 
     /// The envelope as a tree, to look into (keys keep their order: `preserve_order`).
@@ -409,7 +411,7 @@ mod tests {
         let count = offset(page, 10)
             .map(|o| (total - o).clamp(0, 10))
             .unwrap_or(0);
-        let items: Vec<Value> = (0..count).map(|i| json!(i)).collect();
+        let items: Vec<String> = (0..count).map(|i| i.to_string()).collect();
         tree(&envelope(P, page, 10, total, &items))
     }
 
@@ -491,7 +493,7 @@ mod tests {
         assert_eq!(e["meta"]["to"], json!(35));
         assert!(e["links"]["next"].is_null());
         assert_eq!(e["links"]["prev"], json!(format!("{P}?page=3")));
-        let e = tree(&envelope(P, 1, 1, 5, &[json!({})]));
+        let e = tree(&envelope(P, 1, 1, 5, &["{}".to_owned()]));
         assert_eq!(e["meta"]["last_page"], json!(5));
         assert_eq!(e["meta"]["from"], json!(1));
         assert_eq!(e["meta"]["to"], json!(1));
@@ -519,7 +521,7 @@ mod tests {
             1,
             10,
             1,
-            &[item],
+            &[to_php_json(&item)],
         );
         let expected = r#"{"data":[{"id":3,"receiver_id":3,"receiver_type":"seller","shop_id":2,"shop_name":"Fashion Point","shop_logo":"https:\/\/cdn.example.com\/fashion-point\/logo.jpg","title":"Summer Cotton Dress","sender_viewed":0,"receiver_viewed":1,"date":"2024-05-12T08:20:00.000000Z"}],"links":{"first":"http:\/\/127.0.0.1:8081\/api\/v2\/chat\/conversations?page=1","last":"http:\/\/127.0.0.1:8081\/api\/v2\/chat\/conversations?page=1","prev":null,"next":null},"meta":{"current_page":1,"from":1,"last_page":1,"links":[{"url":null,"label":"\u00ab Previous","active":false},{"url":"http:\/\/127.0.0.1:8081\/api\/v2\/chat\/conversations?page=1","label":"1","active":true},{"url":null,"label":"Next \u00bb","active":false}],"path":"http:\/\/127.0.0.1:8081\/api\/v2\/chat\/conversations","per_page":10,"to":1,"total":1},"success":true,"status":200}"#;
         assert_eq!(body, expected);
@@ -540,7 +542,7 @@ mod tests {
                 "time": time
             })
         };
-        let items = vec![
+        let items: Vec<String> = [
             msg(
                 38,
                 5,
@@ -562,7 +564,10 @@ mod tests {
                 "Is the wireless mouse compatible with macOS?",
                 "02:00 pm",
             ),
-        ];
+        ]
+        .iter()
+        .map(to_php_json)
+        .collect();
         let body = envelope(
             "http://127.0.0.1:8081/api/v2/chat/messages/2",
             1,
