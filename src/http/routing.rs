@@ -122,19 +122,17 @@ pub fn match_path(raw_path: &str) -> Route {
     let Some(rest) = trimmed.strip_prefix("/api/") else {
         return Route::Outside;
     };
-    // Raw segments: `//` makes an empty segment, which never matches a `{x}`.
-    let raw_segments: Vec<&str> = rest.split('/').collect();
-    let mut segments = Vec::with_capacity(raw_segments.len());
-    for raw in &raw_segments {
-        let decoded = percent_decode(raw.as_bytes())
-            .decode_utf8_lossy()
-            .into_owned();
+    // Raw segments: `//` makes an empty segment, which never matches a `{x}`. A segment without
+    // escapes is borrowed, not copied.
+    let mut segments = Vec::with_capacity(6);
+    for raw in rest.split('/') {
+        let decoded = percent_decode(raw.as_bytes()).decode_utf8_lossy();
         if decoded.is_empty() || decoded.contains('/') {
             return Route::Fallback;
         }
         segments.push(decoded);
     }
-    let s: Vec<&str> = segments.iter().map(String::as_str).collect();
+    let s: Vec<&str> = segments.iter().map(|c| c.as_ref()).collect();
     match s.as_slice() {
         ["v2", "chat", "conversations"] => Route::Conversations,
         ["v2", "chat", "messages", id] => Route::Messages { id: id.to_string() },

@@ -21,8 +21,8 @@ pub fn is_json_client(
     x_requested_with: Option<&str>,
     x_pjax: Option<&str>,
 ) -> bool {
-    let types = acceptable_types(accept.unwrap_or(""));
-    let first = types.first().map(String::as_str);
+    let first = first_type(accept.unwrap_or(""));
+    let first = first.as_deref();
 
     // Laravel `wantsJson()`.
     if first.is_some_and(|t| t.contains("/json") || t.contains("+json")) {
@@ -34,6 +34,19 @@ pub fn is_json_client(
     let pjax = matches!(x_pjax, Some(v) if !v.is_empty() && v != "0");
     let accepts_any = matches!(first, None | Some("*/*") | Some("*"));
     ajax && !pjax && accepts_any
+}
+
+/// The best media range of an `Accept` value, lower-cased ([`acceptable_types`]). One entry
+/// (no comma, what the app sends) is the first whatever its quality: the parse and sort of every
+/// entry are not needed for it.
+fn first_type(header: &str) -> Option<String> {
+    if header.contains(',') {
+        acceptable_types(header).into_iter().next()
+    } else if header.trim().is_empty() {
+        None
+    } else {
+        Some(media_range(header).to_ascii_lowercase())
+    }
 }
 
 /// Media ranges of an `Accept` value, lower-cased, best first (COMPAT §1.5): stable sort by `q`
@@ -50,7 +63,8 @@ fn acceptable_types(header: &str) -> Vec<String> {
             continue;
         }
         let mut parts = entry.split(';');
-        let raw = parts.next().unwrap_or("").trim().to_owned();
+        let raw = media_range(entry).to_owned();
+        parts.next();
         let mut quality = 1.0;
         for param in parts {
             let (name, value) = match param.split_once('=') {
@@ -79,6 +93,11 @@ fn acceptable_types(header: &str) -> Vec<String> {
         .into_iter()
         .map(|item| item.raw.to_ascii_lowercase())
         .collect()
+}
+
+/// The media range of an `Accept` entry: what comes before its parameters, trimmed.
+fn media_range(entry: &str) -> &str {
+    entry.split(';').next().unwrap_or("").trim()
 }
 
 /// PHP `(float) $string` of a `q` value: optional surrounding double quotes are removed (Symfony's
@@ -128,6 +147,25 @@ fn php_float(value: &str) -> f64 {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn one_entry_is_first_without_the_full_parse() {
+        for header in [
+            "application/json",
+            " Application/JSON ; q=0",
+            ";q=1",
+            "text/html;level=1",
+            "*/*",
+            "",
+            "  ",
+        ] {
+            assert_eq!(
+                first_type(header),
+                acceptable_types(header).into_iter().next(),
+                "{header:?}"
+            );
+        }
+    }
 
     fn json(accept: Option<&str>) -> bool {
         is_json_client(accept, None, None)
