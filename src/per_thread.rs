@@ -8,7 +8,8 @@
 //! (metrics) and closing. A thread that ends takes its values with it: a worker that stopped
 //! first in a drain (or that actix-server replaced after a panic) no longer counts in the
 //! metrics, and its pool's connections, useless without its runtime, are closed instead of
-//! kept open until the process exits.
+//! kept open until the process exits. (A value whose owner is dropped while its thread runs on
+//! stays until the thread ends; the owners here live as long as the service.)
 
 use std::any::Any;
 use std::cell::RefCell;
@@ -26,7 +27,9 @@ thread_local! {
 }
 
 /// One value in a thread's list. Dropped with the thread's locals when the thread ends; its
-/// owner then forgets it too.
+/// owner then forgets it too. So a value's last drop usually runs in a thread-local destructor,
+/// where a panic aborts the process: `T`'s drop must not panic, spawn or use thread-locals
+/// (sqlx's and bb8's pools and tokio's sockets only mark, release and close).
 struct Entry {
     owner: usize,
     value: Box<dyn Any>,
@@ -78,7 +81,6 @@ impl<T: Clone + 'static> PerThread<T> {
         }
         let value = make();
         let serial = NEXT_ID.fetch_add(1, Ordering::Relaxed);
-        self.made.lock_unpoisoned().push((serial, value.clone()));
         let made: Weak<Mutex<Vec<(usize, T)>>> = Arc::downgrade(&self.made);
         let forget = move || {
             if let Some(made) = made.upgrade() {
@@ -92,6 +94,8 @@ impl<T: Clone + 'static> PerThread<T> {
                 forget: Some(Box::new(forget)),
             })
         });
+        // Listed once the thread's entry exists, which unlists it when the thread ends.
+        self.made.lock_unpoisoned().push((serial, value.clone()));
         value
     }
 

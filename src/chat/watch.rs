@@ -416,9 +416,10 @@ impl Watcher {
         }
     }
 
-    /// Counts a scan statement once it has run (answered or failed), not before: the count is
-    /// what `/metrics` reports and what the tests subtract from the database's own count.
-    fn ran<T>(&self, result: Result<T, sqlx::Error>) -> Result<T, sqlx::Error> {
+    /// Counts a scan statement once it has run, not before: the count is what `/metrics` reports
+    /// and what the tests subtract from the database's own count. A statement that failed counts
+    /// too, also one that never reached the server (no connection).
+    fn count_statement<T>(&self, result: Result<T, sqlx::Error>) -> Result<T, sqlx::Error> {
         self.statements.fetch_add(1, Ordering::Relaxed);
         result
     }
@@ -449,7 +450,7 @@ impl Watcher {
                 sqlx::query_scalar("SELECT CAST(COALESCE(MAX(id), 0) AS SIGNED) FROM messages")
                     .fetch_one(pool)
                     .await;
-            let high = self.ran(high)?;
+            let high = self.count_statement(high)?;
             let mut inner = self.lock();
             inner.high = Some(high);
             inner.history.push_back((started, high));
@@ -461,7 +462,7 @@ impl Watcher {
             .bind(BATCH)
             .fetch_all(pool)
             .await;
-        let rows = self.ran(rows)?;
+        let rows = self.count_statement(rows)?;
         let complete = (rows.len() as i64) < BATCH;
         let mut wake = Vec::new();
         {

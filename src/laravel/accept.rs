@@ -62,9 +62,9 @@ fn acceptable_types(header: &str) -> Vec<String> {
         if entry.trim().is_empty() {
             continue;
         }
-        let mut parts = entry.split(';');
         let raw = media_range(entry).to_owned();
-        parts.next();
+        // The parameters: what follows the media range's `;`.
+        let parts = entry.split(';').skip(1);
         let mut quality = 1.0;
         for param in parts {
             let (name, value) = match param.split_once('=') {

@@ -17,8 +17,9 @@ pub fn to_php_json(v: &Value) -> String {
     out
 }
 
-/// Room for a typical body (an empty page is ~900 bytes, a message page a few KB): growing
-/// from nothing copied it several times per answer.
+/// Room for most bodies written from a tree (answers other than pages, which
+/// [`crate::laravel::paginate::envelope`] writes itself): growing from nothing copied a body
+/// several times.
 const INITIAL_CAPACITY: usize = 1024;
 
 /// Appends `s` as a compact PHP JSON string (§3.1), quotes included: for bodies written piece
@@ -198,6 +199,7 @@ fn write_string(out: &mut String, s: &str, escape_slash: bool) {
         match c {
             '"' => out.push_str("\\\""),
             '\\' => out.push_str("\\\\"),
+            // Only reached when `/` is escaped: the pretty layout's table keeps it plain.
             '/' => out.push_str("\\/"),
             '\u{08}' => out.push_str("\\b"),
             '\u{0C}' => out.push_str("\\f"),

@@ -124,8 +124,9 @@ fn last_page(total: i64, per_page: i64) -> i64 {
 ///
 /// `current_page` is the parsed page (§4.2), deliberately not clamped to `last_page`: `prev` still
 /// points to `page - 1` past the end, and `from`/`to` are `null` when `items` is empty. `per_page`
-/// must be ≥ 1 (10 for lists, 1 for the insert-message answer). `items` are each one item's
-/// compact JSON (§3.1).
+/// must be ≥ 1 (10 for lists, 1 for the insert-message answer). Each of `items` is one item
+/// already written as compact JSON (§3.1, [`crate::laravel::json::ObjectWriter`]); it is copied
+/// as it is.
 ///
 /// Written straight into the body, not built as a `serde_json::Value` first: every poll answers
 /// with this envelope, and its maps, keys and URLs were the largest part of the instructions a
@@ -160,8 +161,9 @@ pub fn envelope(
     };
     // Laravel only checks `currentPage > 1` / `currentPage < lastPage`, so the neighbours exist
     // even when the page itself lies past the end (§4.1).
-    let has_prev = current_page > 1;
-    let has_next = current_page < last;
+    let prev = |out: &mut String| url_or_null(out, current_page > 1, current_page.wrapping_sub(1));
+    let next =
+        |out: &mut String| url_or_null(out, current_page < last, current_page.wrapping_add(1));
     let (from, to) = from_to(current_page, per_page, items.len());
     let int_or_null = |out: &mut String, n: Option<i64>| match n {
         Some(n) => push_int(out, n),
@@ -181,9 +183,9 @@ pub fn envelope(
     out.push_str(",\"last\":");
     url(&mut out, last);
     out.push_str(",\"prev\":");
-    url_or_null(&mut out, has_prev, current_page.wrapping_sub(1));
+    prev(&mut out);
     out.push_str(",\"next\":");
-    url_or_null(&mut out, has_next, current_page.wrapping_add(1));
+    next(&mut out);
     out.push_str("},\"meta\":{\"current_page\":");
     push_int(&mut out, current_page);
     out.push_str(",\"from\":");
@@ -191,9 +193,9 @@ pub fn envelope(
     out.push_str(",\"last_page\":");
     push_int(&mut out, last);
     // One `meta.links` entry: keys `url`, `label`, `active` in that order (§4.4).
-    let link = |out: &mut String, url: &dyn Fn(&mut String), label: &str, active: bool| {
+    let link = |out: &mut String, write_url: &dyn Fn(&mut String), label: &str, active: bool| {
         out.push_str("{\"url\":");
-        url(out);
+        write_url(out);
         out.push_str(",\"label\":");
         push_php_string(out, label);
         out.push_str(if active {
@@ -203,12 +205,7 @@ pub fn envelope(
         });
     };
     out.push_str(",\"links\":[");
-    link(
-        &mut out,
-        &|out| url_or_null(out, has_prev, current_page.wrapping_sub(1)),
-        "« Previous",
-        false,
-    );
+    link(&mut out, &prev, "« Previous", false);
     for item in page_window(current_page, last) {
         out.push(',');
         match item {
@@ -221,12 +218,7 @@ pub fn envelope(
         }
     }
     out.push(',');
-    link(
-        &mut out,
-        &|out| url_or_null(out, has_next, current_page.wrapping_add(1)),
-        "Next »",
-        false,
-    );
+    link(&mut out, &next, "Next »", false);
     out.push_str("],\"path\":");
     out.push_str(&quoted_path);
     out.push_str(",\"per_page\":");

@@ -401,15 +401,16 @@ pub async fn spawn_counted(overrides: &[(&'static str, &'static str)]) -> (TestA
 /// 100 ms while anyone polls, whatever the requests).
 ///
 /// The two counts are read apart: a scan in flight between them is counted by one and not yet by
-/// the other (CI once saw a round's difference come out at -1). So the reading is taken twice,
-/// 10 ms apart, until both counts agree; a scan takes well under that.
+/// the other (CI once saw a round's difference come out at -1). So the pair (scans, statements)
+/// is read again 10 ms later until two readings in a row are identical, which a scan (well under
+/// 10 ms, one per 100 ms) leaves them only when none ran in between.
 pub async fn statements_besides_scans(app: &TestApp, user: &CountedUser) -> i64 {
     let read = || async {
         let scans = metric(app, "shopchat_watcher_statements_total").await;
         (scans, app.db.statements(user).await)
     };
     let mut last = read().await;
-    loop {
+    for _ in 0..200 {
         tokio::time::sleep(std::time::Duration::from_millis(10)).await;
         let now = read().await;
         if now == last {
@@ -417,6 +418,7 @@ pub async fn statements_besides_scans(app: &TestApp, user: &CountedUser) -> i64 
         }
         last = now;
     }
+    panic!("the statement counts never held still for 10 ms: last (scans, statements) {last:?}");
 }
 
 /// A counter of `/metrics`, by its full name (labels included).
