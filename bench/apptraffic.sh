@@ -10,14 +10,8 @@
 set -euo pipefail
 
 cd "$(dirname "$0")/.."
-root="$(pwd)"
-# shellcheck source=scripts/private-mariadb.sh
-source "$root/scripts/private-mariadb.sh"
-say() { printf '==> %s\n' "$*" >&2; }
-die() {
-    printf 'apptraffic: error: %s\n' "$*" >&2
-    exit 1
-}
+# shellcheck source=scripts/lib.sh
+source scripts/lib.sh apptraffic
 
 APP_USERS="${APP_USERS:-10000 20000 30000 40000 50000}"
 APP_SECONDS="${APP_SECONDS:-45}"

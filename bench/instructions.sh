@@ -13,14 +13,8 @@
 set -euo pipefail
 
 cd "$(dirname "$0")/.."
-root="$(pwd)"
-# shellcheck source=scripts/private-mariadb.sh
-source "$root/scripts/private-mariadb.sh"
-say() { printf '==> %s\n' "$*" >&2; }
-die() {
-    printf 'instructions: error: %s\n' "$*" >&2
-    exit 1
-}
+# shellcheck source=scripts/lib.sh
+source scripts/lib.sh instructions
 
 INSTR_REQUESTS="${INSTR_REQUESTS:-2000}"
 INSTR_WARMUP="${INSTR_WARMUP:-300}"

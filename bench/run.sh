@@ -15,15 +15,8 @@
 set -euo pipefail
 
 cd "$(dirname "$0")/.."
-root="$(pwd)"
-# shellcheck source=scripts/private-mariadb.sh
-source "$root/scripts/private-mariadb.sh"
-
-say() { printf '==> %s\n' "$*" >&2; }
-die() {
-    printf 'bench: error: %s\n' "$*" >&2
-    exit 1
-}
+# shellcheck source=scripts/lib.sh
+source scripts/lib.sh bench
 
 if [[ "${BENCH_QUICK:-0}" == 1 ]]; then
     : "${BENCH_USERS:=5000}" "${BENCH_SELLERS:=200}" "${BENCH_PRODUCTS:=1000}" "${BENCH_TOKENS:=20000}"

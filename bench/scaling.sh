@@ -12,14 +12,8 @@
 set -euo pipefail
 
 cd "$(dirname "$0")/.."
-root="$(pwd)"
-# shellcheck source=scripts/private-mariadb.sh
-source "$root/scripts/private-mariadb.sh"
-say() { printf '==> %s\n' "$*" >&2; }
-die() {
-    printf 'scaling: error: %s\n' "$*" >&2
-    exit 1
-}
+# shellcheck source=scripts/lib.sh
+source scripts/lib.sh scaling
 
 SCALE_INSTANCES="${SCALE_INSTANCES:-1 10 30 100}"
 SCALE_WRITES="${SCALE_WRITES:-1 10 100}"

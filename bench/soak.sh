@@ -12,14 +12,8 @@
 set -euo pipefail
 
 cd "$(dirname "$0")/.."
-root="$(pwd)"
-# shellcheck source=scripts/private-mariadb.sh
-source "$root/scripts/private-mariadb.sh"
-say() { printf '==> %s\n' "$*" >&2; }
-die() {
-    printf 'soak: error: %s\n' "$*" >&2
-    exit 1
-}
+# shellcheck source=scripts/lib.sh
+source scripts/lib.sh soak
 
 SOAK_MINUTES="${SOAK_MINUTES:-60}"
 SOAK_RATE="${SOAK_RATE:-400}"
