@@ -1,9 +1,12 @@
 //! Logging: one line per request (see the pipeline), level from `RUST_LOG`,
-//! text or JSON (`SHOPCHAT_LOG_FORMAT`).
+//! text or JSON (`SHOPCHAT_LOG_FORMAT`); the per-request line of the text format is written by
+//! [`access_line`].
 
 use std::io::IsTerminal;
 
 use tracing_subscriber::EnvFilter;
+
+pub mod access_line;
 
 pub fn init(json: bool) {
     let filter =
@@ -17,6 +20,8 @@ pub fn init(json: bool) {
     let _ = if json {
         builder.json().try_init()
     } else {
-        builder.try_init()
+        builder
+            .event_format(access_line::TextFormat::default())
+            .try_init()
     };
 }

@@ -77,14 +77,13 @@ pub async fn run(req: Incoming, state: &AppState, mode: Mode) -> HttpResponse {
     state.ops.metrics.observe(route_name, res.status(), elapsed);
     // The token's user when known; never the bearer secret or the message text.
     let user_id = res.extensions().get::<LoggedUser>().map(|u| u.0 .0);
-    tracing::info!(
-        method = %method,
-        route = route_name,
-        status = res.status().as_u16(),
-        latency_ms = elapsed.as_secs_f64() * 1000.0,
+    crate::telemetry::access_line::request(
+        &method,
+        route_name,
+        res.status().as_u16(),
+        elapsed,
         user_id,
-        request_id = %request_id,
-        "request"
+        &request_id,
     );
     res
 }
