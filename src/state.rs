@@ -98,6 +98,8 @@ impl AppState {
         self.sanctum.purge_expired();
         self.limiter.purge_expired();
         self.ops_limiter.purge_expired();
+        self.assets.purge_expired();
+        self.translator.purge_expired();
         self.watcher.forget_stale();
         if what == Release::Everything {
             self.sanctum.forget_touches();

@@ -89,7 +89,9 @@ async fn metrics(state: &AppState) -> HttpResponse {
         .sanctum
         .cache_sizes()
         .into_iter()
+        .chain(state.assets.cache_sizes())
         .chain([
+            ("translations", state.translator.cache_size()),
             ("participants", state.participants.len()),
             ("rate_limit", state.limiter.len()),
             ("ops_rate_limit", state.ops_limiter.len()),

@@ -33,6 +33,20 @@ impl Assets {
         }
     }
 
+    /// Drops expired settings and upload rows and gives their memory back (idle release).
+    pub fn purge_expired(&self) {
+        self.settings.purge_expired();
+        self.uploads.purge_expired();
+    }
+
+    /// Entries held per cache, for the metrics.
+    pub fn cache_sizes(&self) -> [(&'static str, usize); 2] {
+        [
+            ("business_settings", self.settings.len()),
+            ("uploads", self.uploads.len()),
+        ]
+    }
+
     /// `get_setting(key)`: the lowest-id row whose `type` equals `key` exactly
     /// (the column collation is case-insensitive, so the match is made here).
     pub async fn setting(&self, key: &str) -> Result<Option<String>, sqlx::Error> {

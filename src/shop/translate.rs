@@ -27,6 +27,16 @@ impl Translator {
         }
     }
 
+    /// Drops expired language maps and gives their memory back (idle release).
+    pub fn purge_expired(&self) {
+        self.maps.purge_expired();
+    }
+
+    /// Language maps held, for the metrics.
+    pub fn cache_size(&self) -> usize {
+        self.maps.len()
+    }
+
     /// `T(text)` in `locale`. A key missing from `en` is inserted like PHP does
     /// unless `insert_missing` is false (shadow comparisons must not write).
     pub async fn translate(
