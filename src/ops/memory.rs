@@ -86,16 +86,23 @@ pub fn release_free_heap() {
 const ACTIX_HEAD_POOL: usize = 128;
 
 /// Empties the header maps of the request and response heads that actix-http pools on the
-/// calling thread. Each pooled head keeps the capacity of the largest header map it carried
-/// and, for a request, its last URI; nothing in actix-http ever shrinks them. After 20,000
-/// simulated app users over 1,024 connections (bench/apptraffic.sh, heaptrack of the idle
-/// process, 2026-12-06) the request heads held 3.4 MB of the 8 MB still allocated. Taking every
-/// pooled head out (the pool makes new ones when it runs dry), giving it an empty map, which
-/// holds no allocation, and dropping it puts back heads of a few hundred bytes; the next
-/// requests grow their maps again, once. Runs on an HTTP worker's own thread (the pools are
-/// thread-local), never while that thread has a request to serve: it is queued behind them.
-/// actix-web pools up to 128 requests of its own per worker, each holding a request head; those
-/// are out of reach and stay.
+/// calling thread (up to 128 of each per thread). Why: a pooled head keeps its header map's
+/// capacity, at least the default (16 entries for a request head, ~6.7 KB; 12 for a response
+/// head, ~3.3 KB: ~2.6 MB for two full workers) and more after a request with many headers, and
+/// it keeps its last request's header values and URI until it is reused (actix-http 3.20 clears
+/// a head when it takes it out of the pool, `MessagePool::get_message`, not when it puts it
+/// back). After 20,000 simulated app users over 1,024 connections (bench/apptraffic.sh, heaptrack
+/// of the idle process, 2026-12-06) the request heads held 3.4 MB of the 8 MB still allocated.
+///
+/// Taking 128 heads out (the pool makes new ones when it runs dry, so a pool with fewer fills
+/// up to 128 small heads, ~36 KB), giving each an empty map, which holds no allocation, and
+/// dropping them puts back heads of a few hundred bytes; the next requests grow their maps
+/// again, once. It runs on an HTTP worker's own thread (the pools are thread-local) as a task
+/// of that worker, between its other tasks: it has no await, so it runs to its end in one go,
+/// and it only touches heads it took from the pool, never one a request in flight holds.
+/// Relies on the pools' internals named above (Cargo.toml pins actix-http's minor version).
+/// actix-web pools up to 128 requests of its own per worker, each holding a request head;
+/// those are out of reach and stay.
 pub fn empty_http_head_pools() {
     let mut requests: Vec<actix_http::Request> = (0..ACTIX_HEAD_POOL)
         .map(|_| actix_http::Request::new())
@@ -131,9 +138,8 @@ impl ThreadHeaps {
         }
     }
 
-    /// Releases free heap pages on the calling thread and on every registered one (there:
-    /// queued behind what the thread is doing, after emptying its HTTP head pools; a stopped
-    /// thread is forgotten).
+    /// Releases free heap pages on the calling thread and on every registered one (there: as a
+    /// task of that thread, after emptying its HTTP head pools; a stopped thread is forgotten).
     pub fn release_everywhere(&self) {
         release_free_heap();
         self.threads.lock_unpoisoned().retain(|thread| {

@@ -199,7 +199,7 @@ impl Metrics {
             cache_entries: gauge_vec(
                 r,
                 "shopchat_cache_entries",
-                "Entries held by each in-process cache or table (tokens, failed_tokens, token_touches, participants, rate_limit, ops_rate_limit, poll_knowledge, poll_waiters), sampled at scrape time.",
+                "Entries held by each in-process cache or table (tokens, failed_tokens, token_touches, business_settings, uploads, translations, participants, rate_limit, ops_rate_limit, poll_knowledge, poll_waiters), sampled at scrape time.",
                 &["cache"],
             ),
             storage_degraded: counter_vec(

@@ -2,12 +2,13 @@
 //! buffer in the text format's own bytes.
 //!
 //! Why: tracing-subscriber's text format (`Format<Full>`) spent about 11,800 instructions on
-//! this line, 18 % of a poll answered without a statement (bench/RESULTS-instructions.md,
-//! 2026-12-06): every field name and `=` goes through an ANSI style's `Display` even with
-//! colours off, the timestamp through `write!` per part. Operators parse these lines, so the
-//! bytes stay exactly what that format writes; only this one callsite is written here, and
-//! only in plain text without a span around it. Every other line, a terminal's coloured
-//! output and the JSON format stay tracing-subscriber's.
+//! this line, 18 % of a poll answered without a statement (bench/RESULTS-instructions.md as
+//! of commit 23e8694, 2026-12-06; this writer spends about 4,100): every field name and `=`
+//! goes through an ANSI style's `Display` even with colours off, the timestamp through
+//! `write!` per part. Operators parse these lines, so the bytes stay exactly what that format
+//! writes; only this one callsite is written here, and only in plain text without a span
+//! around it. Every other line, a terminal's coloured output and the JSON format stay
+//! tracing-subscriber's.
 
 use std::fmt;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
@@ -97,8 +98,12 @@ where
     }
 }
 
+/// Only the event of [`request`]: its target, its module and its marker field. Another event
+/// with the same target and a `latency_ms` field (from another module) keeps the full format.
 fn is_access_line(meta: &Metadata<'_>) -> bool {
-    meta.target() == TARGET && meta.fields().field(MARKER_FIELD).is_some()
+    meta.target() == TARGET
+        && meta.module_path() == Some(module_path!())
+        && meta.fields().field(MARKER_FIELD).is_some()
 }
 
 /// The fields as tracing-subscriber's default visitor writes them without colours: the message
@@ -141,8 +146,10 @@ impl Visit for PlainFields<'_, '_> {
             .bytes()
             .all(|b| (0x20..0x7f).contains(&b) && b != b'"' && b != b'\\');
         if field.name() == "message" {
-            // Never the access line's (its message is a literal); the full format's way.
-            self.record(field, |w| write!(w, "{value}"));
+            // Bare, as the full format writes a message. Only the access line comes here
+            // (`is_access_line`), whose message is the literal "request": the full format's
+            // escaping of control characters in messages is not repeated here.
+            self.record(field, |w| w.write_str(value));
         } else if plain {
             self.record(field, |w| {
                 w.write_char('"')?;
@@ -373,12 +380,16 @@ mod tests {
         let (ours, theirs) = both(|| {
             tracing::warn!(target: TARGET, error = %"pool timed out", attempts = 3, "slow");
             tracing::info!(n = 1, "elsewhere");
+            // The access line's target and marker field from another module: the full format,
+            // which escapes the control characters of a message.
+            tracing::info!(target: TARGET, latency_ms = 1.5, "\u{1b}[31mred");
             let span = tracing::info_span!("outer", id = 7);
             let _entered = span.enter();
             request(&Method::GET, "health", 200, Duration::ZERO, None, "e");
         });
-        assert_eq!(ours.lines().count(), 3);
+        assert_eq!(ours.lines().count(), 4);
         assert_eq!(ours, theirs);
+        assert!(!ours.contains('\u{1b}'), "{ours}");
         assert!(
             ours.contains("outer{id=7}: shopchat::http::pipeline: request"),
             "{ours}"
