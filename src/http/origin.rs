@@ -41,7 +41,9 @@ pub fn origin(scheme: &str, host_value: &str, port_override: Option<&str>) -> St
         .or(port)
         .and_then(|p| p.trim().parse::<u16>().ok());
     let default = if scheme == "https" { 443 } else { 80 };
-    // Built by pushes, once per request: `format!` cost a poll about 1,200 instructions.
+    // Built by pushes, once per request: `format!` here and for the root URL
+    // (src/http/request.rs) cost a poll about 1,700 instructions together (callgrind,
+    // bench/instructions.sh before and after, 2026-12-06).
     let mut url = String::with_capacity(scheme.len() + host.len() + 16);
     url.push_str(scheme);
     url.push_str("://");
@@ -105,8 +107,13 @@ pub fn request_id(header: Option<&str>) -> String {
         }
         _ => {
             let n: u128 = rand::thread_rng().gen();
-            // 32 lowercase hex digits, as `{n:032x}` writes them, without the formatter.
-            hex::encode(n.to_be_bytes())
+            // 32 lowercase hex digits, as `{n:032x}` writes them, without the formatter; into a
+            // buffer, as `hex::encode`'s char iterator cost a poll ~830 instructions (callgrind).
+            let mut digits = [0u8; 32];
+            match hex::encode_to_slice(n.to_be_bytes(), &mut digits) {
+                Ok(()) => String::from_utf8_lossy(&digits).into_owned(),
+                Err(_) => format!("{n:032x}"),
+            }
         }
     }
 }
