@@ -45,7 +45,10 @@ fn http_server(state: web::Data<AppState>, listener: TcpListener) -> anyhow::Res
             state.pools.attach_current_thread();
             let app = App::new()
                 .app_data(state.clone())
-                .default_service(web::to(pipeline::entry))
+                .default_service(fn_service({
+                    let state = state.clone();
+                    move |req| pipeline::entry(req, state.clone())
+                }))
                 .into_factory()
                 .map_err(|e: actix_web::Error| e.as_response_error().error_response());
             let h1 = HttpService::<Clocked, _, _, _, _>::build()

@@ -15,10 +15,11 @@
 
 use std::time::Instant;
 
+use actix_web::dev::{ServiceRequest, ServiceResponse};
 use actix_web::error::PayloadError;
 use actix_web::http::header::{self, HeaderMap, HeaderName, HeaderValue};
 use actix_web::http::{ConnectionType, Method, StatusCode};
-use actix_web::{web, HttpRequest, HttpResponse};
+use actix_web::{web, HttpResponse};
 use futures_util::StreamExt;
 use serde_json::json;
 
@@ -34,13 +35,15 @@ use crate::http::routing::{Methods, Route};
 use crate::ids::UserId;
 use crate::state::AppState;
 
-/// actix-web's handler of every request of the public listener.
+/// actix-web's default service: every request of the public listener (no route table, no
+/// middleware in front of it: [`Incoming::take_from`] relies on that).
 pub async fn entry(
-    req: HttpRequest,
-    payload: web::Payload,
+    mut req: ServiceRequest,
     state: web::Data<AppState>,
-) -> HttpResponse {
-    run(Incoming::from_actix(&req, payload), &state, Mode::Serve).await
+) -> Result<ServiceResponse, actix_web::Error> {
+    let incoming = Incoming::take_from(&mut req);
+    let res = run(incoming, &state, Mode::Serve).await;
+    Ok(req.into_response(res))
 }
 
 /// The pipeline for one request; `shopchat shadow` runs it with `Mode::Shadow` on an
@@ -98,6 +101,12 @@ async fn answer(
     mode: Mode,
 ) -> (&'static str, String, HttpResponse) {
     let settings = &state.settings;
+    // Step 0, first: a head above the HTTP server's limit gets the server's answer, whatever
+    // the state of the connection's read buffer (`head_too_large`).
+    if head_too_large(&req) {
+        let request_id = crate::http::origin::request_id(None);
+        return ("head-too-large", request_id, header_fields_too_large());
+    }
     // Step 0: a declared body above the limit is refused before it is read.
     if let Some(len) = req
         .header(&header::CONTENT_LENGTH)
@@ -459,6 +468,34 @@ fn close_after(mut res: HttpResponse) -> HttpResponse {
     res
 }
 
+/// actix-http's limit of a request head (`MAX_BUFFER_SIZE` in its h1 decoder, 3.20).
+const MAX_HEAD_BYTES: usize = 128 * 1024;
+
+/// Whether the head is larger than actix-http accepts (COMPAT §1.2 step 0: the server's own
+/// limits). actix-http enforces its limit only on a head still incomplete in the connection's
+/// read buffer (read in h1/decoder.rs); a complete head that arrived in one read is parsed
+/// whatever its size, and how much one read brings depends on how that buffer grew. Counted
+/// here as the request line and header lines would be on the wire, so that a head over the
+/// limit is refused the same way every time.
+fn head_too_large(req: &Incoming) -> bool {
+    let target = req.uri.path_and_query().map_or(1, |p| p.as_str().len())
+        + req.uri.authority().map_or(0, |a| a.as_str().len());
+    // `<method> <target> HTTP/1.1\r\n`, each field `<name>: <value>\r\n`, the final `\r\n`.
+    let mut size = req.method.as_str().len() + target + 12 + 2;
+    for (name, value) in req.headers.iter() {
+        size += name.as_str().len() + value.len() + 4;
+        if size > MAX_HEAD_BYTES {
+            return true;
+        }
+    }
+    false
+}
+
+/// actix-http's own answer to a head over its limit: 431, empty, then close.
+fn header_fields_too_large() -> HttpResponse {
+    close_after(HttpResponse::build(StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE).finish())
+}
+
 fn too_large() -> HttpResponse {
     close_after(response::pretty_message(
         StatusCode::PAYLOAD_TOO_LARGE,
@@ -497,7 +534,37 @@ fn too_many_attempts(limit: u32, retry_after: u64, json_client: bool) -> HttpRes
 
 #[cfg(test)]
 mod tests {
-    use super::system_key_matches;
+    use super::{head_too_large, system_key_matches, MAX_HEAD_BYTES};
+    use crate::http::request::{Body, Incoming};
+    use actix_web::http::header::{HeaderMap, HeaderName, HeaderValue};
+    use actix_web::http::Method;
+
+    /// A GET of `/a` whose head is `size` bytes on the wire, padding in one `x-pad` field.
+    fn head_of(size: usize) -> Incoming {
+        // `GET /a HTTP/1.1\r\n` is 17 bytes, `x-pad: <value>\r\n` 9 plus the value, the
+        // blank line 2.
+        let value = "p".repeat(size - 17 - 9 - 2);
+        let mut headers = HeaderMap::new();
+        headers.insert(
+            HeaderName::from_static("x-pad"),
+            HeaderValue::from_str(&value).unwrap(),
+        );
+        Incoming {
+            method: Method::GET,
+            uri: "/a".parse().unwrap(),
+            headers,
+            peer: None,
+            connection: None,
+            body: Body::Bytes(Default::default()),
+        }
+    }
+
+    #[test]
+    fn head_size_is_counted_as_on_the_wire() {
+        assert!(!head_too_large(&head_of(MAX_HEAD_BYTES)));
+        assert!(head_too_large(&head_of(MAX_HEAD_BYTES + 1)));
+        assert!(!head_too_large(&head_of(100)));
+    }
 
     #[test]
     fn system_key_is_byte_equal_and_never_empty_or_zero() {

@@ -5,9 +5,10 @@
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::rc::Rc;
 
+use actix_web::dev::{Payload, ServiceRequest};
 use actix_web::http::header::{self, HeaderMap, HeaderName};
 use actix_web::http::{Method, Uri};
-use actix_web::{web, HttpRequest};
+use actix_web::HttpMessage;
 use bytes::Bytes;
 use chrono::NaiveDateTime;
 
@@ -39,7 +40,7 @@ impl Mode {
 
 /// The body still to be read: a client's stream, or the bytes of the shadow's in-memory copy.
 pub enum Body {
-    Stream(web::Payload),
+    Stream(Payload),
     Bytes(Bytes),
 }
 
@@ -70,15 +71,29 @@ pub struct Incoming {
 }
 
 impl Incoming {
-    /// A request from actix-web's server.
-    pub fn from_actix(req: &HttpRequest, payload: web::Payload) -> Incoming {
+    /// A request from actix-web's server. The header map is moved out of the request's head,
+    /// not copied. Why: actix-web keeps up to 128 finished requests per worker for reuse, each
+    /// with its head as the request left it until the next request reuses it; a head's header
+    /// values are slices of the connection's read buffer, so every kept request also kept a
+    /// read buffer alive. heaptrack of a process idle after 20,000 simulated app users
+    /// (bench/RESULTS-heap.md, 2026-12-06): 2.8 MB of the 4.1 MB still allocated were those
+    /// maps and buffers.
+    ///
+    /// The request must be the one actix-web handed to the default service, not shared: a
+    /// request another holder still references makes actix-web's `head_mut` panic. Nothing
+    /// wraps the public listener's app, so the default service is the only holder.
+    pub fn take_from(req: &mut ServiceRequest) -> Incoming {
+        let body = Body::Stream(req.take_payload());
+        let peer = req.peer_addr();
+        let connection = req.conn_data::<Rc<Clock>>().cloned();
+        let head = req.head_mut();
         Incoming {
-            method: req.method().clone(),
-            uri: req.uri().clone(),
-            headers: req.headers().clone(),
-            peer: req.peer_addr(),
-            connection: req.conn_data::<Rc<Clock>>().cloned(),
-            body: Body::Stream(payload),
+            method: head.method.clone(),
+            uri: head.uri.clone(),
+            headers: std::mem::take(&mut head.headers),
+            peer,
+            connection,
+            body,
         }
     }
 
@@ -180,7 +195,8 @@ impl RequestInfo {
             None => settings.laravel.url_root().to_string(),
         };
         let (route, rel_path) = route_for(req.uri.path(), &http.base_path);
-        // Built by pushes: `format!` cost a poll about 1,100 instructions here (callgrind).
+        // Built by pushes, as the origin is (src/http/origin.rs: both `format!`s cost a poll
+        // about 1,700 instructions together).
         let mut root = origin_url;
         root.push_str(&http.base_path);
         let rel_trimmed = rel_path.trim_end_matches('/');
