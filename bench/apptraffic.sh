@@ -7,6 +7,11 @@
 #
 #   bench/apptraffic.sh                              # the default ramp (10,000 … 50,000), ~9 min on 2 cores
 #   APP_USERS="20000 50000" bench/apptraffic.sh      # chosen steps
+#   APP_HEAPTRACK=1 APP_USERS=20000 bench/apptraffic.sh
+#       # a heap profile of what outlives the load: shopchat built with glibc's malloc
+#       # (feature system-allocator) runs under heaptrack, idles APP_IDLE_SECONDS after the
+#       # load, and is killed there; bench/RESULTS-heap.md gets what was still allocated
+#       # (bench/README.md "Memory"). The ramp's report is not written in this mode.
 set -euo pipefail
 
 cd "$(dirname "$0")/.."
@@ -29,6 +34,10 @@ APP_RESULTS="${APP_RESULTS:-bench/RESULTS-apptraffic.md}"
 APP_RATE_LIMIT="${APP_RATE_LIMIT:-100000}"
 # More settings for shopchat, for experiments: APP_SHOPCHAT_ENV="SHOPCHAT_TOKEN_TOUCH_SECONDS=600 …".
 APP_SHOPCHAT_ENV="${APP_SHOPCHAT_ENV:-}"
+APP_HEAPTRACK="${APP_HEAPTRACK:-0}"
+# Idle time before the heap is read: past shopchat's idle release (60 s without a request).
+APP_IDLE_SECONDS="${APP_IDLE_SECONDS:-66}"
+APP_HEAP_RESULTS="${APP_HEAP_RESULTS:-bench/RESULTS-heap.md}"
 work="$root/bench/.work"
 mkdir -p "$work"
 commit="$(git rev-parse --short HEAD)"
@@ -41,6 +50,20 @@ tokens_in_set="${BENCH_TOKENS:-200000}"
 export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$root/target}"
 say "cargo build --release (shopchat, bench/tools: apptraffic)"
 cargo build --release >&2 || die "building shopchat failed"
+shopchat_bin="$CARGO_TARGET_DIR/release/shopchat"
+launcher=()
+if [[ "$APP_HEAPTRACK" == 1 ]]; then
+    command -v heaptrack >/dev/null && command -v heaptrack_print >/dev/null ||
+        die "APP_HEAPTRACK=1 needs heaptrack (Debian: apt-get install -y heaptrack)"
+    # heaptrack hooks malloc; mimalloc's own pages would be invisible to it.
+    say "cargo build --release --features system-allocator (for heaptrack)"
+    cargo build --release --features system-allocator >&2 || die "building shopchat (system-allocator) failed"
+    mkdir -p "$work/heaptrack-bin"
+    # Named `shopchat` so that the process is found by name under heaptrack's script.
+    cp "$CARGO_TARGET_DIR/release/shopchat" "$work/heaptrack-bin/shopchat"
+    shopchat_bin="$work/heaptrack-bin/shopchat"
+    rm -f "$work"/heap-*.zst "$work"/heap-*.gz
+fi
 cargo build --release --manifest-path bench/tools/Cargo.toml --bin apptraffic >&2 || die "building apptraffic failed"
 
 if ! pmdb_sql "$BENCH_DB_PORT" "$BENCH_DB_NAME" --batch --skip-column-names \
@@ -79,14 +102,28 @@ results="$work/apptraffic.jsonl"
 for n in $APP_USERS; do
     port="$(pmdb_free_port 18500)"
     rm -rf "$work/apptraffic-outbox"
+    [[ "$APP_HEAPTRACK" == 1 ]] && launcher=(heaptrack -o "$work/heap-$n")
     env -i PATH="$PATH" HOME="${HOME:-/root}" \
         DB_HOST=127.0.0.1 DB_PORT="$BENCH_DB_PORT" DB_DATABASE="$BENCH_DB_NAME" DB_USERNAME=root DB_PASSWORD= \
         APP_KEY='base64:FxO+5zEy133M5/q/XUBpdtp/0srOK9tezZfkWCnyPFc=' APP_URL="http://shop.test" APP_TIMEZONE=UTC \
         SYSTEM_KEY=bench-system-key MAIL_MAILER=log NO_COLOR=1 \
         SHOPCHAT_LISTEN="127.0.0.1:$port" SHOPCHAT_RATE_LIMIT="$APP_RATE_LIMIT" \
         SHOPCHAT_OUTBOX_DIR="$work/apptraffic-outbox" $APP_SHOPCHAT_ENV \
-        "$CARGO_TARGET_DIR/release/shopchat" serve >"$work/shopchat-apptraffic-$n.log" 2>&1 &
+        ${launcher[@]+"${launcher[@]}"} "$shopchat_bin" serve >"$work/shopchat-apptraffic-$n.log" 2>&1 &
     pid=$!
+    heaptrack_pid=""
+    if [[ "$APP_HEAPTRACK" == 1 ]]; then
+        # heaptrack is a script that runs shopchat as its child: the measurements need
+        # shopchat's own pid.
+        heaptrack_pid=$pid
+        pid=""
+        for _ in $(seq 1 100); do
+            pid="$(pgrep -P "$heaptrack_pid" -x shopchat || true)"
+            [[ -n "$pid" ]] && break
+            sleep 0.1
+        done
+        [[ -n "$pid" ]] || die "shopchat did not start under heaptrack (log: $work/shopchat-apptraffic-$n.log)"
+    fi
     for _ in $(seq 1 100); do
         pmdb_port_answers "$port" && break
         sleep 0.2
@@ -102,6 +139,21 @@ for n in $APP_USERS; do
     json="$(printf '%s\n' "$out" | sed -n 's/^BENCH_JSON //p')"
     printf '%s\n' "$json" >>"$results"
     printf '%s\n' "$json" >&2
+    if [[ "$APP_HEAPTRACK" == 1 ]]; then
+        say "$n users: idle for ${APP_IDLE_SECONDS} s, then the heap as it is (SIGKILL: nothing freed at exit)"
+        sleep "$APP_IDLE_SECONDS"
+        grep -E '^(VmRSS|RssAnon|RssFile|VmHWM):' "/proc/$pid/status" >"$work/heap-$n.status"
+        kill -KILL "$pid"
+        wait "$heaptrack_pid" 2>/dev/null || true
+        pid=""
+        data="$(ls "$work/heap-$n".zst "$work/heap-$n".gz 2>/dev/null | head -n 1)"
+        [[ -n "$data" ]] || die "heaptrack wrote no data (log: $work/shopchat-apptraffic-$n.log)"
+        heaptrack_print --print-leaks=1 --print-peaks=0 --print-allocators=0 --print-temporary=0 \
+            --peak-limit=40 --file "$data" >"$work/heap-$n.txt" || die "heaptrack_print failed"
+        python3 bench/heap_report.py "$work/heap-$n.txt" "$work/heap-$n.status" "$commit" "$n" \
+            "$APP_IDLE_SECONDS" "$APP_CONNECTIONS" >"$APP_HEAP_RESULTS" || die "writing $APP_HEAP_RESULTS failed"
+        say "heap profile: $APP_HEAP_RESULTS (heaptrack data: $data)"
+    fi
     stop_shopchat
     # The run's messages go, so that the next step (and bench/run.sh) start from the same data.
     pmdb_sql "$BENCH_DB_PORT" "$BENCH_DB_NAME" -e "DELETE FROM messages WHERE id > $before" ||
@@ -109,6 +161,7 @@ for n in $APP_USERS; do
 done
 pmdb_sql "$BENCH_DB_PORT" "$BENCH_DB_NAME" -e "DELETE FROM personal_access_tokens WHERE id > $tokens_in_set; DROP TABLE IF EXISTS apptraffic_pairs" || true
 
+[[ "$APP_HEAPTRACK" == 1 ]] && exit 0
 python3 bench/apptraffic_report.py "$results" "$commit" "$APP_SECONDS" "$APP_WARMUP" "$APP_ARRIVALS" "$APP_LEAKY" \
     "$APP_CONNECTIONS" >"$APP_RESULTS" || die "writing $APP_RESULTS failed"
 say "done: $APP_RESULTS"

@@ -105,6 +105,18 @@ def app_traffic():
             "why": why.group(0) if why else None}
 
 
+def heap_profile():
+    """The headline of RESULTS-heap.md (`APP_HEAPTRACK=1 bench/apptraffic.sh`, run separately):
+    what a heap profile found still allocated in an idle shopchat after a load; None without it."""
+    path = os.path.join(os.path.dirname(os.path.abspath(__file__)), "RESULTS-heap.md")
+    try:
+        text = open(path, encoding="utf-8").read()
+    except OSError:
+        return None
+    found = re.search(r"^\*\*What outlives the load.*$", text, re.M)
+    return found.group(0) if found else None
+
+
 def unmet_reasons(w, A, S, C, best, idle_after=(), idle_start_kb=0, app=None):
     """For each target not met, the measured reason and what would meet it, from this run's numbers."""
     items = []
@@ -164,7 +176,8 @@ def unmet_reasons(w, A, S, C, best, idle_after=(), idle_start_kb=0, app=None):
             f"{mb(b['rss_kb'])} MB, goal < {RSS_IDLE_MB} MB.** Of it, {mb(b['file_kb'])} MB are the "
             f"binary's code pages (file-backed; {mb(idle_start_kb)} MB was the whole RSS after start) and "
             f"{mb(b['anon_kb'])} MB heap and stacks; the idle releases took it from {mb(first)} MB one "
-            f"second after the last request to {mb(b['rss_kb'])} MB.")
+            f"second after the last request to {mb(b['rss_kb'])} MB."
+            + (f" {heap} (RESULTS-heap.md)" if (heap := heap_profile()) else ""))
     if not items:
         return
     w("### Targets not met: the measured reason")

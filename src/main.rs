@@ -9,6 +9,9 @@ use clap::{Parser, Subcommand};
 
 /// mimalloc instead of glibc's malloc: profiling 20,000 simulated app users (bench/apptraffic.sh,
 /// 2026-12-05) put glibc's malloc, free and their consolidation at ~15 % of shopchat's CPU.
+/// The `system-allocator` feature keeps glibc's, for heap profilers that hook malloc
+/// (heaptrack: `APP_HEAPTRACK=1 bench/apptraffic.sh`, bench/README.md "Memory").
+#[cfg(not(feature = "system-allocator"))]
 #[global_allocator]
 static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
@@ -32,7 +35,10 @@ const MI_OPTION_PURGE_DELAY: libmimalloc_sys::mi_option_t = 15;
 /// It runs as a constructor of the executable ([`TUNE_ALLOCATOR`]), before Rust's runtime
 /// allocates anything: the first allocation reserves mimalloc's first arena, and set from
 /// `main` the commit option came too late for it (RSS at start stayed at 19–20 MB).
-#[cfg_attr(not(target_os = "linux"), allow(dead_code))]
+#[cfg_attr(
+    any(not(target_os = "linux"), feature = "system-allocator"),
+    allow(dead_code)
+)]
 extern "C" fn tune_allocator() {
     // SAFETY: reading and setting an option takes no pointer; each value read first checks that
     // the index is the option meant (its default value), so a changed enum sets nothing.
@@ -48,7 +54,7 @@ extern "C" fn tune_allocator() {
 
 /// Called by the C runtime with the executable's other constructors, before `main` and before
 /// Rust's runtime set-up (which already allocates); the environment is readable by then.
-#[cfg(target_os = "linux")]
+#[cfg(all(target_os = "linux", not(feature = "system-allocator")))]
 #[used]
 #[link_section = ".init_array"]
 static TUNE_ALLOCATOR: extern "C" fn() = tune_allocator;
