@@ -146,7 +146,10 @@ for n in $APP_USERS; do
         kill -KILL "$pid"
         wait "$heaptrack_pid" 2>/dev/null || true
         pid=""
-        data="$(ls "$work/heap-$n".zst "$work/heap-$n".gz 2>/dev/null | head -n 1)"
+        data=""
+        for candidate in "$work/heap-$n".zst "$work/heap-$n".gz; do
+            [[ -f "$candidate" ]] && data="$candidate" && break
+        done
         [[ -n "$data" ]] || die "heaptrack wrote no data (log: $work/shopchat-apptraffic-$n.log)"
         heaptrack_print --print-leaks=1 --print-peaks=0 --print-allocators=0 --print-temporary=0 \
             --peak-limit=40 --file "$data" >"$work/heap-$n.txt" || die "heaptrack_print failed"

@@ -72,9 +72,11 @@ def demangle(frame):
     frame = re.sub(r"::h[0-9a-f]{16}\b", "", frame)
     for escape, char in LEGACY_ESCAPES.items():
         frame = frame.replace(escape, char)
+    # Any other character as `$u<hex>$`.
+    frame = re.sub(r"\$u([0-9a-f]{2,6})\$", lambda m: chr(int(m.group(1), 16)), frame)
     frame = frame.replace("..", "::")
-    # A path that starts with `<` is mangled with a leading underscore (`_$LT$`).
-    return re.sub(r"(^|\s)_<", r"\1<", frame)
+    # A path segment that starts with `<` is mangled with a leading underscore (`_$LT$`).
+    return re.sub(r"(^|\s|::)_<", r"\1<", frame)
 
 
 def holder(frames, n=3):
