@@ -75,8 +75,9 @@ def demangle(frame):
     # Any other character as `$u<hex>$`.
     frame = re.sub(r"\$u([0-9a-f]{2,6})\$", lambda m: chr(int(m.group(1), 16)), frame)
     frame = frame.replace("..", "::")
-    # A path segment that starts with `<` is mangled with a leading underscore (`_$LT$`).
-    return re.sub(r"(^|\s|::)_<", r"\1<", frame)
+    # A path segment that starts with an escape is mangled with a leading underscore
+    # (`_$LT$`, `_$u7b$$u7b$closure$u7d$$u7d$`).
+    return re.sub(r"(^|\s|::)_([<{])", r"\1\2", frame)
 
 
 def holder(frames, n=3):
