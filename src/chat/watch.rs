@@ -17,6 +17,11 @@
 //! caught by the periodic re-verification. A client that keeps polling
 //! therefore never misses a message; it may see it up to [`STALENESS`] late
 //! (or [`REVERIFY`] in the pathological long-transaction case).
+//!
+//! The first scan reads only the end of the table, and forgets what was
+//! verified before it ended. A watcher that has not scanned for a rescan
+//! window (it idles a minute after the last poll) starts over that way
+//! rather than reading what was written meanwhile.
 
 use std::collections::{HashMap, VecDeque};
 use std::future::Future;
@@ -117,6 +122,58 @@ impl Known {
 }
 
 impl Inner {
+    /// Where the next scan starts: after the last batch while catching up, else at the oldest
+    /// high-water mark of the rescan window (never above `high`); `None` for a first scan,
+    /// which reads the current end of the table.
+    ///
+    /// A watcher that has not scanned for a whole rescan window ([`RESCAN`]: it idled because
+    /// nobody polled for [`IDLE_AFTER`], or the database did not answer) starts over as a first
+    /// scan. Why: catching up read what was written meanwhile (the shop's web chat writes while
+    /// no app polls) in batches, and then the rescan window, whose marks were the batches' ends,
+    /// sent every scan of the next 10 s back over the whole backlog: after a benchmark's
+    /// 360,000 writes, 33,442 statements read 4.8 million rows during 12 s of polls, and the
+    /// fast path rarely engaged meanwhile (bench/run.sh, 2026-12-06). Those rows were of use
+    /// to nobody: the knowledge they would have kept current is dropped by the first scan
+    /// ([`Inner::first_scan_done`]), and the long-polls that waited meanwhile are woken by it
+    /// to look for themselves.
+    fn next_scan_from(&mut self) -> Option<i64> {
+        let paused = self
+            .history
+            .back()
+            .is_some_and(|(at, _)| at.elapsed() >= RESCAN);
+        if paused {
+            self.high = None;
+            self.history.clear();
+            self.resume_from = None;
+            self.last_scan = None;
+        }
+        if let Some(resume) = self.resume_from {
+            return Some(resume);
+        }
+        self.high.map(|high| {
+            self.history
+                .iter()
+                .find(|(at, _)| at.elapsed() < RESCAN)
+                .map(|(_, h)| *h)
+                .unwrap_or(high)
+                .min(high)
+        })
+    }
+
+    /// A first scan read `high`, the current end of the table: later scans start there. What
+    /// was verified before this scan ended is forgotten: a message committed between such a
+    /// verification and the reading of `high` has an id the later scans never read, and the
+    /// knowledge would have vouched for "nothing new" until it was due again ([`REVERIFY`]).
+    /// Returns the waiters to wake: they look for themselves, as nothing scanned found their
+    /// messages.
+    fn first_scan_done(&mut self, started: Instant, high: i64, ended: Instant) -> Vec<Arc<Notify>> {
+        self.high = Some(high);
+        self.history.push_back((started, high));
+        self.last_scan = Some((started, ended));
+        self.known.retain(|_, k| k.verified_at > ended);
+        self.waiters.values().cloned().collect()
+    }
+
     /// Whether a repeated verification of what `known` says keeps `known`'s time: it is not due
     /// again yet, and a scan has started since (which vouches for it from then on).
     fn keeps_first_verification(&self, known: &Known) -> bool {
@@ -426,24 +483,7 @@ impl Watcher {
 
     async fn scan(&self, pool: &MySqlPool) -> Result<(), sqlx::Error> {
         let started = Instant::now();
-        let from = {
-            let inner = self.lock();
-            // Catching up after a full batch: continue after its last row.
-            if let Some(resume) = inner.resume_from {
-                Some(resume)
-            } else {
-                inner.high.map(|high| {
-                    // The oldest high-water mark of the rescan window, never above `high`.
-                    inner
-                        .history
-                        .iter()
-                        .find(|(at, _)| at.elapsed() < RESCAN)
-                        .map(|(_, h)| *h)
-                        .unwrap_or(high)
-                        .min(high)
-                })
-            }
-        };
+        let from = self.lock().next_scan_from();
         let Some(from) = from else {
             // First scan: start at the current end of the table.
             let high: Result<i64, _> =
@@ -451,10 +491,10 @@ impl Watcher {
                     .fetch_one(pool)
                     .await;
             let high = self.count_statement(high)?;
-            let mut inner = self.lock();
-            inner.high = Some(high);
-            inner.history.push_back((started, high));
-            inner.last_scan = Some((started, Instant::now()));
+            let wake = self.lock().first_scan_done(started, high, Instant::now());
+            for n in wake {
+                n.notify_waiters();
+            }
             return Ok(());
         };
         let rows: Result<Vec<(i64, i64)>, _> = sqlx::query_as(crate::chat::sql::WATCH_SCAN)
@@ -565,6 +605,63 @@ mod tests {
             !w.nothing_new(1, 11),
             "a deleted conversation is asked again"
         );
+    }
+
+    #[test]
+    fn a_first_scan_forgets_what_was_verified_before_it_ended() {
+        // The poll that starts the watcher verifies before the first scan reads the end of
+        // the table: a message committed in between is below that end, where no later scan
+        // reads; that verification must not be vouched for by the later scans.
+        let w = Watcher::default();
+        w.verified_nothing_new(1, 10);
+        let waiter = w.subscribe(2);
+        let started = Instant::now();
+        let woken = w.lock().first_scan_done(started, 50, Instant::now());
+        assert_eq!(woken.len(), 1, "the waiters look for themselves");
+        assert!(Arc::ptr_eq(&woken[0], &waiter));
+        assert!(!w.nothing_new(1, 10), "forgotten");
+        // Verified after the first scan, vouched for by the next one.
+        w.verified_nothing_new(1, 10);
+        age(&w, 1, STALENESS);
+        let t = Instant::now();
+        w.lock().last_scan = Some((t, t));
+        assert!(w.nothing_new(1, 10));
+        assert_eq!(
+            w.lock().next_scan_from(),
+            Some(50),
+            "the rescan window starts at the end read"
+        );
+    }
+
+    #[test]
+    fn a_watcher_that_did_not_scan_for_a_rescan_window_starts_over() {
+        let w = Watcher::default();
+        {
+            let mut inner = w.lock();
+            let long_ago = Instant::now() - RESCAN;
+            inner.high = Some(700);
+            inner.history.push_back((long_ago, 700));
+            inner.last_scan = Some((long_ago, long_ago));
+            assert_eq!(
+                inner.next_scan_from(),
+                None,
+                "a first scan: the end of the table"
+            );
+            assert!(inner.history.is_empty() && inner.high.is_none() && inner.last_scan.is_none());
+        }
+        let w = Watcher::default();
+        let mut inner = w.lock();
+        let recent = Instant::now() - RESCAN / 2;
+        inner.high = Some(900);
+        inner.history.push_back((recent, 800));
+        inner.history.push_back((Instant::now(), 900));
+        assert_eq!(
+            inner.next_scan_from(),
+            Some(800),
+            "the rescan window's oldest mark"
+        );
+        inner.resume_from = Some(850);
+        assert_eq!(inner.next_scan_from(), Some(850), "catching up continues");
     }
 
     #[test]

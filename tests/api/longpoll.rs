@@ -23,6 +23,27 @@ async fn insert_behind_our_back(app: &TestApp, text: &str) {
         .unwrap();
 }
 
+/// 20,000 rows in conversation 2 (four of the watcher's scan batches), written behind
+/// shopchat's back.
+async fn insert_20_000_elsewhere(app: &TestApp) {
+    sqlx::query(
+        "INSERT INTO messages (conversation_id, user_id, message, created_at, updated_at) \
+         SELECT 2, 5, 'bulk', UTC_TIMESTAMP(), UTC_TIMESTAMP() FROM \
+         (SELECT 0 d UNION ALL SELECT 1 UNION ALL SELECT 2 UNION ALL SELECT 3 UNION ALL SELECT 4 \
+          UNION ALL SELECT 5 UNION ALL SELECT 6 UNION ALL SELECT 7 UNION ALL SELECT 8 UNION ALL SELECT 9) a, \
+         (SELECT 0 d UNION ALL SELECT 1 UNION ALL SELECT 2 UNION ALL SELECT 3 UNION ALL SELECT 4 \
+          UNION ALL SELECT 5 UNION ALL SELECT 6 UNION ALL SELECT 7 UNION ALL SELECT 8 UNION ALL SELECT 9) b, \
+         (SELECT 0 d UNION ALL SELECT 1 UNION ALL SELECT 2 UNION ALL SELECT 3 UNION ALL SELECT 4 \
+          UNION ALL SELECT 5 UNION ALL SELECT 6 UNION ALL SELECT 7 UNION ALL SELECT 8 UNION ALL SELECT 9) c, \
+         (SELECT 0 d UNION ALL SELECT 1 UNION ALL SELECT 2 UNION ALL SELECT 3 UNION ALL SELECT 4 \
+          UNION ALL SELECT 5 UNION ALL SELECT 6 UNION ALL SELECT 7 UNION ALL SELECT 8 UNION ALL SELECT 9) d, \
+         (SELECT 0 d UNION ALL SELECT 1) e",
+    )
+    .execute(&app.db.pool)
+    .await
+    .unwrap();
+}
+
 #[tokio::test]
 async fn a_waiting_poll_wakes_on_a_new_message() {
     let app = spawn_app().await;
@@ -155,22 +176,7 @@ async fn the_watcher_catches_up_with_a_large_backlog() {
     let waiting = hold(&app, &format!("{POLL}?wait=30"));
     tokio::time::sleep(Duration::from_millis(300)).await;
     // 20,000 rows in another conversation (four scan batches), then the one that matters.
-    sqlx::query(
-        "INSERT INTO messages (conversation_id, user_id, message, created_at, updated_at) \
-         SELECT 2, 5, 'bulk', UTC_TIMESTAMP(), UTC_TIMESTAMP() FROM \
-         (SELECT 0 d UNION ALL SELECT 1 UNION ALL SELECT 2 UNION ALL SELECT 3 UNION ALL SELECT 4 \
-          UNION ALL SELECT 5 UNION ALL SELECT 6 UNION ALL SELECT 7 UNION ALL SELECT 8 UNION ALL SELECT 9) a, \
-         (SELECT 0 d UNION ALL SELECT 1 UNION ALL SELECT 2 UNION ALL SELECT 3 UNION ALL SELECT 4 \
-          UNION ALL SELECT 5 UNION ALL SELECT 6 UNION ALL SELECT 7 UNION ALL SELECT 8 UNION ALL SELECT 9) b, \
-         (SELECT 0 d UNION ALL SELECT 1 UNION ALL SELECT 2 UNION ALL SELECT 3 UNION ALL SELECT 4 \
-          UNION ALL SELECT 5 UNION ALL SELECT 6 UNION ALL SELECT 7 UNION ALL SELECT 8 UNION ALL SELECT 9) c, \
-         (SELECT 0 d UNION ALL SELECT 1 UNION ALL SELECT 2 UNION ALL SELECT 3 UNION ALL SELECT 4 \
-          UNION ALL SELECT 5 UNION ALL SELECT 6 UNION ALL SELECT 7 UNION ALL SELECT 8 UNION ALL SELECT 9) d, \
-         (SELECT 0 d UNION ALL SELECT 1) e",
-    )
-    .execute(&app.db.pool)
-    .await
-    .unwrap();
+    insert_20_000_elsewhere(&app).await;
     insert_behind_our_back(&app, "after the flood").await;
     // Without catch-up the watcher advances one batch per rescan window (10 s).
     let res = tokio::time::timeout(Duration::from_secs(15), waiting)
@@ -439,5 +445,66 @@ async fn the_first_page_is_counted_once_then_kept_by_the_watcher() {
         res.status,
         res.text()
     );
+    app.finish().await;
+}
+
+#[tokio::test]
+async fn after_a_pause_the_watcher_starts_over_instead_of_rereading_the_backlog() {
+    // The app is closed for a while and the shop's web chat keeps writing: the watcher idles
+    // (nobody polls for 60 s) and rows pile up behind its back. When the polls come back, the
+    // watcher starts at the end of the table like a new process, instead of reading the
+    // backlog and then, for a whole rescan window, reading it again on every scan; the polls
+    // get the fast path again at once, and the message of the polled conversation written
+    // during the pause is seen. (Slow by necessity: the watcher's idle time is a minute.)
+    let (app, user) = spawn_counted(&[("SHOPCHAT_RATE_LIMIT", "0")]).await;
+    assert_eq!(app.get(POLL, CUST1).await.json()["meta"]["total"], 0);
+    tokio::time::sleep(Duration::from_secs(61)).await;
+    insert_20_000_elsewhere(&app).await;
+    insert_behind_our_back(&app, "while the app was closed").await;
+    // A whole rescan window without a scan.
+    tokio::time::sleep(Duration::from_secs(11)).await;
+
+    let res = app.get(POLL, CUST1).await.json();
+    assert_eq!(res["meta"]["total"], 1);
+    assert_eq!(res["data"][0]["message"], "while the app was closed");
+    let newest = format!(
+        "/api/v2/chat/get-new-messages/1/{}",
+        res["data"][0]["id"].as_i64().unwrap()
+    );
+    let scans_before = metric(&app, "shopchat_watcher_statements_total").await;
+    let before = statements_besides_scans(&app, &user).await;
+    let started = std::time::Instant::now();
+    let mut polls = 0;
+    while started.elapsed() < Duration::from_secs(2) {
+        let res = app.get(&newest, CUST1).await;
+        assert_eq!(res.json()["meta"]["total"], 0, "{}", res.text());
+        polls += 1;
+    }
+    let scans = metric(&app, "shopchat_watcher_statements_total").await - scans_before;
+    let spent = statements_besides_scans(&app, &user).await - before;
+    // One scan per 100 ms is 20; re-reading 20,000 rows in 5,000-row batches after each of
+    // them was about 4 times as many.
+    assert!(
+        scans <= 30,
+        "{scans} scan statements in 2 s after the pause"
+    );
+    assert!(
+        spent <= 6,
+        "{spent} statements besides {scans} scans for {polls} polls after the pause"
+    );
+    // And the watcher follows the table again.
+    insert_behind_our_back(&app, "after the pause").await;
+    let inserted = std::time::Instant::now();
+    loop {
+        let res = app.get(&newest, CUST1).await.json();
+        if res["meta"]["total"] == 1 {
+            assert_eq!(res["data"][0]["message"], "after the pause");
+            break;
+        }
+        assert!(
+            inserted.elapsed() < Duration::from_secs(2),
+            "the message after the pause was not seen"
+        );
+    }
     app.finish().await;
 }
