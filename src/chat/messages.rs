@@ -58,10 +58,11 @@ pub async fn handle(
         if cursor.is_some_and(|last| watcher.nothing_new(id, last)) {
             return Ok(answer(ctx, page, 0, Vec::new()));
         }
+        let epoch = watcher.epoch();
         let (total, data) = page_of(ctx, conversation, id, Some(after), page).await?;
         if total == 0 {
             if let Some(last) = cursor {
-                watcher.verified_nothing_new(id, last);
+                watcher.verified_nothing_new(id, last, epoch);
             }
         }
         return Ok(answer(ctx, page, total, data));
@@ -137,13 +138,14 @@ async fn page_of(
             match from_knowledge {
                 Some(answer) => answer,
                 None => {
+                    let epoch = watcher.epoch();
                     let (seen, total, rows) = repo::message_page(pool, id, None, 0).await?;
                     let ids: Vec<i64> = rows.iter().map(|r| r.id).collect();
                     if ids.is_empty() && known.is_some() {
                         // Counted messages are gone: the shop deleted the conversation.
                         watcher.conversation_gone(id);
                     }
-                    watcher.counted(id, total, &ids);
+                    watcher.counted(id, total, &ids, epoch);
                     (seen, total, rows)
                 }
             }

@@ -83,6 +83,9 @@ struct Inner {
     /// Start and end of the last complete scan.
     last_scan: Option<(Instant, Instant)>,
     last_poll: Option<Instant>,
+    /// Bumped by each first scan: a statement that began before it reports in vain
+    /// ([`Watcher::epoch`]).
+    epoch: u64,
 }
 
 /// How a held long-poll ended ([`Watcher::wait_for`]).
@@ -122,21 +125,18 @@ impl Known {
 }
 
 impl Inner {
-    /// Where the next scan starts: after the last batch while catching up, else at the oldest
-    /// high-water mark of the rescan window (never above `high`); `None` for a first scan,
-    /// which reads the current end of the table.
-    ///
-    /// A watcher that has not scanned for a whole rescan window ([`RESCAN`]: it idled because
-    /// nobody polled for [`IDLE_AFTER`], or the database did not answer) starts over as a first
+    /// Polls came back after the watcher idled ([`IDLE_AFTER`] without one). When it has not
+    /// scanned for a whole rescan window ([`RESCAN`]) meanwhile, it starts over as a first
     /// scan. Why: catching up read what was written meanwhile (the shop's web chat writes while
-    /// no app polls) in batches, and then the rescan window, whose marks were the batches' ends,
-    /// sent every scan of the next 10 s back over the whole backlog: after a benchmark's
+    /// no app polls) in batches, and then the rescan window, whose marks were the batches'
+    /// ends, sent every scan of the next 10 s back over the whole backlog: after a benchmark's
     /// 360,000 writes, 33,442 statements read 4.8 million rows during 12 s of polls, and the
     /// fast path rarely engaged meanwhile (bench/run.sh, 2026-12-06). Those rows were of use
-    /// to nobody: the knowledge they would have kept current is dropped by the first scan
-    /// ([`Inner::first_scan_done`]), and the long-polls that waited meanwhile are woken by it
-    /// to look for themselves.
-    fn next_scan_from(&mut self) -> Option<i64> {
+    /// to nobody: the knowledge they would have kept current was verified before the idle
+    /// minute, so it is due again anyway, and the first scan forgets it
+    /// ([`Inner::first_scan_done`]); no long-poll waited (one keeps the watcher awake). Scans
+    /// that failed (the database did not answer) are caught up with as before.
+    fn resume(&mut self) {
         let paused = self
             .history
             .back()
@@ -147,6 +147,12 @@ impl Inner {
             self.resume_from = None;
             self.last_scan = None;
         }
+    }
+
+    /// Where the next scan starts: after the last batch while catching up, else at the oldest
+    /// high-water mark of the rescan window (never above `high`); `None` for a first scan,
+    /// which reads the current end of the table.
+    fn next_scan_from(&self) -> Option<i64> {
         if let Some(resume) = self.resume_from {
             return Some(resume);
         }
@@ -161,15 +167,24 @@ impl Inner {
     }
 
     /// A first scan read `high`, the current end of the table: later scans start there. What
-    /// was verified before this scan ended is forgotten: a message committed between such a
-    /// verification and the reading of `high` has an id the later scans never read, and the
-    /// knowledge would have vouched for "nothing new" until it was due again ([`REVERIFY`]).
-    /// Returns the waiters to wake: they look for themselves, as nothing scanned found their
-    /// messages.
+    /// was learned from statements that began before this scan ended is forgotten, and what
+    /// they report later is ignored (a new [`Watcher::epoch`]): a message committed between
+    /// such a statement and the reading of `high` has an id the later scans never read, and
+    /// the knowledge would have vouched for "nothing new" until it was due again
+    /// ([`REVERIFY`]). Returns the waiters to wake: they look for themselves, as nothing
+    /// scanned found their messages.
+    ///
+    /// Not covered: a row of the shop's whose transaction was still open when `high` was read
+    /// and commits after a later verification of its conversation has an id below `high`, so
+    /// only the re-verification finds it (as for any commit later than the rescan window).
+    /// Starting the rescans below `high` instead would send every older row of a counted
+    /// conversation through the scans, which cannot tell it from a late commit, and drop the
+    /// counts ([`Known::saw`]).
     fn first_scan_done(&mut self, started: Instant, high: i64, ended: Instant) -> Vec<Arc<Notify>> {
         self.high = Some(high);
         self.history.push_back((started, high));
         self.last_scan = Some((started, ended));
+        self.epoch += 1;
         self.known.retain(|_, k| k.verified_at > ended);
         self.waiters.values().cloned().collect()
     }
@@ -253,10 +268,13 @@ impl Watcher {
     /// one's time, so that the scan that started after it still vouches. (Moving the time
     /// forward on each poll left every scan "before the verification", and the fast path
     /// never engaged on exactly the conversations that are polled most.)
-    pub fn verified_nothing_new(&self, conversation: i64, last: i64) {
+    pub fn verified_nothing_new(&self, conversation: i64, last: i64, epoch: u64) {
         let mut inner = self.lock();
         let now = Instant::now();
         inner.last_poll = Some(now);
+        if inner.epoch != epoch {
+            return;
+        }
         let keep = inner
             .known
             .get(&conversation)
@@ -273,6 +291,13 @@ impl Watcher {
         }
     }
 
+    /// To be read before a statement whose result is reported with
+    /// [`Watcher::verified_nothing_new`] or [`Watcher::counted`]: a first scan in between
+    /// makes the report count for nothing ([`Inner::first_scan_done`]).
+    pub fn epoch(&self) -> u64 {
+        self.lock().epoch
+    }
+
     /// The number of messages of `conversation` and its newest message id, when the process
     /// knows them as fresh as the "nothing new" answer may be (§11.1).
     pub fn known_count(&self, conversation: i64) -> Option<(i64, i64)> {
@@ -286,13 +311,16 @@ impl Watcher {
 
     /// A statement just counted `count` messages in `conversation`, `newest` first in `ids`
     /// (the ids of the page it read, newest first).
-    pub fn counted(&self, conversation: i64, count: i64, ids: &[i64]) {
+    pub fn counted(&self, conversation: i64, count: i64, ids: &[i64], epoch: u64) {
         let Some(&newest) = ids.first() else {
             return;
         };
         let mut inner = self.lock();
         let now = Instant::now();
         inner.last_poll = Some(now);
+        if inner.epoch != epoch {
+            return;
+        }
         // The same count again before a scan: keep the first time (see verified_nothing_new).
         let keep = inner.known.get(&conversation).is_some_and(|k| {
             k.above == newest
@@ -449,15 +477,23 @@ impl Watcher {
 
     /// The background scan loop; returns when `shutdown` becomes true.
     pub async fn run(self: Arc<Self>, pool: MySqlPool, mut shutdown: watch::Receiver<bool>) {
+        let mut was_active = false;
         loop {
             if *shutdown.borrow() {
                 self.release_all();
                 return;
             }
-            let active = self
-                .lock()
-                .last_poll
-                .is_some_and(|t| t.elapsed() < IDLE_AFTER);
+            // Awake while polls come in, and while a long-poll is held (its wait may be set
+            // longer than the idle time: SHOPCHAT_LONG_POLL_MAX_SECONDS).
+            let active = self.waiting() > 0
+                || self
+                    .lock()
+                    .last_poll
+                    .is_some_and(|t| t.elapsed() < IDLE_AFTER);
+            if active && !was_active {
+                self.lock().resume();
+            }
+            was_active = active;
             if active {
                 if let Err(e) = self.scan(&pool).await {
                     tracing::debug!(error = %e, "message watcher scan failed");
@@ -584,7 +620,7 @@ mod tests {
     fn knowledge_needs_a_fresh_verification_or_a_later_fresh_scan() {
         let w = Watcher::default();
         assert!(!w.nothing_new(1, 10), "nothing known");
-        w.verified_nothing_new(1, 10);
+        w.verified_nothing_new(1, 10, w.epoch());
         assert!(w.nothing_new(1, 10), "the verification itself is fresh");
         age(&w, 1, STALENESS);
         assert!(!w.nothing_new(1, 10), "no scan since the verification");
@@ -608,33 +644,43 @@ mod tests {
     }
 
     #[test]
-    fn a_first_scan_forgets_what_was_verified_before_it_ended() {
+    fn a_first_scan_forgets_what_was_learned_before_it_ended() {
         // The poll that starts the watcher verifies before the first scan reads the end of
         // the table: a message committed in between is below that end, where no later scan
-        // reads; that verification must not be vouched for by the later scans.
+        // reads; that verification must not be vouched for by the later scans, nor one whose
+        // statement began before the first scan and reports after it.
         let w = Watcher::default();
-        w.verified_nothing_new(1, 10);
+        w.verified_nothing_new(1, 10, w.epoch());
+        let late = w.epoch();
         let waiter = w.subscribe(2);
-        let started = Instant::now();
-        let woken = w.lock().first_scan_done(started, 50, Instant::now());
+        let woken = w
+            .lock()
+            .first_scan_done(Instant::now(), 5_000, Instant::now());
         assert_eq!(woken.len(), 1, "the waiters look for themselves");
         assert!(Arc::ptr_eq(&woken[0], &waiter));
         assert!(!w.nothing_new(1, 10), "forgotten");
+        w.verified_nothing_new(1, 10, late);
+        w.counted(1, 3, &[10, 9, 8], late);
+        assert!(
+            !w.nothing_new(1, 10),
+            "a statement from before reports in vain"
+        );
+        assert!(w.known_count(1).is_none());
         // Verified after the first scan, vouched for by the next one.
-        w.verified_nothing_new(1, 10);
+        w.verified_nothing_new(1, 10, w.epoch());
         age(&w, 1, STALENESS);
         let t = Instant::now();
         w.lock().last_scan = Some((t, t));
         assert!(w.nothing_new(1, 10));
         assert_eq!(
             w.lock().next_scan_from(),
-            Some(50),
+            Some(5_000),
             "the rescan window starts at the end read"
         );
     }
 
     #[test]
-    fn a_watcher_that_did_not_scan_for_a_rescan_window_starts_over() {
+    fn a_watcher_that_idled_for_a_rescan_window_starts_over() {
         let w = Watcher::default();
         {
             let mut inner = w.lock();
@@ -642,10 +688,12 @@ mod tests {
             inner.high = Some(700);
             inner.history.push_back((long_ago, 700));
             inner.last_scan = Some((long_ago, long_ago));
+            assert_eq!(inner.next_scan_from(), Some(700), "idle: nothing changes");
+            inner.resume();
             assert_eq!(
                 inner.next_scan_from(),
                 None,
-                "a first scan: the end of the table"
+                "polls again: a first scan, at the end of the table"
             );
             assert!(inner.history.is_empty() && inner.high.is_none() && inner.last_scan.is_none());
         }
@@ -655,10 +703,11 @@ mod tests {
         inner.high = Some(900);
         inner.history.push_back((recent, 800));
         inner.history.push_back((Instant::now(), 900));
+        inner.resume();
         assert_eq!(
             inner.next_scan_from(),
             Some(800),
-            "the rescan window's oldest mark"
+            "a short pause: the rescan window's oldest mark"
         );
         inner.resume_from = Some(850);
         assert_eq!(inner.next_scan_from(), Some(850), "catching up continues");
@@ -667,7 +716,7 @@ mod tests {
     #[test]
     fn stale_scans_vouch_for_nothing() {
         let w = Watcher::default();
-        w.verified_nothing_new(1, 10);
+        w.verified_nothing_new(1, 10, w.epoch());
         age(&w, 1, STALENESS);
         let t = Instant::now();
         w.lock().last_scan = Some((t, t - STALENESS));
@@ -679,27 +728,27 @@ mod tests {
         // Polls faster than the scans: each one that came before the scan verified again. The
         // scan that started after the first verification must still vouch afterwards.
         let w = Watcher::default();
-        w.verified_nothing_new(1, 10);
+        w.verified_nothing_new(1, 10, w.epoch());
         age(&w, 1, STALENESS);
         let first = w.lock().known[&1].verified_at;
         let t = Instant::now();
         w.lock().last_scan = Some((t, t));
-        w.verified_nothing_new(1, 10);
+        w.verified_nothing_new(1, 10, w.epoch());
         assert_eq!(w.lock().known[&1].verified_at, first, "kept");
         assert!(w.nothing_new(1, 10));
         // Another cursor is new knowledge, verified now.
-        w.verified_nothing_new(1, 11);
+        w.verified_nothing_new(1, 11, w.epoch());
         assert!(w.lock().known[&1].verified_at > first);
         // So is the same cursor once the first verification is due again.
         age(&w, 1, REVERIFY);
-        w.verified_nothing_new(1, 11);
+        w.verified_nothing_new(1, 11, w.epoch());
         assert!(w.lock().known[&1].verified_at.elapsed() < STALENESS);
     }
 
     #[test]
     fn scans_keep_a_count_current_and_drop_it_when_unsure() {
         let w = Watcher::default();
-        w.counted(1, 40, &[50, 49, 47]);
+        w.counted(1, 40, &[50, 49, 47], w.epoch());
         assert_eq!(w.known_count(1), Some((50, 40)));
         let mut inner = w.lock();
         let k = inner.known.get_mut(&1).unwrap();
@@ -710,7 +759,7 @@ mod tests {
         assert!(!k.saw(48), "committed out of order: maybe not counted");
         drop(inner);
         // "Nothing above L" knowledge has no count; a higher id moves L up to it.
-        w.verified_nothing_new(2, 30);
+        w.verified_nothing_new(2, 30, w.epoch());
         assert_eq!(w.known_count(2), None);
         let mut inner = w.lock();
         let k = inner.known.get_mut(&2).unwrap();
@@ -718,7 +767,7 @@ mod tests {
         assert_eq!(k.above, 31);
         drop(inner);
         // shopchat's own post keeps the knowledge at its id, without a count.
-        w.counted(3, 7, &[70, 69]);
+        w.counted(3, 7, &[70, 69], w.epoch());
         w.message_stored(3, 72);
         assert_eq!(
             w.known_count(3),
