@@ -43,6 +43,8 @@ fn http_server(state: web::Data<AppState>, listener: TcpListener) -> anyhow::Res
             // Runs once on each worker thread, as it starts.
             state.thread_heaps.register_current();
             state.pools.attach_current_thread();
+            // No route table and no middleware: the pipeline moves the header map out of the
+            // request (`Incoming::take_from`), which panics if anything else holds the request.
             let app = App::new()
                 .app_data(state.clone())
                 .default_service(fn_service({
