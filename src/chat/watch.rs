@@ -25,7 +25,7 @@
 
 use std::collections::{HashMap, VecDeque};
 use std::future::Future;
-use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -220,6 +220,8 @@ pub struct Watcher {
     /// Scan statements run so far (`/metrics`).
     statements: AtomicU64,
     released: Notify,
+    /// Set by [`Watcher::release_all`]: waits that start or loop afterwards end at once.
+    releasing: AtomicBool,
     /// Held long-polls per user, and the caps (security review M6).
     held: Mutex<HashMap<UserId, usize>>,
     per_user: usize,
@@ -240,6 +242,7 @@ impl Watcher {
             waiting: AtomicUsize::new(0),
             statements: AtomicU64::new(0),
             released: Notify::new(),
+            releasing: AtomicBool::new(false),
             held: Mutex::default(),
             per_user,
             max_held,
@@ -435,6 +438,14 @@ impl Watcher {
             let arrived = notify.notified();
             tokio::pin!(arrived);
             arrived.as_mut().enable();
+            // Registered before the look, and the flag read after: a release that comes while
+            // the look runs is not lost (`notify_waiters` wakes only registered futures).
+            let released = self.released.notified();
+            tokio::pin!(released);
+            released.as_mut().enable();
+            if self.releasing.load(Ordering::SeqCst) {
+                return Ok(Waited::Released);
+            }
             let (found, answer) = look().await?;
             if found || tokio::time::Instant::now() >= deadline {
                 return Ok(Waited::Looked(answer));
@@ -442,19 +453,16 @@ impl Watcher {
             tokio::select! {
                 _ = &mut arrived => {}
                 _ = tokio::time::sleep_until(deadline) => {}
-                _ = self.released() => return Ok(Waited::Released),
+                _ = &mut released => return Ok(Waited::Released),
                 _ = &mut client_gone => return Ok(Waited::ClientGone),
             }
         }
     }
 
-    /// Completes when [`Watcher::release_all`] is called (graceful shutdown).
-    pub async fn released(&self) {
-        self.released.notified().await
-    }
-
-    /// Ends every long-poll wait now (they answer with what the database has).
+    /// Ends every long-poll wait now, and every one that would start later (graceful
+    /// shutdown): they answer with what the database has.
     pub fn release_all(&self) {
+        self.releasing.store(true, Ordering::SeqCst);
         self.released.notify_waiters();
     }
 
@@ -711,6 +719,33 @@ mod tests {
         );
         inner.resume_from = Some(850);
         assert_eq!(inner.next_scan_from(), Some(850), "catching up continues");
+    }
+
+    #[tokio::test]
+    async fn a_release_during_a_look_is_not_lost() {
+        // Graceful shutdown released the waiters while this one was asking the database: it
+        // must not wait on for its whole wait (the shutdown timeout would cut it off unanswered).
+        let w = Arc::new(Watcher::default());
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+        let during_look = w.clone();
+        let waited = tokio::time::timeout(
+            Duration::from_secs(5),
+            w.wait_for(1, deadline, std::future::pending::<()>(), || {
+                during_look.release_all();
+                async { Ok::<_, ()>((false, ())) }
+            }),
+        )
+        .await;
+        assert!(matches!(waited, Ok(Ok(Waited::Released))));
+        // And a wait that starts after the release ends at once.
+        let waited = tokio::time::timeout(
+            Duration::from_secs(5),
+            w.wait_for(2, deadline, std::future::pending::<()>(), || async {
+                Ok::<_, ()>((false, ()))
+            }),
+        )
+        .await;
+        assert!(matches!(waited, Ok(Ok(Waited::Released))));
     }
 
     #[test]
