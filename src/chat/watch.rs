@@ -19,9 +19,10 @@
 //! (or [`REVERIFY`] in the pathological long-transaction case).
 //!
 //! The first scan reads only the end of the table, and forgets what was
-//! verified before it ended. A watcher that has not scanned for a rescan
-//! window (it idles a minute after the last poll) starts over that way
-//! rather than reading what was written meanwhile.
+//! learned from statements that began before it ended. The watcher idles a
+//! minute after the last poll; when polls come back after it has not scanned
+//! for a rescan window, it starts over that way rather than reading what was
+//! written meanwhile.
 
 use std::collections::{HashMap, VecDeque};
 use std::future::Future;
