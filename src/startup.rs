@@ -46,7 +46,6 @@ fn http_server(state: web::Data<AppState>, listener: TcpListener) -> anyhow::Res
             // No route table and no middleware: the pipeline moves the header map out of the
             // request (`Incoming::take_from`), which panics if anything else holds the request.
             let app = App::new()
-                .app_data(state.clone())
                 .default_service(fn_service({
                     let state = state.clone();
                     move |req| pipeline::entry(req, state.clone())
